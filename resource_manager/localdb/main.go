@@ -1,0 +1,83 @@
+// Command rm-localdb serves a MongoDB-compatible database (FerretDB over SQLite)
+// on a loopback address, for development and tests of ResourceManager.
+//
+// It prints one line "ready <mongodb-uri>" on stdout once it accepts
+// connections, and stops cleanly on SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:0", "loopback host:port to listen on (port 0 picks a free one)")
+	dataDir := flag.String("data-dir", "", "directory for the SQLite files (required)")
+	logLevel := flag.String("log-level", "warn", "debug, info, warn or error")
+	flag.Parse()
+
+	if err := run(*listen, *dataDir, *logLevel); err != nil {
+		fmt.Fprintln(os.Stderr, "rm-localdb:", err)
+		os.Exit(1)
+	}
+}
+
+func run(listen, dataDir, logLevel string) error {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("bad -listen %q: %w", listen, err)
+	}
+	// Never reachable from another machine: development data has no authentication.
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("-listen must be a loopback IP address, not %q", host)
+	}
+	if dataDir == "" {
+		return fmt.Errorf("-data-dir is required")
+	}
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return err
+	}
+
+	// The embedded package never starts telemetry; say so to anything else that looks.
+	os.Setenv("DO_NOT_TRACK", "1")
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("bad -log-level %q: %w", logLevel, err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	db, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: listen},
+		Logger:    logger,
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + abs + "/",
+	})
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	done := make(chan error, 1)
+	go func() { done <- db.Run(ctx) }()
+
+	fmt.Printf("ready %s\n", db.MongoDBURI())
+	os.Stdout.Sync()
+
+	return <-done
+}
