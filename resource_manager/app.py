@@ -1,0 +1,34 @@
+"""create_app(): the settings layers, then the Eve app with everything wired in."""
+
+import logging
+
+from eve import Eve
+
+from . import auth, config, db, errors, health, lookup
+from .settings import DOMAIN, EVE_SETTINGS
+from .validation import Validator
+
+
+def create_app(overrides=None, environ=None):
+    """Return the ResourceManager WSGI app.
+
+    Raises RuntimeError when no MONGO_URI is configured.
+    """
+    settings = dict(EVE_SETTINGS)
+    settings.update(config.load(overrides, environ))
+    settings["DOMAIN"] = _copy_domain()
+    app = Eve(settings=settings, validator=Validator, auth=auth.RoleAuth)
+    app.logger.setLevel(logging.INFO)
+    errors.init_app(app)
+    auth.init_app(app)
+    db.init_app(app)
+    lookup.init_app(app)
+    health.init_app(app)
+    return app
+
+
+def _copy_domain():
+    # Eve fills the DOMAIN dicts in place; each app gets its own.
+    import copy
+
+    return copy.deepcopy(DOMAIN)

@@ -1,0 +1,91 @@
+"""One error body everywhere (Eve's shape), and request bodies checked before Eve sees them."""
+
+import json
+import logging
+
+import pymongo.errors
+from flask import jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+WRITE_METHODS = ("POST", "PUT", "PATCH")
+
+
+def error_response(code, message, issues=None, headers=None):
+    """Return a JSON response in Eve's error shape."""
+    body = {"_status": "ERR", "_error": {"code": code, "message": message}}
+    if issues:
+        body["_issues"] = issues
+    response = jsonify(body)
+    response.status_code = code
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _http_error(error):
+    headers = {}
+    if error.code == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="resource_manager"'
+    if error.code == 405 and error.valid_methods:
+        headers["Allow"] = ", ".join(error.valid_methods)
+    if error.response is not None and error.code in (401, 429, 503):
+        for name in ("WWW-Authenticate", "Retry-After"):
+            if name in error.response.headers:
+                headers[name] = error.response.headers[name]
+    return error_response(error.code, error.description or error.name, headers=headers)
+
+
+def _database_unavailable(error):
+    log.warning("database unavailable: %s", error)
+    return error_response(503, "database unavailable, try again shortly", headers={"Retry-After": "5"})
+
+
+def _unexpected(error):
+    if isinstance(error, HTTPException):
+        return _http_error(error)
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal server error")
+
+
+def check_body():
+    """Refuse, before Eve parses it, a write body that is not a JSON object (or list of them)."""
+    if request.method not in WRITE_METHODS or not request.content_length:
+        return None
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        return error_response(415, f"body must be application/json, not '{mimetype or 'none'}'")
+    raw = request.get_data(cache=True)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return error_response(400, f"body is not valid UTF-8 (byte {e.start})")
+    try:
+        body = json.loads(text)
+    except RecursionError:
+        return error_response(400, "body is nested too deeply")
+    except ValueError as e:
+        return error_response(400, f"body is not valid JSON: {e}")
+    if isinstance(body, dict):
+        return None
+    if request.method == "POST" and isinstance(body, list) and body and all(isinstance(d, dict) for d in body):
+        return None
+    expected = "a JSON object" + (" or a non-empty list of objects" if request.method == "POST" else "")
+    return error_response(400, f"body must be {expected}, not {_json_type(body)}")
+
+
+def _json_type(value):
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def init_app(app):
+    """Register the JSON error handlers and the body check."""
+    app.before_request(check_body)
+    app.register_error_handler(HTTPException, _http_error)
+    for code in app.config.get("STANDARD_ERRORS", []):
+        app.register_error_handler(code, _http_error)
+    app.register_error_handler(pymongo.errors.ConnectionFailure, _database_unavailable)
+    app.register_error_handler(pymongo.errors.ServerSelectionTimeoutError, _database_unavailable)
+    app.register_error_handler(Exception, _unexpected)

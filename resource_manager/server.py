@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""./server.py: serve the API for development, on the embedded database unless MONGO_URI is set.
+
+For production, serve `resource_manager.app:create_app()` with gunicorn (see supervisord.conf).
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+if __package__ in (None, ""):  # run as ./server.py from inside resource_manager/
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from resource_manager import auth  # noqa: E402
+
+log = logging.getLogger("resource_manager.server")
+
+DEV_USER, DEV_PASSWORD = "admin", "admin"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="server.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to serve on (HOST)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")), help="port (PORT)")
+    parser.add_argument("--data-dir", default=os.environ.get("RM_DATA_DIR", "var"),
+                        help="where the embedded database and the dev users file live (RM_DATA_DIR)")
+    parser.add_argument("--dev-account", action="store_true",
+                        help=f"create the development account {DEV_USER}/{DEV_PASSWORD} if no users file exists")
+    return parser.parse_args(argv)
+
+
+def ensure_dev_account(path):
+    """Create the admin/admin development account when the users file does not exist."""
+    if os.path.exists(path):
+        return
+    auth.set_user(path, DEV_USER, DEV_PASSWORD, "admin")
+    log.warning("DEVELOPMENT ACCOUNT created in %s: user '%s', password '%s', role admin. "
+                "Never use it in production; manage accounts with `rm-users`.", path, DEV_USER, DEV_PASSWORD)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    localdb = None
+    if not os.environ.get("MONGO_URI") and not os.environ.get("RM_MONGO_URI"):
+        from resource_manager.localdb import LocalDB
+
+        localdb = LocalDB(os.path.join(args.data_dir, "db"), port=int(os.environ.get("RM_LOCALDB_PORT", "0")))
+        os.environ["MONGO_URI"] = localdb.start()
+        log.info("embedded database (FerretDB/SQLite) at %s, data in %s", localdb.uri, localdb.data_dir)
+    if args.dev_account and not os.environ.get("RM_USERS_FILE"):
+        os.environ["RM_USERS_FILE"] = os.path.join(args.data_dir, "users.json")
+        ensure_dev_account(os.environ["RM_USERS_FILE"])
+    try:
+        from werkzeug.serving import run_simple
+
+        from resource_manager.app import create_app
+
+        app = create_app()
+        log.info("serving the API on http://%s:%d/", args.host, args.port)
+        run_simple(args.host, args.port, app, threaded=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if localdb is not None:
+            localdb.stop()
+            log.info("embedded database stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

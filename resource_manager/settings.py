@@ -1,0 +1,80 @@
+"""Eve settings: one dict per resource, and the unique keys behind them."""
+
+MACHINE_STATES = ("pxe", "pxe_failed", "idle", "in_use", "needs_repair")
+
+# Item URLs accept an ObjectId or a name (hostname, address); see lookup.py.
+NAME_URL = 'regex("[^/]+")'
+
+tags_schema = {"type": "dict", "allow_unknown": True, "default": {}}
+
+machines = {
+    "item_url": NAME_URL,
+    "schema": {
+        "hostname": {
+            "type": "string",
+            "required": True,
+            "empty": False,
+            "maxlength": 253,
+            "regex": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+            "unique": True,
+        },
+        "owner": {"type": "string", "nullable": True, "maxlength": 256},
+        "state": {"type": "string", "required": True, "allowed": list(MACHINE_STATES)},
+        "job_id": {"type": "string", "nullable": True, "maxlength": 256},
+        "tags": tags_schema,
+    },
+}
+
+
+def address_resource(kind):
+    """Return the settings of the public or private address collection."""
+    return {
+        "item_url": NAME_URL,
+        "url": f"{kind}-addresses",
+        "datasource": {"source": f"{kind}_addresses"},
+        "schema": {
+            "address": {
+                "type": "string",
+                "required": True,
+                "ip_address": True,
+                "coerce": "canonical_ip",
+                "unique": True,
+            },
+            "owner": {"type": "string", "nullable": True, "maxlength": 256},
+            "tags": tags_schema,
+        },
+    }
+
+
+DOMAIN = {
+    "machines": machines,
+    "public-addresses": address_resource("public"),
+    "private-addresses": address_resource("private"),
+}
+
+# The field that names an item, usable in item URLs in place of its _id. Each
+# gets a unique index in the database: Eve's `unique` rule is read-then-check
+# and races, the index does not.
+NAME_FIELDS = {
+    "machines": "hostname",
+    "public-addresses": "address",
+    "private-addresses": "address",
+}
+
+EVE_SETTINGS = {
+    "RESOURCE_METHODS": ["GET", "POST"],
+    "ITEM_METHODS": ["GET", "PATCH", "PUT", "DELETE"],
+    "PUBLIC_METHODS": ["GET"],
+    "PUBLIC_ITEM_METHODS": ["GET"],
+    "ALLOWED_WRITE_ROLES": ["operator", "admin"],
+    "ALLOWED_ITEM_WRITE_ROLES": ["operator", "admin"],
+    "IF_MATCH": True,
+    "ENFORCE_IF_MATCH": True,
+    "X_DOMAINS": None,
+    "RENDERERS": ["eve.render.JSONRenderer"],
+    "MONGO_QUERY_BLACKLIST": [
+        "$where", "$regex", "$function", "$accumulator", "$expr", "$jsonSchema", "$text",
+    ],
+    "DATE_FORMAT": "%Y-%m-%dT%H:%M:%SZ",
+    "STANDARD_ERRORS": [400, 401, 403, 404, 405, 406, 409, 410, 412, 413, 415, 422, 428, 429],
+}
