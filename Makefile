@@ -1,0 +1,32 @@
+# The two commands of the README: `make run` and `make test`. Everything else is set up on the way.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install localdb run test soak bench lint clean
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+install: $(STAMP)
+
+# Builds the embedded database (FerretDB, Go) once per source version.
+localdb: install
+	$(BIN)/python -c "from resource_manager.localdb import build; build()"
+
+run: localdb
+	$(BIN)/python resource_manager/server.py --dev-account
+
+test: localdb
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/python -m ruff check resource_manager tests bench
+
+clean:
+	rm -rf $(VENV) resource_manager/localdb/.build .pytest_cache artifacts

@@ -1,0 +1,83 @@
+"""Fixtures: the embedded database (one per session) and a live API server (one per test)."""
+
+import os
+import uuid
+
+import pymongo
+import pytest
+
+from resource_manager import auth
+from resource_manager.localdb import LocalDB
+
+from .support import PASSWORDS, LiveServer
+
+
+@pytest.fixture(scope="session")
+def localdb(tmp_path_factory):
+    """The embedded MongoDB-compatible server, started once for the whole run."""
+    db = LocalDB(str(tmp_path_factory.mktemp("localdb")))
+    db.start()
+    yield db
+    db.stop()
+
+
+@pytest.fixture(scope="session")
+def users_file(tmp_path_factory):
+    """A users file with one account per role (see support.PASSWORDS)."""
+    path = str(tmp_path_factory.mktemp("users") / "users.json")
+    for role, password in PASSWORDS.items():
+        auth.set_user(path, role, password, role)
+    return path
+
+
+@pytest.fixture
+def dbname():
+    """A database name of this test's own."""
+    return f"test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def overrides(localdb, users_file, dbname):
+    """The create_app() overrides that point at this test's database."""
+    return {"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users_file}
+
+
+@pytest.fixture
+def server(overrides, localdb, dbname):
+    """The API served over real HTTP on 127.0.0.1 against this test's database."""
+    live = LiveServer(overrides)
+    yield live
+    live.stop()
+    client = pymongo.MongoClient(localdb.uri)
+    client.drop_database(dbname)
+    client.close()
+
+
+@pytest.fixture
+def anon(server):
+    return server.session()
+
+
+@pytest.fixture
+def admin(server):
+    return server.session(("admin", PASSWORDS["admin"]))
+
+
+@pytest.fixture
+def operator(server):
+    return server.session(("operator", PASSWORDS["operator"]))
+
+
+@pytest.fixture
+def reader(server):
+    return server.session(("reader", PASSWORDS["reader"]))
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    # Requests to 127.0.0.1 must never go through a proxy from the environment.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("MONGO_URI", raising=False)
+    for name in list(os.environ):
+        if name.startswith("RM_"):
+            monkeypatch.delenv(name)

@@ -1,0 +1,59 @@
+"""Test helpers: a live HTTP server around create_app(), and credentials."""
+
+import threading
+
+import requests
+from werkzeug.serving import make_server
+
+from resource_manager.app import create_app
+
+PASSWORDS = {"admin": "admin-pw-1", "operator": "operator-pw-1", "reader": "reader-pw-1"}
+ADMIN = ("admin", PASSWORDS["admin"])
+OPERATOR = ("operator", PASSWORDS["operator"])
+READER = ("reader", PASSWORDS["reader"])
+
+
+class LiveServer:
+    """create_app(overrides) served over real HTTP on 127.0.0.1, port chosen by the OS."""
+
+    def __init__(self, overrides):
+        self.app = create_app(overrides)
+        self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def db(self):
+        """The pymongo Database behind the app, to check what really got stored."""
+        with self.app.app_context():
+            return self.app.data.driver.db
+
+    def session(self, auth=None):
+        """Return a requests.Session for this server, with `auth` (user, password) if given."""
+        return ApiSession(self.url, auth)
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+        with self.app.app_context():
+            for client, _db in self.app.extensions["pymongo"].values():
+                client.close()
+
+
+class ApiSession(requests.Session):
+    """A requests.Session whose paths are relative to the server's URL, with a timeout."""
+
+    def __init__(self, base, auth=None):
+        super().__init__()
+        self.base = base
+        self.auth = auth
+
+    def request(self, method, url, *args, **kwargs):
+        kwargs.setdefault("timeout", 30)
+        return super().request(method, self.base + url, *args, **kwargs)
+
+    def write(self, method, url, json=None, **kwargs):
+        """PATCH/PUT/DELETE an item with If-Match set to its current ETag."""
+        etag = self.get(url).json()["_etag"]
+        return self.request(method, url, json=json, headers={"If-Match": etag}, **kwargs)
