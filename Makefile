@@ -26,7 +26,7 @@ test: localdb
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/python -m ruff check resource_manager tests bench
+	$(BIN)/python -m ruff check resource_manager tests $(wildcard bench)
 
 clean:
 	rm -rf $(VENV) resource_manager/localdb/.build .pytest_cache artifacts
