@@ -4,7 +4,7 @@ import logging
 
 from eve import Eve
 
-from . import auth, config, db, errors, health, lookup
+from . import auth, config, db, errors, health, lookup, queryargs
 from .settings import DOMAIN, EVE_SETTINGS
 from .validation import Validator
 
@@ -20,6 +20,7 @@ def create_app(overrides=None, environ=None):
     app = Eve(settings=settings, validator=Validator, auth=auth.RoleAuth)
     app.logger.setLevel(logging.INFO)
     errors.init_app(app)
+    queryargs.init_app(app)
     auth.init_app(app)
     db.init_app(app)
     lookup.init_app(app)

@@ -10,6 +10,8 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 WRITE_METHODS = ("POST", "PUT", "PATCH")
+# Deeper documents are refused: no real one comes close, and every layer below recurses.
+MAX_DEPTH = 32
 
 
 def error_response(code, message, issues=None, headers=None):
@@ -42,31 +44,96 @@ def _database_unavailable(error):
     return error_response(503, "database unavailable, try again shortly", headers={"Retry-After": "5"})
 
 
-def _unexpected(error):
+def unexpected_error(error):
+    """Answer 500 in Eve's shape, logging the traceback (HTTP errors keep their code)."""
     if isinstance(error, HTTPException):
         return _http_error(error)
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal server error")
 
 
+class _BadJSON(ValueError):
+    """JSON that parses but that no client should send (NaN, duplicate keys)."""
+
+
+def _no_constants(name):
+    # NaN and Infinity are not JSON; the database drops the connection on them.
+    raise _BadJSON(f"contains {name}, which is not JSON")
+
+
+def _no_duplicates(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _BadJSON(f"has the key '{key}' twice in one object")
+        seen[key] = value
+    return seen
+
+
+def loads_strict(text):
+    """Parse JSON refusing NaN/Infinity, duplicate keys, lone surrogates and deep nesting.
+
+    Raises ValueError whose message completes "<what> ...", e.g. "is not valid JSON: ...".
+    """
+    try:
+        value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise ValueError(f"is nested deeper than {MAX_DEPTH} levels") from None
+    except _BadJSON as e:
+        raise ValueError(str(e)) from None
+    except ValueError as e:
+        raise ValueError(f"is not valid JSON: {e}") from None
+    _check_tree(value)
+    return value
+
+
+def _check_tree(value):
+    # Iterative, so that depth is measured rather than hit as a RecursionError later
+    # (Eve's ETag and the BSON encoder recurse once per level).
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, dict):
+            stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("contains a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+
+
 def check_body():
     """Refuse, before Eve parses it, a write body that is not a JSON object (or list of them)."""
-    if request.method not in WRITE_METHODS or not request.content_length:
+    if request.method not in WRITE_METHODS:
+        return None
+    # Not content_length: a chunked body has none, and must be checked all the same.
+    raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit and len(raw) >= limit:
+        # Werkzeug stops reading a chunked body at the limit and hands over the truncated start.
+        return error_response(413, f"body is larger than {limit} bytes")
+    if not raw:
+        # Eve's own writes need a document; a method the route lacks stays Eve's 405.
+        kind = (request.endpoint or "").rpartition("|")[2]
+        if (kind, request.method) in (("resource", "POST"), ("item_lookup", "PATCH"), ("item_lookup", "PUT")):
+            return error_response(400, "body is empty: send a JSON object")
         return None
     mimetype = request.mimetype
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         return error_response(415, f"body must be application/json, not '{mimetype or 'none'}'")
-    raw = request.get_data(cache=True)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         return error_response(400, f"body is not valid UTF-8 (byte {e.start})")
     try:
-        body = json.loads(text)
-    except RecursionError:
-        return error_response(400, "body is nested too deeply")
+        body = loads_strict(text)
     except ValueError as e:
-        return error_response(400, f"body is not valid JSON: {e}")
+        return error_response(400, f"body {e}")
     if isinstance(body, dict):
         return None
     if request.method == "POST" and isinstance(body, list) and body and all(isinstance(d, dict) for d in body):
@@ -80,12 +147,28 @@ def _json_type(value):
     return names.get(type(value), "a number")
 
 
+def complete_error_body(response):
+    """Give an error body Eve wrote without `_error` (its PATCH/PUT 422) the `_error` every other has."""
+    if response.status_code < 400 or response.mimetype != "application/json" or response.is_streamed:
+        return response
+    try:
+        body = json.loads(response.get_data())
+    except ValueError:
+        return response
+    if isinstance(body, dict) and body.get("_status") == "ERR" and "_error" not in body:
+        message = "the document is not valid: see _issues" if body.get("_issues") else "request failed"
+        body["_error"] = {"code": response.status_code, "message": message}
+        response.set_data(json.dumps(body))
+    return response
+
+
 def init_app(app):
     """Register the JSON error handlers and the body check."""
     app.before_request(check_body)
+    app.after_request(complete_error_body)
     app.register_error_handler(HTTPException, _http_error)
     for code in app.config.get("STANDARD_ERRORS", []):
         app.register_error_handler(code, _http_error)
     app.register_error_handler(pymongo.errors.ConnectionFailure, _database_unavailable)
     app.register_error_handler(pymongo.errors.ServerSelectionTimeoutError, _database_unavailable)
-    app.register_error_handler(Exception, _unexpected)
+    app.register_error_handler(Exception, unexpected_error)

@@ -5,7 +5,7 @@ MACHINE_STATES = ("pxe", "pxe_failed", "idle", "in_use", "needs_repair")
 # Item URLs accept an ObjectId or a name (hostname, address); see lookup.py.
 NAME_URL = 'regex("[^/]+")'
 
-tags_schema = {"type": "dict", "allow_unknown": True, "default": {}}
+tags_schema = {"type": "dict", "allow_unknown": True, "default": {}, "mongo_keys": True}
 
 machines = {
     "item_url": NAME_URL,
@@ -15,7 +15,8 @@ machines = {
             "required": True,
             "empty": False,
             "maxlength": 253,
-            "regex": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+            # \Z, not $: "$" also matches before a final newline, and Cerberus uses re.match.
+            "regex": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\Z",
             "unique": True,
         },
         "owner": {"type": "string", "nullable": True, "maxlength": 256},

@@ -1,4 +1,4 @@
-"""Schema rules Eve's validator lacks: IP addresses in canonical form."""
+"""Schema rules Eve's validator lacks: IP addresses in canonical form, storable key names."""
 
 import ipaddress
 
@@ -27,3 +27,20 @@ class Validator(EveValidator):
 
     def _normalize_coerce_canonical_ip(self, value):
         return canonical_ip(value)
+
+    def _validate_mongo_keys(self, mongo_keys, field, value):
+        """{'type': 'boolean'}"""
+        if not mongo_keys:
+            return
+        # The database refuses "$..." keys, and a dotted key cannot be queried as tags.<key>.
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                for key, sub in item.items():
+                    if not key or key.startswith("$") or "." in key or "\0" in key:
+                        self._error(field, f"key {key!r} may not be empty, start with '$' or contain '.'")
+                        return
+                    stack.append(sub)
+            elif isinstance(item, list):
+                stack.extend(item)

@@ -1,0 +1,319 @@
+"""Bad input corpus: every request here gets a clear 4xx JSON error in Eve's shape and changes nothing."""
+
+import json
+import uuid
+
+import pymongo
+import pytest
+
+from .support import OPERATOR, LiveServer
+
+SEED_MACHINE = {"hostname": "seed-1", "state": "idle", "owner": "ci", "tags": {"memory": 17179869184}}
+SEED_ADDRESS = {"address": "192.0.2.10", "owner": "ci"}
+JSON = {"Content-Type": "application/json"}
+GOOD = json.dumps({"hostname": "new-1", "state": "idle"}).encode()
+
+
+def snapshot(db):
+    """Every document of every collection, to compare before and after."""
+    return {
+        name: sorted(json.dumps(d, default=str, sort_keys=True) for d in db[name].find())
+        for name in sorted(db.list_collection_names())
+    }
+
+
+# One server and database for the whole module: every test asserts that it changed
+# nothing, so they cannot disturb each other, and the corpus runs in seconds, not minutes.
+@pytest.fixture(scope="module")
+def server(localdb, users_file):
+    """The API over real HTTP on its own database, shared by this module's tests."""
+    dbname = f"test_bad_input_{uuid.uuid4().hex[:8]}"
+    live = LiveServer({"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users_file})
+    yield live
+    live.stop()
+    with pymongo.MongoClient(localdb.uri) as client:
+        client.drop_database(dbname)
+
+
+@pytest.fixture(scope="module")
+def operator(server):
+    with server.session(OPERATOR) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def anon(server):
+    with server.session() as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def seeded(server, operator):
+    """One machine and one address, and the database as it was after creating them."""
+    for path, doc in (("/machines", SEED_MACHINE), ("/public-addresses", SEED_ADDRESS)):
+        response = operator.post(path, json=doc)
+        assert response.status_code == 201, response.text
+    return snapshot(server.db)
+
+
+def assert_refused(response, code, needle=""):
+    """The response is `code` with a JSON body in Eve's error shape mentioning `needle`."""
+    assert response.status_code == code, response.text[:500]
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["_status"] == "ERR"
+    assert body["_error"]["code"] == code
+    message = body["_error"]["message"]
+    assert isinstance(message, str) and message
+    assert needle.lower() in message.lower(), message
+    return body
+
+
+def etag_headers(session, path, **extra):
+    """Headers with the item's current ETag, so that only the body can be at fault."""
+    return {"If-Match": session.get(path).json()["_etag"], **extra}
+
+
+def nested(depth):
+    return "[" * depth + "]" * depth
+
+
+BODIES = [
+    pytest.param(b"{bad", JSON, 400, "not valid JSON", id="invalid-json"),
+    pytest.param(b'{"hostname": "x"', JSON, 400, "not valid JSON", id="truncated-json"),
+    pytest.param(b"{'hostname': 'x'}", JSON, 400, "not valid JSON", id="single-quotes"),
+    pytest.param(GOOD, {"Content-Type": "text/plain"}, 415, "application/json", id="text-plain"),
+    pytest.param(b"hostname=x&state=idle", {"Content-Type": "application/x-www-form-urlencoded"}, 415,
+                 "application/json", id="form"),
+    pytest.param(GOOD, {"Content-Type": "multipart/form-data; boundary=x"}, 415, "application/json", id="multipart"),
+    pytest.param(b"<machine/>", {"Content-Type": "application/xml"}, 415, "application/json", id="xml"),
+    pytest.param(GOOD, {"Content-Type": ""}, 415, "application/json", id="no-content-type"),
+    pytest.param(b"42", JSON, 400, "a number", id="bare-number"),
+    pytest.param(b'"idle"', JSON, 400, "a string", id="bare-string"),
+    pytest.param(b"true", JSON, 400, "a boolean", id="bare-boolean"),
+    pytest.param(b"null", JSON, 400, "null", id="bare-null"),
+    pytest.param(b"[1, 2]", JSON, 400, "an array", id="array-of-numbers"),
+    pytest.param(b"[]", JSON, 400, "an array", id="empty-array"),
+    pytest.param(b"[[]]", JSON, 400, "an array", id="array-of-arrays"),
+    pytest.param(b"", JSON, 400, "empty", id="empty-body"),
+    pytest.param(nested(100_000).encode(), JSON, 400, "nested deeper", id="nested-100000"),
+    pytest.param(json.dumps({"hostname": "deep", "state": "idle", "tags": json.loads('{"a":' * 40 + "1" + "}" * 40)})
+                 .encode(), JSON, 400, "nested deeper", id="tags-nested-40"),
+    pytest.param(b'{"hostname": "\xff\xfe", "state": "idle"}', JSON, 400, "UTF-8", id="invalid-utf8"),
+    pytest.param('{"hostname": "x", "state": "idle"}'.encode("utf-16"), JSON, 400, "UTF-8", id="utf16-body"),
+    pytest.param(b'{"hostname": "x", "state": "idle", "tags": {"n": NaN}}', JSON, 400, "NaN", id="nan"),
+    pytest.param(b'{"hostname": "x", "state": "idle", "tags": {"n": -Infinity}}', JSON, 400, "Infinity",
+                 id="infinity"),
+    pytest.param(b'{"hostname": "x", "hostname": "y", "state": "idle"}', JSON, 400, "twice", id="duplicate-key"),
+    pytest.param(b'{"hostname": "h\\ud800", "state": "idle"}', JSON, 400, "surrogate", id="lone-surrogate"),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "code", "needle"), BODIES)
+def test_bad_body_on_post(server, operator, seeded, body, headers, code, needle):
+    assert_refused(operator.post("/machines", data=body, headers=headers), code, needle)
+    assert snapshot(server.db) == seeded
+
+
+@pytest.mark.parametrize(("body", "headers", "code", "needle"), BODIES)
+@pytest.mark.parametrize("method", ["PATCH", "PUT"])
+def test_bad_body_on_item_writes(server, operator, seeded, method, body, headers, code, needle):
+    if body.startswith(b"[") and code == 400 and "array" in needle:
+        needle = "JSON object"  # an item write never takes a list
+    path = "/machines/seed-1"
+    response = operator.request(method, path, data=body, headers=etag_headers(operator, path, **headers))
+    assert_refused(response, code, needle)
+    assert snapshot(server.db) == seeded
+
+
+@pytest.mark.parametrize("path", ["/machines", "/public-addresses", "/private-addresses"])
+def test_ten_megabyte_body_is_413(server, operator, seeded, path):
+    body = b'{"hostname": "' + b"a" * (10 * 1024 * 1024) + b'", "state": "idle"}'
+    assert_refused(operator.post(path, data=body, headers=JSON), 413)
+    assert snapshot(server.db) == seeded
+
+
+def test_ten_megabyte_chunked_body_is_413(server, operator, seeded):
+    # No Content-Length: the limit must hold while reading, not only from the header.
+    def chunks():
+        yield b'{"hostname": "'
+        for _ in range(10):
+            yield b"a" * (1024 * 1024)
+        yield b'", "state": "idle"}'
+
+    assert_refused(operator.post("/machines", data=chunks(), headers=JSON), 413)
+    assert snapshot(server.db) == seeded
+
+
+def test_invalid_json_sent_chunked_is_400(server, operator, seeded):
+    def chunks():
+        yield b'{"hostname": "x", '
+        yield b'"state": NaN}'
+
+    assert_refused(operator.post("/machines", data=chunks(), headers=JSON), 400, "NaN")
+    assert snapshot(server.db) == seeded
+
+
+def test_a_list_of_documents_with_one_bad_inserts_none(server, operator, seeded):
+    docs = [{"hostname": "ok-1", "state": "idle"}, {"hostname": "bad host", "state": "idle"}]
+    body = assert_refused(operator.post("/machines", json=docs), 422)
+    assert body["_items"][1]["_issues"]["hostname"]
+    assert snapshot(server.db) == seeded
+
+
+HOSTNAMES = [
+    pytest.param("", id="empty"),
+    pytest.param(" seed-2", id="leading-space"),
+    pytest.param("seed-2\n", id="trailing-newline"),
+    pytest.param("seed-2\r\nX-Injected: 1", id="crlf"),
+    pytest.param("seed\x002", id="nul"),
+    pytest.param("h\u00e9te", id="latin-accent"),
+    pytest.param("se\u0301ed", id="combining-accent"),
+    pytest.param("s\u0435ed-2", id="cyrillic-homoglyph"),
+    pytest.param("\uff53\uff45\uff45\uff44", id="fullwidth"),
+    pytest.param("seed\u200b2", id="zero-width-space"),
+    pytest.param("seed\u202e2", id="rtl-override"),
+    pytest.param("\u0661\u0662", id="arabic-indic-digits"),
+    pytest.param("seed-\U0001f525", id="emoji"),
+    pytest.param("seed.\u0131", id="dotless-i"),
+    pytest.param("a" * 254, id="254-chars"),
+    pytest.param("-seed", id="leading-dash"),
+    pytest.param(".", id="dot"),
+    pytest.param("..", id="dot-dot"),
+    pytest.param("a/b", id="slash"),
+    pytest.param("a%2Fb", id="percent-encoded-slash"),
+    pytest.param("a?b", id="question-mark"),
+    pytest.param("a#b", id="hash"),
+    pytest.param("$where", id="dollar"),
+]
+
+
+@pytest.mark.parametrize("hostname", HOSTNAMES)
+def test_unicode_and_odd_hostnames_are_422(server, operator, seeded, hostname):
+    body = assert_refused(operator.post("/machines", json={"hostname": hostname, "state": "idle"}), 422)
+    assert "hostname" in body["_issues"]
+    assert snapshot(server.db) == seeded
+
+
+@pytest.mark.parametrize("hostname", [p.values[0] for p in HOSTNAMES[1:14]])
+def test_renaming_to_an_odd_hostname_is_422(server, operator, seeded, hostname):
+    path = "/machines/seed-1"
+    response = operator.patch(path, json={"hostname": hostname}, headers=etag_headers(operator, path))
+    assert_refused(response, 422)
+    assert snapshot(server.db) == seeded
+
+
+@pytest.mark.parametrize("path", ["/machines/h%C3%A9te", "/machines/%FF%FE", "/machines/seed-1%0A",
+                                  "/machines/%24where", "/machines/seed%E2%80%8B1"])
+def test_odd_hostnames_in_urls_are_json_404(anon, seeded, path):
+    assert_refused(anon.get(path), 404)
+
+
+@pytest.mark.parametrize("tags", [{"$where": "1"}, {"ok": {"$gt": 1}}, {"list": [{"$set": 1}]}, {"": 1}])
+def test_operator_keys_in_tags_are_422(server, operator, seeded, tags):
+    body = assert_refused(operator.post("/machines", json={"hostname": "t1", "state": "idle", "tags": tags}), 422)
+    assert "tags" in json.dumps(body["_issues"])
+    path = "/machines/seed-1"
+    assert_refused(operator.patch(path, json={"tags": tags}, headers=etag_headers(operator, path)), 422)
+    assert snapshot(server.db) == seeded
+
+
+@pytest.mark.parametrize("address", ["999.1.1.1", "10.0.0.0/8", "10.0.0.1/32", "\uff11\uff10.0.0.1", "10.0.0",
+                                     "::g", "192.0.2.10\x00", "", "localhost"])
+def test_malformed_addresses_are_422(server, operator, seeded, address):
+    body = assert_refused(operator.post("/private-addresses", json={"address": address}), 422)
+    assert "address" in body["_issues"]
+    assert snapshot(server.db) == seeded
+
+
+WHERE = [
+    '{"$where": "sleep(1000) || true"}',
+    '{"hostname": {"$regex": ".*"}}',
+    '{"$function": {"body": "function() {return true}", "args": [], "lang": "js"}}',
+    '{"$expr": {"$eq": [1, 1]}}',
+    '{"$jsonSchema": {}}',
+    '{"$text": {"$search": "seed"}}',
+    '{"$comment": "x"}',
+    '{"hostname": {"$where": "1"}}',
+    '{"$or": [{"$where": "1"}]}',
+    '{"$and": [{"hostname": {"$regex": "s"}}]}',
+    '{"tags": {"$elemMatch": {"$where": "1"}}}',
+    '{"hostname": {"$not": {"$regex": "x"}}}',
+    '{"$nor": [{"$expr": {"$gt": ["$tags.memory", 0]}}]}',
+    '"$where" == "1"',
+    'hostname == "x" or "$where" == "1"',
+    '{"state": "idle"',
+    "not a query",
+    "[1, 2]",
+    "1",
+    "{'state': 'idle'}",
+    '{"state": NaN}',
+    '{"a":' * 40 + "1" + "}" * 40,
+    "\ufffd",
+    "__import__('os').system('true')",
+]
+
+
+@pytest.mark.parametrize("path", ["/machines", "/public-addresses"])
+@pytest.mark.parametrize("where", WHERE)
+def test_operator_injection_and_garbage_in_where_is_400(anon, seeded, path, where):
+    assert_refused(anon.get(path, params={"where": where}), 400, "where")
+
+
+def test_allowed_operators_still_work(anon, seeded):
+    for where in ['{"tags.memory": {"$gte": 1}}', '{"$or": [{"state": "idle"}, {"owner": {"$in": ["x"]}}]}',
+                  'state == "idle"', '{"owner": {"$exists": true, "$ne": null}}']:
+        response = anon.get("/machines", params={"where": where})
+        assert response.status_code == 200, (where, response.text)
+        assert [m["hostname"] for m in response.json()["_items"]] == ["seed-1"]
+
+
+def test_database_refusing_a_query_is_400_not_500(anon, seeded):
+    # Allowed operator, wrong operand type: the database refuses it; that is the client's error.
+    assert_refused(anon.get("/machines", params={"where": '{"hostname": {"$in": 5}}'}), 400)
+
+
+@pytest.mark.parametrize("sort", ['[("$where", 1)]', '{"$where": 1}', '[("hostname", 5)]', '[("hostname", "x")]',
+                                  '[("hostname", 1, 2)]', "[1]", "[(", "-$natural", "__import__('os')",
+                                  "hostname;drop", '[("hostname", True)]', "(" * 200])
+def test_bad_sort_is_400(anon, seeded, sort):
+    assert_refused(anon.get("/machines", params={"sort": sort}), 400, "sort")
+
+
+def test_good_sorts_work(anon, seeded):
+    for sort in ["-hostname", "state,-hostname", '[("hostname", -1)]', "tags.memory"]:
+        assert anon.get("/machines", params={"sort": sort}).status_code == 200, sort
+
+
+@pytest.mark.parametrize("projection", ['{"$where": 1}', '{"hostname": {"$slice": 1}}',
+                                        '{"hostname": {"$elemMatch": {"$where": "1"}}}', '{"hostname": "x"}',
+                                        '{"hostname": 2}', '{"hostname": 0.5}', "[1]", "hostname", "{",
+                                        '{"a": ' * 40 + "1" + "}" * 40])
+def test_bad_projection_is_400(anon, seeded, projection):
+    assert_refused(anon.get("/machines", params={"projection": projection}), 400, "projection")
+
+
+@pytest.mark.parametrize("name", ["max_results", "page"])
+@pytest.mark.parametrize("value", ["-1", "0", "x", "1e9", "1.5", "99999999999999999999999", " 1", "0x10", "\u0661"])
+def test_malformed_paging_is_400(anon, seeded, name, value):
+    assert_refused(anon.get("/machines", params={name: value}), 400, name)
+
+
+def test_paging_beyond_the_end_and_above_the_limit_is_fine(anon, seeded):
+    assert anon.get("/machines", params={"page": 1000}).json()["_items"] == []
+    meta = anon.get("/machines", params={"max_results": 5000}).json()["_meta"]
+    assert meta["max_results"] == 1000  # clamped to PAGINATION_LIMIT, as Eve documents
+
+
+@pytest.mark.parametrize(("method", "path"), [("PROPFIND", "/machines"), ("DELETE", "/machines"),
+                                              ("POST", "/machines/seed-1"), ("TRACE", "/machines/seed-1")])
+def test_unsupported_methods_are_json_405(server, operator, seeded, method, path):
+    assert_refused(operator.request(method, path), 405)
+    assert snapshot(server.db) == seeded
+
+
+@pytest.mark.parametrize("if_match", ['"*"', "garbage", "W/\"x\"", "a" * 10_000])
+def test_wrong_if_match_is_412(server, operator, seeded, if_match):
+    response = operator.patch("/machines/seed-1", json={"owner": "x"}, headers={"If-Match": if_match})
+    assert_refused(response, 412)
+    assert snapshot(server.db) == seeded
