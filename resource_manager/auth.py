@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import threading
@@ -12,6 +13,9 @@ import time
 from eve.auth import BasicAuth
 from flask import abort, current_app, g, request
 from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import ratelimit
+from .errors import error_response
 
 ROLES = ("reader", "operator", "admin")
 WRITE_ROLES = ("operator", "admin")
@@ -129,9 +133,19 @@ def current_user():
     auth = request.authorization
     user = None
     if auth is not None and auth.type == "basic" and auth.username:
+        limiter = current_app.extensions["rm_login_limiter"]
+        key = (auth.username, request.remote_addr or "")
+        wait = limiter.retry_after(key)
+        if wait:
+            # Refused without checking the password: during the wait, guesses teach nothing.
+            abort(error_response(429, f"too many failed logins for '{auth.username[:64]}'; "
+                                      f"retry in {math.ceil(wait)} s", headers={"Retry-After": str(math.ceil(wait))}))
         record = current_app.extensions["rm_users"].verify(auth.username, auth.password)
         if record is not None:
+            limiter.succeeded(key)
             user = {"username": auth.username, "role": record.get("role", "reader")}
+        else:
+            limiter.failed(key)
     g.rm_user = user
     return user
 
@@ -154,3 +168,4 @@ def init_app(app):
     if not path:
         log.warning("USERS_FILE is not set: every write will be refused (401)")
     app.extensions["rm_users"] = UsersFile(path, app.config.get("AUTH_CACHE_SECONDS", 300))
+    app.extensions["rm_login_limiter"] = ratelimit.from_config(app.config)

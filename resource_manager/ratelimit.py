@@ -1,0 +1,90 @@
+"""Exponential backoff on repeated bad passwords, per username and client address."""
+
+import logging
+import math
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+
+class FailureLimiter:
+    """Counts failed logins per key; after `max_failures`, refuses that key for a doubling delay.
+
+    In memory and per process: with N gunicorn workers an attacker gets at most N times the
+    allowance, still a few dozen guesses an hour instead of thousands a second.
+    """
+
+    def __init__(self, max_failures=5, window=900.0, base_delay=1.0, max_delay=900.0, max_keys=10000,
+                 clock=time.monotonic):
+        self.max_failures = max_failures
+        self.window = window
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.max_keys = max_keys
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures = {}  # key -> (count, time of the last failure)
+
+    def _delay(self, count):
+        if count < self.max_failures:
+            return 0.0
+        return min(self.max_delay, self.base_delay * 2 ** min(count - self.max_failures, 60))
+
+    def retry_after(self, key):
+        """Return the seconds `key` must still wait before trying again (0 when it may try now)."""
+        with self._lock:
+            entry = self._failures.get(key)
+            if entry is None:
+                return 0.0
+            count, last = entry
+            now = self.clock()
+            if now - last > self.window:
+                del self._failures[key]
+                return 0.0
+            return max(0.0, last + self._delay(count) - now)
+
+    def failed(self, key):
+        """Record a failed login for `key`; return the delay it now has to wait."""
+        with self._lock:
+            now = self.clock()
+            count, last = self._failures.get(key, (0, now))
+            if now - last > self.window:
+                count = 0
+            count += 1
+            self._failures[key] = (count, now)
+            if len(self._failures) > self.max_keys:
+                self._prune(now)
+            delay = self._delay(count)
+        if delay:
+            # The username, never the password; truncated, as it may be anything a client sent.
+            log.warning("%d failed logins for user %r from %s: refusing it for %.0f s",
+                        count, key[0][:64], key[1], math.ceil(delay))
+        return delay
+
+    def succeeded(self, key):
+        """Forget the failures of `key` after a successful login."""
+        with self._lock:
+            self._failures.pop(key, None)
+
+    def _prune(self, now):
+        # Forget expired keys first; if a flood of fresh ones remains, the oldest go.
+        for key, (_count, last) in list(self._failures.items()):
+            if now - last > self.window:
+                del self._failures[key]
+        # Down to 90%, so that a flood of new keys prunes once per thousand, not on every one.
+        excess = len(self._failures) - int(self.max_keys * 0.9)
+        if excess > 0:
+            oldest = sorted(self._failures.items(), key=lambda item: item[1][1])[:excess]
+            for key, _entry in oldest:
+                del self._failures[key]
+
+
+def from_config(config):
+    """Return a FailureLimiter set up by AUTH_MAX_FAILURES, AUTH_FAILURE_WINDOW, AUTH_BACKOFF_*."""
+    return FailureLimiter(
+        max_failures=int(config.get("AUTH_MAX_FAILURES", 5)),
+        window=float(config.get("AUTH_FAILURE_WINDOW", 900)),
+        base_delay=float(config.get("AUTH_BACKOFF_BASE", 1)),
+        max_delay=float(config.get("AUTH_BACKOFF_MAX", 900)),
+    )
