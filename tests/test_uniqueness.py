@@ -32,5 +32,23 @@ def test_renaming_onto_an_existing_hostname_is_refused(operator, server):
     operator.post("/machines", json={"hostname": "h1", "state": "idle"})
     operator.post("/machines", json={"hostname": "h2", "state": "idle"})
     response = operator.write("PATCH", "/machines/h2", json={"hostname": "h1"})
-    assert 400 <= response.status_code < 500
+    assert response.status_code in (409, 422)
     assert sorted(m["hostname"] for m in server.db.machines.find()) == ["h1", "h2"]
+
+
+def test_concurrent_renames_onto_one_name_leave_one_winner(operator, server):
+    hosts = [f"h{i}" for i in range(20)]
+    assert operator.post("/machines", json=[{"hostname": h, "state": "idle"} for h in hosts]).status_code == 201
+    etags = {h: operator.get(f"/machines/{h}").json()["_etag"] for h in hosts}
+
+    def rename(host):
+        with server.session(OPERATOR) as session:
+            return session.patch(f"/machines/{host}", json={"hostname": "target"},
+                                 headers={"If-Match": etags[host]}).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        codes = list(pool.map(rename, hosts))
+    assert codes.count(200) == 1, codes
+    assert set(codes) <= {200, 409, 422}, codes
+    assert server.db.machines.count_documents({"hostname": "target"}) == 1
+    assert server.db.machines.count_documents({}) == 20
