@@ -4,7 +4,7 @@ import json
 import logging
 
 import pymongo.errors
-from flask import jsonify, request
+from flask import g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 WRITE_METHODS = ("POST", "PUT", "PATCH")
 # Deeper documents are refused: no real one comes close, and every layer below recurses.
 MAX_DEPTH = 32
+QUERY_ARGS = {"where", "sort", "projection"}
 
 
 def error_response(code, message, issues=None, headers=None):
@@ -44,10 +45,26 @@ def _database_unavailable(error):
     return error_response(503, "database unavailable, try again shortly", headers={"Retry-After": "5"})
 
 
-def unexpected_error(error):
-    """Answer 500 in Eve's shape, logging the traceback (HTTP errors keep their code)."""
+def _database_error(error):
+    """Return the PyMongoError behind `error` (Eve sometimes re-raises another exception)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, pymongo.errors.PyMongoError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _unexpected(error):
     if isinstance(error, HTTPException):
         return _http_error(error)
+    cause = _database_error(error)
+    if isinstance(cause, pymongo.errors.ConnectionFailure):
+        return _database_unavailable(cause)
+    if isinstance(cause, pymongo.errors.OperationFailure) and QUERY_ARGS & set(request.args):
+        message = (cause.details or {}).get("errmsg") or str(cause)
+        return error_response(400, f"the database rejected the query: {message}")
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal server error")
 
@@ -78,7 +95,7 @@ def loads_strict(text):
     try:
         value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
     except RecursionError:
-        raise ValueError(f"is nested deeper than {MAX_DEPTH} levels") from None
+        raise ValueError(f"is nested too deeply (more than {MAX_DEPTH} levels)") from None
     except _BadJSON as e:
         raise ValueError(str(e)) from None
     except ValueError as e:
@@ -94,7 +111,7 @@ def _check_tree(value):
     while stack:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise ValueError(f"is nested deeper than {MAX_DEPTH} levels")
+            raise ValueError(f"is nested too deeply (more than {MAX_DEPTH} levels)")
         if isinstance(item, dict):
             stack.extend((k, depth) for k in item)
             stack.extend((v, depth + 1) for v in item.values())
@@ -162,13 +179,20 @@ def complete_error_body(response):
     return response
 
 
+def _database_failed_midway(response):
+    # Set where a database failure was swallowed and reported as something else (validation.py).
+    error = g.pop("rm_database_error", None)
+    return _database_unavailable(error) if error is not None else response
+
+
 def init_app(app):
     """Register the JSON error handlers and the body check."""
     app.before_request(check_body)
     app.after_request(complete_error_body)
+    app.after_request(_database_failed_midway)
     app.register_error_handler(HTTPException, _http_error)
     for code in app.config.get("STANDARD_ERRORS", []):
         app.register_error_handler(code, _http_error)
     app.register_error_handler(pymongo.errors.ConnectionFailure, _database_unavailable)
     app.register_error_handler(pymongo.errors.ServerSelectionTimeoutError, _database_unavailable)
-    app.register_error_handler(Exception, unexpected_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -3,11 +3,9 @@
 import ast
 import re
 
-import pymongo.errors
 from eve.io.mongo.parser import parse
 from flask import request
 
-from . import errors
 from .errors import error_response, loads_strict
 
 # The query operators a client may use. An allow-list, not Eve's deny-list: an
@@ -126,21 +124,6 @@ def check_args():
     return None
 
 
-def _query_refused(error):
-    # On a read, an OperationFailure is the database refusing what the client asked for
-    # (an operator it does not implement, a type it will not compare): the client's error.
-    # Eve's count falls back to Collection.count(), gone from pymongo 4, so the failure
-    # may arrive as the TypeError that fallback raises.
-    cause = error if isinstance(error, pymongo.errors.OperationFailure) else error.__context__
-    if (request.method in ("GET", "HEAD") and isinstance(cause, pymongo.errors.OperationFailure)
-            and cause.code not in (13, 18)):  # not Unauthorized, AuthenticationFailed
-        message = (cause.details or {}).get("errmsg") or str(cause)
-        return error_response(400, f"the database refused this query: {message}")
-    return errors.unexpected_error(error)
-
-
 def init_app(app):
     """Check query arguments before Eve parses them."""
     app.before_request(check_args)
-    app.register_error_handler(pymongo.errors.OperationFailure, _query_refused)
-    app.register_error_handler(TypeError, _query_refused)

@@ -96,9 +96,9 @@ BODIES = [
     pytest.param(b"[]", JSON, 400, "an array", id="empty-array"),
     pytest.param(b"[[]]", JSON, 400, "an array", id="array-of-arrays"),
     pytest.param(b"", JSON, 400, "empty", id="empty-body"),
-    pytest.param(nested(100_000).encode(), JSON, 400, "nested deeper", id="nested-100000"),
+    pytest.param(nested(100_000).encode(), JSON, 400, "nested too deeply", id="nested-100000"),
     pytest.param(json.dumps({"hostname": "deep", "state": "idle", "tags": json.loads('{"a":' * 40 + "1" + "}" * 40)})
-                 .encode(), JSON, 400, "nested deeper", id="tags-nested-40"),
+                 .encode(), JSON, 400, "nested too deeply", id="tags-nested-40"),
     pytest.param(b'{"hostname": "\xff\xfe", "state": "idle"}', JSON, 400, "UTF-8", id="invalid-utf8"),
     pytest.param('{"hostname": "x", "state": "idle"}'.encode("utf-16"), JSON, 400, "UTF-8", id="utf16-body"),
     pytest.param(b'{"hostname": "x", "state": "idle", "tags": {"n": NaN}}', JSON, 400, "NaN", id="nan"),
