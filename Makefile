@@ -25,6 +25,10 @@ run: localdb
 test: localdb
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Long fault-injection rounds (tests marked `slow`), deselected by `make test`.
+soak: localdb
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/python -m ruff check resource_manager tests $(wildcard bench)
 

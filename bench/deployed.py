@@ -1,0 +1,97 @@
+"""The API as deployed: gunicorn with several workers, a subprocess on 127.0.0.1 (tests and benchmarks)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUNICORN_CONF = os.path.join(ROOT, "resource_manager", "gunicorn_conf.py")
+
+
+def free_port():
+    """Return a TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Gunicorn:
+    """`gunicorn -c resource_manager/gunicorn_conf.py resource_manager.app:create_app()` on a free port."""
+
+    def __init__(self, mongo_uri, dbname, users_file, log_path, workers=4, threads=4, env=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = dict(os.environ, DO_NOT_TRACK="1", MONGO_URI=mongo_uri, RM_MONGO_DBNAME=dbname,
+                        RM_USERS_FILE=users_file, RM_BIND=f"127.0.0.1:{self.port}", RM_WORKERS=str(workers),
+                        RM_THREADS=str(threads), RM_ACCESS_LOG="/dev/null", NO_PROXY="127.0.0.1,localhost",
+                        **(env or {}))
+        self.process = None
+
+    def start(self, timeout=60):
+        """Start gunicorn and wait until /healthz answers 200. Raises RuntimeError if it does not."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "resource_manager.app:create_app()"],
+                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not answer within {timeout} s; see {self.log_path}")
+
+    def worker_pids(self):
+        """Return the pids of the worker processes (children of the gunicorn master)."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid and fields[0] != "Z":
+                pids.append(int(entry))
+        return sorted(pids)
+
+    def wait_for_workers(self, count, timeout=30):
+        """Wait until `count` live workers answer; return their pids. Raises RuntimeError on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.worker_pids()
+            if len(pids) >= count:
+                return pids
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn has {len(self.worker_pids())} workers, not {count}")
+
+    def stop(self, timeout=30):
+        """Stop gunicorn (SIGTERM, then SIGKILL)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
