@@ -28,9 +28,14 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.env = dict(os.environ, DO_NOT_TRACK="1", MONGO_URI=mongo_uri, RM_MONGO_DBNAME=dbname,
-                        RM_USERS_FILE=users_file, RM_BIND=f"127.0.0.1:{self.port}", RM_WORKERS=str(workers),
-                        RM_THREADS=str(threads), RM_ACCESS_LOG="/dev/null", NO_PROXY="127.0.0.1,localhost",
-                        **(env or {}))
+                        RM_USERS_FILE=users_file, RM_BIND=f"127.0.0.1:{self.port}", RM_ACCESS_LOG="/dev/null",
+                        NO_PROXY="127.0.0.1,localhost", **(env or {}))
+        # None: what resource_manager/gunicorn_conf.py chooses, as deployed.
+        for name, value in (("RM_WORKERS", workers), ("RM_THREADS", threads)):
+            if value is None:
+                self.env.pop(name, None)
+            else:
+                self.env[name] = str(value)
         self.process = None
 
     def start(self, timeout=60):

@@ -1,9 +1,15 @@
-"""Eve's Mongo data layer, with two corrections.
+"""Eve's Mongo data layer, with three corrections.
 
 - Writes use the write concern of MONGO_URI (`w=majority` on a replica set); Eve would force w=1.
 - A change that hits a unique index (a PATCH or PUT renaming onto a taken name) answers 409,
   as an insert does; Eve answers a bare 400.
+- Listings count the matches only when they must (see Mongo.find): Eve counts on every page,
+  and on the embedded database a count scans the whole collection.
 """
+
+import json
+import threading
+import time
 
 import pymongo.errors
 from eve.io.mongo import Mongo as EveMongo
@@ -54,6 +60,48 @@ class _Collection:
 
 class Mongo(EveMongo):
     """Eve's data layer, honouring the URI's write concern and answering 409 on duplicate names."""
+
+    # Page 1's count of a query serves its later pages while they keep coming (at most
+    # COUNT_IDLE_SECONDS apart), for at most COUNT_MAX_SECONDS, in this process.
+    COUNT_IDLE_SECONDS = 10.0
+    COUNT_MAX_SECONDS = 120.0
+
+    def init_app(self, app):
+        super().init_app(app)
+        self._counts = {}
+        self._counts_lock = threading.Lock()
+
+    def find(self, resource, req, sub_resource_lookup, perform_count=True):
+        """Return (documents, total), counting only when the page itself cannot tell the total.
+
+        A page shorter than max_results is the last one: total = skip + its length, exactly.
+        A full page 1 is counted; later pages of the same query reuse that count while the
+        listing goes on, so N pages cost one count instead of N (a skip-paged listing under
+        concurrent writes is no snapshot anyway; its items stay fresh).
+        """
+        cursor, _ = super().find(resource, req, sub_resource_lookup, perform_count=False)
+        if not perform_count:
+            return cursor, None
+        documents = list(cursor)
+        if not (req and req.max_results):  # not paginated: every match is here
+            return documents, len(documents)
+        skip = (req.page - 1) * req.max_results
+        if len(documents) < req.max_results and (documents or req.page == 1):
+            return documents, skip + len(documents)
+        key = (resource, req.where or "", json.dumps(sub_resource_lookup, sort_keys=True, default=str))
+        now = time.monotonic()
+        with self._counts_lock:
+            count, counted, used = self._counts.get(key, (None, 0.0, 0.0))
+            if (req.page > 1 and count is not None and count >= skip + len(documents)
+                    and now - used < self.COUNT_IDLE_SECONDS and now - counted < self.COUNT_MAX_SECONDS):
+                self._counts[key] = (count, counted, now)
+                return documents, count
+        count = super().find(resource, req, sub_resource_lookup)[1]  # an unexecuted cursor, and the count
+        with self._counts_lock:
+            if len(self._counts) > 1000:
+                self._counts.clear()
+            self._counts[key] = (count, now, now)
+        return documents, count
 
     def get_collection_with_write_concern(self, datasource, resource):
         return _Collection(self.pymongo(resource).db[datasource])

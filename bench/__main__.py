@@ -1,0 +1,141 @@
+"""`make bench` / `python -m bench`: run the benchmarks, print the table, write it into BENCHMARKS.md."""
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+
+import pymongo
+
+from resource_manager import __version__, auth
+from resource_manager.localdb import LocalDB
+
+from .deployed import ROOT, Gunicorn
+
+BENCH_USERS = {"admin": ("bench-admin-pw", "admin"), "operator": ("bench-operator-pw", "operator")}
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+class Env:
+    """The embedded database, a users file, and one deployed API (gunicorn) per database."""
+
+    def __init__(self, workdir, workers=None, threads=None):
+        self.workdir = workdir
+        self.localdb = LocalDB(os.path.join(workdir, "db"))
+        self.uri = self.localdb.start()
+        self.client = pymongo.MongoClient(self.uri)
+        self.users_file = os.path.join(workdir, "users.json")
+        for name, (password, role) in BENCH_USERS.items():
+            auth.set_user(self.users_file, name, password, role)
+        self.workers, self.threads = workers, threads
+        self._apis = {}
+
+    def database(self, name):
+        """A fresh, empty database."""
+        self.client.drop_database(name)
+        return self.client[name]
+
+    def api(self, dbname):
+        """The API on `dbname`, started on first use."""
+        if dbname not in self._apis:
+            server = Gunicorn(self.uri, dbname, self.users_file, os.path.join(self.workdir, f"gunicorn-{dbname}.log"),
+                              workers=self.workers, threads=self.threads)
+            self._apis[dbname] = server.start()
+        return self._apis[dbname]
+
+    def close(self):
+        for server in self._apis.values():
+            server.stop()
+        self.client.close()
+        self.localdb.stop()
+
+
+def benchmarks():
+    """Every benchmark available on this branch, in the order of the issue."""
+    from . import reads
+
+    found = []
+    try:
+        from . import reservations
+        found += [lambda env, runs, c=c: reservations.reserve(env, runs, clients=c) for c in (8, 32)]
+    except ImportError:
+        pass
+    found += [reads.get_by_hostname, reads.list_all]
+    for module, name in (("cli", "startup"), ("allocation", "allocate")):
+        try:
+            found.append(getattr(__import__(f"bench.{module}", fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return found
+
+
+def ratio(result):
+    ours, base = statistics.median(result["ours"]), statistics.median(result["baseline"])
+    # Always "how many times the baseline's cost ours is": >1 means slower than the baseline.
+    return base / ours if result["higher_is_better"] else ours / base
+
+
+def fmt(value):
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.3g}"
+
+
+def table(results):
+    lines = ["| benchmark | ours (median) | baseline (median) | cost vs baseline | runs | notes |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        notes = r["notes"] + (f"; {r['errors']} errors" if r.get("errors") else "")
+        lines.append(f"| {r['name']} | {fmt(statistics.median(r['ours']))} {r['unit']} | "
+                     f"{fmt(statistics.median(r['baseline']))} {r['unit']} ({r['baseline_name']}) | "
+                     f"{ratio(r):.2f}x | {len(r['ours'])} | {notes} |")
+    return "\n".join(lines)
+
+
+def machine():
+    return (f"{platform.node() or 'host'}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}, ResourceManager {__version__}, "
+            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+
+
+def write_markdown(path, text):
+    """Replace the generated part of BENCHMARKS.md, keeping the hand-written findings around it."""
+    old = open(path, encoding="utf-8").read() if os.path.exists(path) else f"# Benchmarks\n\n{START}\n{END}\n"
+    head, _, rest = old.partition(START)
+    _, _, tail = rest.partition(END)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(f"{head}{START}\n{text}\n{END}{tail}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--runs", type=int, default=5, help="runs per benchmark (medians are reported)")
+    parser.add_argument("--only", help="run only benchmarks whose function name contains this")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    workdir = tempfile.mkdtemp(prefix="rm-bench-")
+    env = Env(workdir)
+    results = []
+    try:
+        for bench in benchmarks():
+            name = getattr(bench, "__name__", "")
+            if args.only and args.only not in name and args.only not in repr(bench):
+                continue
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            results.append(bench(env, args.runs))
+            print(table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    finally:
+        env.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    text = (f"Measured on {machine()}; the API as deployed (gunicorn, `resource_manager/gunicorn_conf.py` "
+            f"defaults) on the embedded database, clients on the same machine.\n\n{table(results)}")
+    print(text)
+    if not args.no_write and not args.only:
+        write_markdown(os.path.join(ROOT, "BENCHMARKS.md"), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Listing totals and page links stay exact while the data layer counts only when it must."""
+
+import datetime
+
+import pytest
+
+
+def seed(server, count):
+    """Store `count` machines m000, m001, ... straight into the database (a third of them in use)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    docs = [{"hostname": f"m{i:03d}", "state": "idle" if i % 3 else "in_use", "tags": {}, "_created": now,
+             "_updated": now, "_etag": f"e{i}"} for i in range(count)]
+    if docs:
+        server.db.machines.insert_many(docs)
+
+
+def pages(anon, size, where=None):
+    """Every page of the listing: [(hostnames, total, has_next), ...]."""
+    result, page = [], 1
+    while page < 50:
+        params = {"max_results": size, "page": page, **({"where": where} if where else {})}
+        body = anon.get("/machines", params=params).json()
+        result.append(([m["hostname"] for m in body["_items"]], body["_meta"]["total"], "next" in body["_links"]))
+        if "next" not in body["_links"]:
+            return result
+        page += 1
+    raise AssertionError("no last page")
+
+
+@pytest.mark.parametrize(("count", "size"), [(0, 10), (1, 10), (9, 10), (10, 10), (11, 10), (25, 10), (30, 7)])
+def test_every_page_has_the_exact_total_and_links(server, anon, count, size):
+    seed(server, count)
+    got = pages(anon, size)
+    assert [h for hostnames, _t, _n in got for h in hostnames] == [f"m{i:03d}" for i in range(count)]
+    assert {total for _h, total, _n in got} == {count}
+    assert [has_next for _h, _t, has_next in got] == [True] * (len(got) - 1) + [False]
+
+
+def test_totals_follow_the_where_filter(server, anon):
+    seed(server, 25)
+    got = pages(anon, 4, where='{"state": "in_use"}')
+    assert {total for _h, total, _n in got} == {9}
+    assert sum(len(h) for h, _t, _n in got) == 9
+
+
+def test_a_page_beyond_the_end_reports_the_total(server, anon):
+    seed(server, 12)
+    body = anon.get("/machines", params={"max_results": 5, "page": 7}).json()
+    assert body["_items"] == [] and body["_meta"]["total"] == 12
+
+
+def test_page_one_always_counts_afresh(server, anon, operator):
+    seed(server, 10)
+    assert anon.get("/machines", params={"max_results": 5}).json()["_meta"]["total"] == 10
+    assert operator.post("/machines", json={"hostname": "new", "state": "idle"}).status_code == 201
+    assert anon.get("/machines", params={"max_results": 5}).json()["_meta"]["total"] == 11
+    assert anon.get("/machines", params={"max_results": 5, "page": 3}).json()["_meta"]["total"] == 11
