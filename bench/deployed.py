@@ -72,11 +72,11 @@ class Gunicorn:
                 pids.append(int(entry))
         return sorted(pids)
 
-    def wait_for_workers(self, count, timeout=30):
-        """Wait until `count` live workers answer; return their pids. Raises RuntimeError on timeout."""
+    def wait_for_workers(self, count, timeout=30, exclude=()):
+        """Wait until `count` workers not in `exclude` run; return their pids. Raises RuntimeError on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pids = self.worker_pids()
+            pids = [p for p in self.worker_pids() if p not in exclude]
             if len(pids) >= count:
                 return pids
             time.sleep(0.1)
