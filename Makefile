@@ -29,6 +29,10 @@ test: localdb
 soak: localdb
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
+# Benchmarks of the deployed service (gunicorn) with baselines from the same run; writes BENCHMARKS.md.
+bench: localdb
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: install
 	$(BIN)/python -m ruff check resource_manager tests $(wildcard bench)
 

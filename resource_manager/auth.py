@@ -11,7 +11,7 @@ import threading
 import time
 
 from eve.auth import BasicAuth
-from flask import abort, current_app, g, request
+from flask import abort, current_app, g, has_request_context, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import ratelimit
@@ -39,6 +39,7 @@ class UsersFile:
         # successes by a keyed digest of the password, never the password.
         self._key = secrets.token_bytes(32)
         self._verified = {}
+        self.limiter = None  # a ratelimit.FailureLimiter, set by init_app
 
     def _load(self):
         if not self.path:
@@ -55,7 +56,29 @@ class UsersFile:
             return self._users
 
     def verify(self, username, password):
-        """Return the user's record if the password is right, else None."""
+        """Return the user's record if the password is right, else None.
+
+        Inside a request, repeated failures of one username from one address are throttled
+        (ratelimit.py), whoever asks: HTTP Basic, the dashboard's sign-in, any later caller.
+        Raises an HTTPException answering 429 with Retry-After while the pair must wait.
+        """
+        if self.limiter is None or not has_request_context():
+            return self._verify(username, password)
+        key = (username, request.remote_addr or "")
+        wait = self.limiter.retry_after(key)
+        if wait:
+            # Refused without checking the password: during the wait, guesses teach nothing.
+            seconds = str(math.ceil(wait))
+            abort(error_response(429, f"too many failed logins for '{username[:64]}'; retry in {seconds} s",
+                                 headers={"Retry-After": seconds}))
+        record = self._verify(username, password)
+        if record is None:
+            self.limiter.failed(key)
+        else:
+            self.limiter.succeeded(key)
+        return record
+
+    def _verify(self, username, password):
         users = self._load()
         record = users.get(username)
         if record is None:
@@ -133,19 +156,9 @@ def current_user():
     auth = request.authorization
     user = None
     if auth is not None and auth.type == "basic" and auth.username:
-        limiter = current_app.extensions["rm_login_limiter"]
-        key = (auth.username, request.remote_addr or "")
-        wait = limiter.retry_after(key)
-        if wait:
-            # Refused without checking the password: during the wait, guesses teach nothing.
-            abort(error_response(429, f"too many failed logins for '{auth.username[:64]}'; "
-                                      f"retry in {math.ceil(wait)} s", headers={"Retry-After": str(math.ceil(wait))}))
         record = current_app.extensions["rm_users"].verify(auth.username, auth.password)
         if record is not None:
-            limiter.succeeded(key)
             user = {"username": auth.username, "role": record.get("role", "reader")}
-        else:
-            limiter.failed(key)
     g.rm_user = user
     return user
 
@@ -168,4 +181,4 @@ def init_app(app):
     if not path:
         log.warning("USERS_FILE is not set: every write will be refused (401)")
     app.extensions["rm_users"] = UsersFile(path, app.config.get("AUTH_CACHE_SECONDS", 300))
-    app.extensions["rm_login_limiter"] = ratelimit.from_config(app.config)
+    app.extensions["rm_users"].limiter = ratelimit.from_config(app.config)

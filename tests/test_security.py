@@ -4,6 +4,7 @@ import base64
 import json
 import logging
 import os
+import re
 import stat
 import uuid
 
@@ -26,6 +27,7 @@ URL_VALUES = {"machines": "seed-1", "public-addresses": "192.0.2.10", "private-a
               "address-pools": "pool-1", "reservations": "000000000000000000000001"}
 FALLBACK_VALUES = ("seed-1", "1", "000000000000000000000001", "x")
 HASH_MARKERS = ("scrypt:", "pbkdf2:", "$2b$", "argon2")
+SESSION_ROUTE = re.compile(r"/log(in|out)\b|/sign-?(in|out)\b")
 
 
 def snapshot(db):
@@ -37,8 +39,9 @@ def snapshot(db):
 def server(localdb, users_file):
     """One server for the route sweeps; the failure limit is out of the way (tested on its own below)."""
     dbname = f"test_security_{uuid.uuid4().hex[:8]}"
+    # With a SECRET_KEY, so that the dashboard (where there is one) accepts sign-ins and forms.
     live = LiveServer({"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users_file,
-                       "AUTH_MAX_FAILURES": 10**6})
+                       "AUTH_MAX_FAILURES": 10**6, "SECRET_KEY": "test-secret-key"})
     with live.session(OPERATOR) as operator:
         for path, doc in SEEDS:
             assert operator.post(path, json=doc).status_code == 201
@@ -74,13 +77,39 @@ def refused(response, codes):
     return response.is_redirect and "login" in response.headers.get("Location", "")
 
 
+def csrf_token(session):
+    """A CSRF token of this session from the dashboard's sign-in form (None without a dashboard)."""
+    page = session.get("/ui/login")
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text)
+    return match.group(1) if match else None
+
+
+def send(session, method, url, headers):
+    """Send a write; past a CSRF refusal (a dashboard form), sign in with the session's credentials
+    through the sign-in form, as a browser would, and send it again with a valid token."""
+    response = session.request(method, url, json={}, headers=headers, allow_redirects=False)
+    if response.status_code == 400 and "csrf" in response.text.lower():
+        token = csrf_token(session)
+        assert token, f"{method} {url} wants a CSRF token that no sign-in form offers"
+        if session.auth:
+            username, password = session.auth
+            session.post("/ui/login", data={"csrf_token": token, "username": username, "password": password},
+                         allow_redirects=False)
+            token = csrf_token(session)
+        response = session.request(method, url, data={"csrf_token": token}, headers=headers,
+                                   allow_redirects=False)
+    return response
+
+
 def sweep(server, auth, codes, headers=None):
     """Send every write with `auth`; return the routes that did not refuse it with one of `codes`."""
     before = snapshot(server.db)
     failures = []
     with server.session(auth) as session:
         for method, url, rule in write_routes(server.app):
-            response = session.request(method, url, json={}, headers=headers, allow_redirects=False)
+            if SESSION_ROUTE.search(rule.rule):  # signing in and out: anybody may; checked below
+                continue
+            response = send(session, method, url, headers)
             if response.status_code == 405:
                 # Eve lists POST on item URLs for X-HTTP-Method-Override; if nobody may POST there, fine.
                 with server.session(ADMIN) as admin:
@@ -88,10 +117,32 @@ def sweep(server, auth, codes, headers=None):
                         continue
             if not refused(response, codes):
                 failures.append(f"{method} {url} ({rule.rule}): {response.status_code} {response.text[:200]}")
-            elif response.status_code in (401, 403, 429):
+            elif response.status_code in (401, 403, 429) and "json" in response.headers.get("Content-Type", ""):
                 assert response.json()["_error"]["code"] == response.status_code
     assert snapshot(server.db) == before, "a refused write changed the database"
     return failures
+
+
+def test_without_a_secret_key_every_write_is_still_refused(localdb, users_file, dbname):
+    # The dashboard (where there is one) is read-only then: its forms must refuse, not fail.
+    live = LiveServer({"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users_file})
+    try:
+        with live.session(OPERATOR) as operator:
+            assert operator.post("/machines", json={"hostname": "seed-1", "state": "idle"}).status_code == 201
+        assert sweep(live, None, (401, 403)) == []
+    finally:
+        live.stop()
+        with pymongo.MongoClient(localdb.uri) as client:
+            client.drop_database(dbname)
+
+
+def test_login_routes_change_nothing(server):
+    before = snapshot(server.db)
+    with server.session() as session:
+        for method, url, rule in write_routes(server.app):
+            if SESSION_ROUTE.search(rule.rule):
+                assert send(session, method, url, None).status_code < 500
+    assert snapshot(server.db) == before
 
 
 def test_the_sweep_covers_every_resource(server):
