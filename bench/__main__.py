@@ -92,6 +92,9 @@ def _has_route(path):
     app = create_app({"MONGO_URI": "mongodb://127.0.0.1:9/", "MONGO_OPTIONS": {"connect": False,
                                                                               "serverSelectionTimeoutMS": 1}})
     rules = {rule.rule.replace("<string:", "<").replace("<path:", "<") for rule in app.url_map.iter_rules()}
+    with app.app_context():
+        for client, _db in app.extensions["pymongo"].values():
+            client.close()
     return any(rule.startswith(path.split("<")[0]) and rule.endswith(path.rsplit(">", 1)[-1]) for rule in rules)
 
 

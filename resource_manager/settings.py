@@ -72,6 +72,8 @@ EVE_SETTINGS = {
     "ALLOWED_ITEM_WRITE_ROLES": ["operator", "admin"],
     "IF_MATCH": True,
     "ENFORCE_IF_MATCH": True,
+    # A PUT never creates: items are found by name, and Eve's upsert needs an _id (it answered 500).
+    "UPSERT_ON_PUT": False,
     "X_DOMAINS": None,
     "RENDERERS": ["eve.render.JSONRenderer"],
     "MONGO_QUERY_BLACKLIST": [

@@ -317,3 +317,12 @@ def test_wrong_if_match_is_412(server, operator, seeded, if_match):
     response = operator.patch("/machines/seed-1", json={"owner": "x"}, headers={"If-Match": if_match})
     assert_refused(response, 412)
     assert snapshot(server.db) == seeded
+
+
+@pytest.mark.parametrize("path", ["/machines/no-such-host", "/public-addresses/192.0.2.99",
+                                  "/private-addresses/0", "/machines/000000000000000000000000"])
+def test_put_to_a_missing_item_is_404(server, operator, seeded, path):
+    # Found by fuzzing: Eve's upsert-on-PUT needs an _id in the URL, and names are not ids (was a 500).
+    body = {"hostname": "x1", "state": "idle"} if path.startswith("/machines") else {"address": "192.0.2.99"}
+    assert_refused(operator.put(path, json=body, headers={"If-Match": "x"}), 404)
+    assert snapshot(server.db) == seeded
