@@ -4,7 +4,7 @@ import logging
 
 from eve import Eve
 
-from . import auth, config, db, errors, health, lookup
+from . import auth, config, db, errors, health, lookup, web
 from .settings import DOMAIN, EVE_SETTINGS
 from .validation import Validator
 
@@ -24,6 +24,7 @@ def create_app(overrides=None, environ=None):
     db.init_app(app)
     lookup.init_app(app)
     health.init_app(app)
+    web.init_app(app)
     return app
 
 

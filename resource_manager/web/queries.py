@@ -1,0 +1,131 @@
+"""The dashboard's machine queries: few per page, each bounded (skip/limit, projections)."""
+
+import json
+import math
+import re
+
+import pymongo
+from flask import current_app
+
+from ..db import collection_name, database
+from ..settings import MACHINE_STATES
+
+SORTS = ("hostname", "state", "owner", "job_id", "_updated")
+PAGE_SIZES = (25, 50, 100, 200)
+DEFAULT_PAGE_SIZE = 50
+TAG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+LIST_FIELDS = {"hostname": 1, "state": 1, "owner": 1, "job_id": 1, "tags": 1, "_updated": 1}
+
+
+def machines():
+    """Return the machines collection."""
+    return database()[collection_name(current_app, "machines")]
+
+
+def _int(value, default):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _tag_value(text):
+    # Tags keep their JSON types (memory is a number): match the typed value and its text.
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, (dict, list)):
+        return text
+    return {"$in": [value, text]} if not isinstance(value, str) else value
+
+
+class MachineQuery:
+    """The machines table's filters, sort and page, read from the query string and made safe."""
+
+    def __init__(self, args):
+        self.q = args.get("q", "").strip()[:253]
+        self.state = args.get("state", "") if args.get("state") in MACHINE_STATES else ""
+        self.owner = args.get("owner", "").strip()[:256]
+        self.job = args.get("job", "").strip()[:256]
+        self.tag = args.get("tag", "").strip()[:300]
+        sort = args.get("sort", "hostname")
+        self.sort = sort if sort.lstrip("-") in SORTS else "hostname"
+        size = _int(args.get("per_page"), DEFAULT_PAGE_SIZE)
+        self.per_page = size if size in PAGE_SIZES else DEFAULT_PAGE_SIZE
+        self.page = max(1, _int(args.get("page"), 1))
+        self.problems = []
+
+    def filter(self):
+        """Return the MongoDB filter; user text never becomes an operator or a raw regex."""
+        found = {}
+        if self.q:
+            found["hostname"] = {"$regex": re.escape(self.q), "$options": "i"}
+        if self.state:
+            found["state"] = self.state
+        if self.owner:
+            found["owner"] = self.owner
+        if self.job:
+            found["job_id"] = self.job
+        if self.tag:
+            key, sep, value = self.tag.partition("=")
+            key = key.strip()
+            if not TAG_KEY.match(key):
+                self.problems.append(f"ignored tag filter '{self.tag}': use key or key=value")
+            elif sep:
+                found[f"tags.{key}"] = _tag_value(value.strip())
+            else:
+                found[f"tags.{key}"] = {"$exists": True}
+        return found
+
+    def sort_spec(self):
+        """Return the pymongo sort, with hostname as the tie-breaker so pages are stable."""
+        field = self.sort.lstrip("-")
+        direction = pymongo.DESCENDING if self.sort.startswith("-") else pymongo.ASCENDING
+        spec = [(field, direction)]
+        if field != "hostname":
+            spec.append(("hostname", pymongo.ASCENDING))
+        return spec
+
+    def active(self):
+        """Return whether any filter is set."""
+        return bool(self.q or self.state or self.owner or self.job or self.tag)
+
+    def args(self, **changes):
+        """Return the query-string arguments of this query with `changes`, without empty ones."""
+        args = {"q": self.q, "state": self.state, "owner": self.owner, "job": self.job, "tag": self.tag,
+                "sort": self.sort if self.sort != "hostname" else "",
+                "per_page": self.per_page if self.per_page != DEFAULT_PAGE_SIZE else "",
+                "page": self.page if self.page != 1 else ""}
+        args.update(changes)
+        if args["page"] == 1:
+            args["page"] = ""
+        return {k: v for k, v in args.items() if v not in ("", None)}
+
+
+def state_counts():
+    """Return {state: count} for every state (zeros included) and the total, in one query."""
+    counts = dict.fromkeys(MACHINE_STATES, 0)
+    other = 0
+    for row in machines().aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
+        if row["_id"] in counts:
+            counts[row["_id"]] = row["n"]
+        else:
+            other += row["n"]
+    return counts, sum(counts.values()) + other
+
+
+def page_of_machines(query, total_all):
+    """Return (machines, total, pages) of the query's page; the page is clamped to the last one."""
+    found = query.filter()
+    total = machines().count_documents(found) if found else total_all
+    pages = max(1, math.ceil(total / query.per_page))
+    query.page = min(query.page, pages)
+    cursor = (machines().find(found, LIST_FIELDS).sort(query.sort_spec())
+              .skip((query.page - 1) * query.per_page).limit(query.per_page))
+    return list(cursor), total, pages
+
+
+def machine(hostname):
+    """Return the machine named `hostname`, or None."""
+    return machines().find_one({"hostname": hostname})
