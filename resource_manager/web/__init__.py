@@ -61,9 +61,10 @@ def init_app(app):
     app.config["BOOTSTRAP_SERVE_LOCAL"] = True
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # the API uses HTTP Basic, not cookies
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # the token lives as long as the session
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 8 * 3600)
+    # Flask's defaults exist already (SameSite None, 31-day sessions): set ours unless configured.
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
+    app.config["PERMANENT_SESSION_LIFETIME"] = int(app.config.get("DASHBOARD_SESSION_SECONDS", 8 * 3600))
     if app.config.get("SECRET_KEY") is not None:
         app.config["SECRET_KEY"] = str(app.config["SECRET_KEY"])
     else:
