@@ -58,6 +58,8 @@ def test_filtering_by_state_tag_and_search(page, admin):
     page.wait_for_url("**state=idle**")
     assert sorted(hostnames(page)) == [f"idle-{i}.lab" for i in range(4)]
     assert "4 matching" in page.locator("#showing").inner_text()
+    # The cards count the machines matching the other filters, by state.
+    assert counts(page) == {"idle": 4, "in_use": 0, "pxe": 0, "pxe_failed": 0, "needs_repair": 1}
 
     page.fill("#q", "idle-2")
     page.click("#filters button[type=submit]")
@@ -66,6 +68,7 @@ def test_filtering_by_state_tag_and_search(page, admin):
 
     page.goto("/?job=build-1")
     assert hostnames(page) == ["busy-1.lab"]
+    page.goto("/")
     page.click("#state-counts a[data-state=in_use]")
     page.wait_for_url("**state=in_use**")
     assert sorted(hostnames(page)) == ["busy-0.lab", "busy-1.lab", "busy-2.lab"]

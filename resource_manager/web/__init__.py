@@ -56,7 +56,7 @@ def _browser_home(api_home):
 
 def init_app(app):
     """Register the dashboard, /docs and /openapi.json; set Bootstrap, CSRF and cookie defaults."""
-    from . import docs, signin, views  # noqa: F401  (routes register on bp)
+    from . import docs, queries, signin, views  # noqa: F401  (routes register on bp)
 
     app.config["BOOTSTRAP_SERVE_LOCAL"] = True
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # the API uses HTTP Basic, not cookies
@@ -69,6 +69,7 @@ def init_app(app):
         app.config["SECRET_KEY"] = str(app.config["SECRET_KEY"])
     else:
         log.warning("SECRET_KEY is not set: the dashboard is read-only and sign-in is disabled")
+    queries.init_app(app)
     Bootstrap5(app)
     csrf.init_app(app)
     app.register_blueprint(bp)

@@ -56,12 +56,12 @@ class MachineQuery:
         self.page = max(1, _int(args.get("page"), 1))
         self.problems = []
 
-    def filter(self):
+    def filter(self, with_state=True):
         """Return the MongoDB filter; user text never becomes an operator or a raw regex."""
         found = {}
         if self.q:
             found["hostname"] = {"$regex": re.escape(self.q), "$options": "i"}
-        if self.state:
+        if self.state and with_state:
             found["state"] = self.state
         if self.owner:
             found["owner"] = self.owner
@@ -71,7 +71,8 @@ class MachineQuery:
             key, sep, value = self.tag.partition("=")
             key = key.strip()
             if not TAG_KEY.match(key):
-                self.problems.append(f"ignored tag filter '{self.tag}': use key or key=value")
+                if with_state:  # report once, not once per call
+                    self.problems.append(f"ignored tag filter '{self.tag}': use key or key=value")
             elif sep:
                 found[f"tags.{key}"] = _tag_value(value.strip())
             else:
@@ -103,29 +104,39 @@ class MachineQuery:
         return {k: v for k, v in args.items() if v not in ("", None)}
 
 
-def state_counts():
-    """Return {state: count} for every state (zeros included) and the total, in one query."""
+def state_counts(query):
+    """Return ({state: count}, total) of the machines matching every filter but the state one.
+
+    One aggregation gives both the cards and the table's total: on a database that scans
+    (FerretDB), each query over the collection costs a full pass, so a page makes two.
+    """
     counts = dict.fromkeys(MACHINE_STATES, 0)
-    other = 0
-    for row in machines().aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
+    pipeline = [{"$group": {"_id": "$state", "n": {"$sum": 1}}}]
+    found = query.filter(with_state=False)
+    if found:
+        pipeline.insert(0, {"$match": found})
+    for row in machines().aggregate(pipeline):
         if row["_id"] in counts:
             counts[row["_id"]] = row["n"]
-        else:
-            other += row["n"]
-    return counts, sum(counts.values()) + other
+    return counts, (counts[query.state] if query.state else sum(counts.values()))
 
 
-def page_of_machines(query, total_all):
-    """Return (machines, total, pages) of the query's page; the page is clamped to the last one."""
-    found = query.filter()
-    total = machines().count_documents(found) if found else total_all
+def page_of_machines(query, total):
+    """Return (machines, pages) of the query's page; the page is clamped to the last one."""
     pages = max(1, math.ceil(total / query.per_page))
     query.page = min(query.page, pages)
-    cursor = (machines().find(found, LIST_FIELDS).sort(query.sort_spec())
+    cursor = (machines().find(query.filter(), LIST_FIELDS).sort(query.sort_spec())
               .skip((query.page - 1) * query.per_page).limit(query.per_page))
-    return list(cursor), total, pages
+    return list(cursor), pages
 
 
 def machine(hostname):
     """Return the machine named `hostname`, or None."""
     return machines().find_one({"hostname": hostname})
+
+
+def init_app(app):
+    """Index what the dashboard filters and counts by (used by MongoDB; FerretDB scans anyway)."""
+    indexes = app.extensions["rm_indexes"]
+    for field in ("state", "owner", "job_id"):
+        indexes.add(collection_name(app, "machines"), [(field, pymongo.ASCENDING)], name=f"{field}_1")

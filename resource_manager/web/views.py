@@ -26,10 +26,10 @@ def _globals():
 def dashboard():
     """Show counts, pools, reservations and one page of the machines table."""
     query = queries.MachineQuery(request.args)
-    counts, total_all = queries.state_counts()
-    rows, total, pages = queries.page_of_machines(query, total_all)
+    counts, total = queries.state_counts(query)
+    rows, pages = queries.page_of_machines(query, total)
     return render_template(
-        "dashboard.html", query=query, counts=counts, total_all=total_all, machines=rows, total=total,
+        "dashboard.html", query=query, counts=counts, machines=rows, total=total,
         pages=pages, reservations=alloc.active_reservations(), pools=alloc.pools(),
         allocation=alloc.available())
 
