@@ -41,8 +41,8 @@ def machine(hostname):
     if doc is None:
         abort(404, description=f"no machine '{hostname}'")
     return render_template(
-        "machine.html", m=doc, reservation=alloc.current_reservation(hostname),
-        history=alloc.history(hostname), allocation=alloc.available(), settable=SETTABLE)
+        "machine.html", m=doc, reservation=alloc.current_reservation(doc),
+        history=alloc.machine_history(doc), allocation=alloc.available(), settable=SETTABLE)
 
 
 @bp.post("/ui/machines/<path:hostname>/state")
@@ -55,16 +55,23 @@ def set_state(hostname):
     doc = queries.machine(hostname)
     if doc is None:
         abort(404, description=f"no machine '{hostname}'")
-    if state == "idle" and alloc.current_reservation(hostname):
-        flash(f"{hostname} is reserved: free its reservation instead.", "warning")
-        return redirect(url_for(".machine", hostname=hostname), code=303)
+    back = url_for(".machine", hostname=hostname)
+    if alloc.current_reservation(doc):
+        flash(f"{hostname} is reserved: free its reservation first.", "warning")
+        return redirect(back, code=303)
     updates = {"state": state}
     if state == "idle":
         updates.update(owner=None, job_id=None)
-    # Through Eve, so validation, _etag/_updated and every on_update hook (history) apply;
-    # hooks see the dashboard user as the request's user.
+    # Through Eve, so validation, _etag/_updated and every on_update hook (guards, history)
+    # apply; the hooks see the dashboard user as the request's user.
     g.rm_user = user
-    _body, _modified, _etag, status = patch_internal("machines", updates, _id=doc["_id"])
+    try:
+        _body, _modified, _etag, status = patch_internal("machines", updates, _id=doc["_id"])
+    except HTTPException as e:
+        if e.code != 409:
+            raise
+        flash(e.description, "warning")
+        return redirect(back, code=303)
     if status != 200:
         abort(status if 400 <= status < 600 else 500, description=f"could not mark {hostname} {state}")
     flash(f"{hostname} is now {state}.", "success")
@@ -77,8 +84,15 @@ def release(reservation_id):
     user = signin.require_writer()
     if not alloc.available():
         abort(404, description="reservations are not available on this server")
-    released = alloc.release(reservation_id, user["username"])
-    flash(f"Freed {', '.join(released) or 'nothing (already released)'}.", "success")
+    try:
+        released = alloc.release(reservation_id, user["username"])
+    except alloc.allocation.AllocationError as e:
+        flash(e.message, "warning")
+        released = []
+    else:
+        if released is None:
+            abort(404, description=f"no reservation {reservation_id}")
+        flash(f"Freed {', '.join(released)}." if released else "Nothing to free: already released.", "success")
     return redirect(signin.safe_next(request.form.get("next"), url_for("home")), code=303)
 
 
