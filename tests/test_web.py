@@ -6,6 +6,8 @@ import re
 import pytest
 import requests
 
+from resource_manager import auth
+
 from .support import PASSWORDS, LiveServer
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
@@ -15,13 +17,13 @@ def token(page):
     return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
 
 
-def signed_in(server, username):
+def signed_in(server, username, password=None):
     """Return a requests session signed in to the dashboard through the login form."""
     browser = requests.Session()
     browser.headers.update(HTML)
     login = browser.get(server.url + "/ui/login", timeout=30)
     response = browser.post(server.url + "/ui/login", timeout=30, data={
-        "username": username, "password": PASSWORDS[username], "csrf_token": token(login.text)})
+        "username": username, "password": password or PASSWORDS[username], "csrf_token": token(login.text)})
     assert response.status_code == 200 and f"Signed in as {username}" in response.text
     return browser
 
@@ -180,5 +182,24 @@ def test_without_a_secret_key_the_dashboard_is_read_only(overrides, admin):
         assert requests.get(live.url + "/", headers=HTML, timeout=30).status_code == 200
         login = requests.get(live.url + "/ui/login", timeout=30)
         assert login.status_code == 503 and "Sign-in is disabled" in login.text
+    finally:
+        live.stop()
+
+
+def test_changing_a_password_or_removing_the_account_signs_its_sessions_out(overrides, tmp_path):
+    users = str(tmp_path / "users.json")
+    auth.set_user(users, "operator", PASSWORDS["operator"], "operator")
+    live = LiveServer(dict(overrides, USERS_FILE=users))
+    try:
+        browser = signed_in(live, "operator")
+        auth.set_user(users, "operator", "a-new-password", "operator")
+        assert "Sign out" not in browser.get(live.url + "/", timeout=30).text
+        browser = signed_in(live, "operator", "a-new-password")
+        accounts = auth.read_users(users)
+        accounts["operator"]["role"] = "reader"  # the role alone, same password hash
+        auth.write_users(users, accounts)
+        assert "reader</span>" in browser.get(live.url + "/", timeout=30).text
+        auth.remove_user(users, "operator")
+        assert "Sign out" not in browser.get(live.url + "/", timeout=30).text
     finally:
         live.stop()
