@@ -43,7 +43,7 @@ def current_reservation(machine):
 
 def pools():
     """Return the address pools with their utilisation, or None without allocation."""
-    if not available() or "address_pools" not in current_app.blueprints:
+    if not available() or "pools" not in current_app.blueprints:
         return None
     return [pool_routes.render(pool) for pool in database()[POOLS].find().sort("name", pymongo.ASCENDING)]
 
