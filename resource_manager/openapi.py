@@ -274,12 +274,24 @@ def register(app, paths, schemas=None, tags=None):
     app.extensions.setdefault("rm_openapi", Registry()).add(paths, schemas, tags)
 
 
+_ANY = re.compile(r"<any\(([^)]*)\):[^<>]+>")
+
+
+def templates(rule):
+    """Return the OpenAPI path templates of a Werkzeug rule (one per choice of an `any` converter)."""
+    match = _ANY.search(rule)
+    if match:
+        choices = [c.strip().strip("'\"") for c in match.group(1).split(",")]
+        return [t for c in choices for t in templates(rule[:match.start()] + c + rule[match.end():])]
+    return [re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)]
+
+
 def rule_paths(app):
     """Return the app's routes as OpenAPI path templates with their methods."""
     found = {}
     for rule in app.url_map.iter_rules():
-        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
-        found.setdefault(path, set()).update(m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
+        for path in templates(rule.rule):
+            found.setdefault(path, set()).update(m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
     return found
 
 
