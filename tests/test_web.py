@@ -65,6 +65,11 @@ def test_root_is_the_dashboard_for_browsers_and_json_for_api_clients(anon, serve
     assert "Accept" in response.headers["Vary"]
 
 
+def test_signed_in_pages_are_not_cached(server):
+    browser = signed_in(server, "reader")
+    assert browser.get(server.url + "/", timeout=30).headers["Cache-Control"] == "private, no-store"
+
+
 def test_anonymous_reads_set_no_cookie(server):
     response = requests.get(server.url + "/", headers=HTML, timeout=30)
     assert "Set-Cookie" not in response.headers

@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import Blueprint, make_response, request
+from flask import Blueprint, g, make_response, request
 from flask_bootstrap import Bootstrap5
 from flask_wtf.csrf import CSRFProtect
 
@@ -28,6 +28,9 @@ def _security_headers(response):
     if response.mimetype == "text/html":
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if g.get("rm_web_user"):
+            # A signed-in page holds a CSRF token and the user's name: no shared cache may keep it.
+            response.headers["Cache-Control"] = "private, no-store"
     return response
 
 
