@@ -75,7 +75,7 @@ def set_state(hostname):
     if status != 200:
         abort(status if 400 <= status < 600 else 500, description=f"could not mark {hostname} {state}")
     flash(f"{hostname} is now {state}.", "success")
-    return redirect(signin.safe_next(request.form.get("next"), url_for(".machine", hostname=hostname)), code=303)
+    return redirect(signin.safe_next(request.form.get("next"), back), code=303)
 
 
 @bp.post("/ui/reservations/<reservation_id>/release")
@@ -88,7 +88,6 @@ def release(reservation_id):
         released = alloc.release(reservation_id, user["username"])
     except alloc.allocation.AllocationError as e:
         flash(e.message, "warning")
-        released = []
     else:
         if released is None:
             abort(404, description=f"no reservation {reservation_id}")
