@@ -1,6 +1,9 @@
 """GET /openapi.json and /docs, a readable page rendered from it (our template, no CDN)."""
 
-from flask import current_app, jsonify, render_template
+import json
+import shlex
+
+from flask import current_app, jsonify, render_template, request
 
 from .. import openapi
 from . import bp
@@ -48,6 +51,45 @@ def rows(spec, schema):
     return [(name, name in required, describe(spec, prop)) for name, prop in schema.get("properties", {}).items()]
 
 
+def example(spec, schema, depth=0):
+    """Return a small example value of a schema: its required fields with plausible values."""
+    schema = _resolve(spec, schema) or {}
+    if "oneOf" in schema:
+        return example(spec, schema["oneOf"][0], depth)
+    if "default" in schema:
+        return schema["default"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object" and depth < 3:
+        props = schema.get("properties", {})
+        return {name: example(spec, props[name], depth + 1) for name in schema.get("required", []) if name in props}
+    if kind == "array":
+        return [example(spec, schema.get("items"), depth + 1)]
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 1)
+    if kind == "boolean":
+        return True
+    return "10.0.0.1" if "IPv4" in schema.get("description", "") else "string"
+
+
+def curl(spec, method, path, op, params):
+    """Return a curl command line that calls an operation."""
+    words = ["curl"]
+    if op.get("security"):
+        words += ["-u", "USER:PASSWORD"]
+    if method != "get":
+        words += ["-X", method.upper()]
+    for param in params:
+        if param.get("in") == "header" and param.get("required"):
+            words += ["-H", f"{param['name']}: VALUE"]
+    words.append(request.host_url.rstrip("/") + path)
+    body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    if body:
+        words += ["-H", "Content-Type: application/json", "-d", json.dumps(example(spec, body))]
+    return shlex.join(words)
+
+
 def operations(spec):
     """Return [(tag, [(method, path, operation, parameters)])] in document order."""
     groups = {t["name"]: [] for t in spec.get("tags", [])}
@@ -72,4 +114,4 @@ def docs():
     """Show the API documentation, rendered from /openapi.json."""
     spec = openapi.document(current_app)
     return render_template("docs.html", spec=spec, groups=operations(spec), rows=rows, describe=describe,
-                           resolve=_resolve)
+                           resolve=_resolve, curl=curl)
