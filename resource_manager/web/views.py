@@ -1,5 +1,7 @@
 """Dashboard pages: the overview with the machines table, a machine's page, and its actions."""
 
+import json
+
 from eve.methods.patch import patch_internal
 from flask import abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
@@ -20,6 +22,16 @@ SETTABLE = {"needs_repair": "Mark needs repair", "idle": "Mark idle"}
 def _globals():
     return {"rm_version": __version__, "web_user": signin.current, "can_act": signin.can_act,
             "signin_enabled": signin.enabled, "STATES": DISPLAY_STATES}
+
+
+@bp.app_template_filter("show")
+def _show(value):
+    # Values as a person reads them: None as a dash, lists and dicts as JSON.
+    if value is None:
+        return "—"
+    if isinstance(value, (dict, list, bool)):
+        return json.dumps(value, default=str)
+    return value
 
 
 @bp.get("/ui/")
