@@ -176,7 +176,7 @@ def test_filters_are_safe_and_typed(server, admin):
     assert get("?owner=ci&job=j1") == ["b.lab"]
     assert get("?state=bogus") == ["a.lab", "axlab", "b.lab"]
     page = requests.get(server.url + "/?tag=$where=1", headers=HTML, timeout=30)
-    assert page.status_code == 200 and "ignored tag filter" in page.text
+    assert page.status_code == 200 and page.text.count("ignored tag filter") == 1
 
 
 def test_without_a_secret_key_the_dashboard_is_read_only(overrides, admin):

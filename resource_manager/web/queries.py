@@ -3,6 +3,7 @@
 import json
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pymongo
 from flask import current_app
@@ -14,6 +15,8 @@ SORTS = ("hostname", "state", "owner", "job_id", "_updated")
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
 TAG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+# Runs a page's second query beside the first; pymongo clients are thread-safe.
+_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rm-dashboard")
 LIST_FIELDS = {"hostname": 1, "state": 1, "owner": 1, "job_id": 1, "tags": 1, "_updated": 1}
 
 
@@ -71,8 +74,9 @@ class MachineQuery:
             key, sep, value = self.tag.partition("=")
             key = key.strip()
             if not TAG_KEY.match(key):
-                if with_state:  # report once, not once per call
-                    self.problems.append(f"ignored tag filter '{self.tag}': use key or key=value")
+                problem = f"ignored tag filter '{self.tag}': use key or key=value"
+                if problem not in self.problems:  # filter() runs once per query of the page
+                    self.problems.append(problem)
             elif sep:
                 found[f"tags.{key}"] = _tag_value(value.strip())
             else:
@@ -104,30 +108,41 @@ class MachineQuery:
         return {k: v for k, v in args.items() if v not in ("", None)}
 
 
-def state_counts(query):
-    """Return ({state: count}, total) of the machines matching every filter but the state one.
-
-    One aggregation gives both the cards and the table's total: on a database that scans
-    (FerretDB), each query over the collection costs a full pass, so a page makes two.
-    """
+def _state_counts(collection, query):
     counts = dict.fromkeys(MACHINE_STATES, 0)
     pipeline = [{"$group": {"_id": "$state", "n": {"$sum": 1}}}]
     found = query.filter(with_state=False)
     if found:
         pipeline.insert(0, {"$match": found})
-    for row in machines().aggregate(pipeline):
+    for row in collection.aggregate(pipeline):
         if row["_id"] in counts:
             counts[row["_id"]] = row["n"]
-    return counts, (counts[query.state] if query.state else sum(counts.values()))
+    return counts
 
 
-def page_of_machines(query, total):
-    """Return (machines, pages) of the query's page; the page is clamped to the last one."""
+def _page(collection, query, page):
+    cursor = (collection.find(query.filter(), LIST_FIELDS).sort(query.sort_spec())
+              .skip((page - 1) * query.per_page).limit(query.per_page))
+    return list(cursor)
+
+
+def overview(query):
+    """Return ({state: count}, total, machines, pages) for the query; its page is clamped to the last.
+
+    Two queries, whatever the filters: one aggregation gives the state cards (machines matching
+    every filter but the state one) and so the table's total, one find gives the page. On a
+    database that scans (FerretDB) each costs a full pass, so they run side by side.
+    """
+    collection = machines()
+    counts_future = _POOL.submit(_state_counts, collection, query)
+    rows = _page(collection, query, query.page)
+    counts = counts_future.result()
+    total = counts[query.state] if query.state else sum(counts.values())
     pages = max(1, math.ceil(total / query.per_page))
-    query.page = min(query.page, pages)
-    cursor = (machines().find(query.filter(), LIST_FIELDS).sort(query.sort_spec())
-              .skip((query.page - 1) * query.per_page).limit(query.per_page))
-    return list(cursor), pages
+    if query.page > pages:  # past the end (a stale link): show the last page instead
+        query.page = pages
+        rows = _page(collection, query, pages)
+    return counts, total, rows, pages
 
 
 def machine(hostname):

@@ -38,8 +38,7 @@ def _show(value):
 def dashboard():
     """Show counts, pools, reservations and one page of the machines table."""
     query = queries.MachineQuery(request.args)
-    counts, total = queries.state_counts(query)
-    rows, pages = queries.page_of_machines(query, total)
+    counts, total, rows, pages = queries.overview(query)
     return render_template(
         "dashboard.html", query=query, counts=counts, machines=rows, total=total,
         pages=pages, reservations=alloc.active_reservations(), pools=alloc.pools(),
