@@ -220,20 +220,23 @@ def _claim_candidates(db, res, need):
 
 
 def undo(db, res, machines=None):
-    """Roll back a pending reservation: machines idle, claims deleted, reservation deleted."""
+    """Roll back a pending reservation (machines idle, claims deleted, reservation deleted); return freed hostnames."""
     rid = res["_id"]
     if machines is None:
         machines = list(db.machines.find({"reservation": rid}))
         hostnames = [c["_id"] for c in db[MACHINE_CLAIMS].find({"holder": rid}, {"_id": 1})]
     else:
         hostnames = [m["hostname"] for m in machines]
+    freed = []
     for machine in machines:
         current = db.machines.find_one({"_id": machine["_id"]})
         if current is not None and current.get("reservation") == rid:
-            free_machine(db, current, rid, "release", None, "reservation not completed")
+            if free_machine(db, current, rid, "release", None, "reservation not completed"):
+                freed.append(current["hostname"])
     for hostname in set(hostnames) | {m["hostname"] for m in machines}:
         drop_machine_claim(db, hostname, rid)
     db[RESERVATIONS].delete_one({"_id": rid})
+    return freed
 
 
 # -- ending ------------------------------------------------------------------

@@ -70,7 +70,7 @@ def _repair_reservations(db, cutoff):
     repaired, freed = 0, []
     # A reserver that died mid-way: its reservation stays pending. Undo it.
     for res in list(db[RESERVATIONS].find({"state": "pending", "_created": {"$lt": cutoff}})):
-        undo(db, res)
+        freed += undo(db, res)
         repaired += 1
     # An ender that died mid-way: its end marker exists, the reservation is still active. Finish it.
     active = {r["_id"]: r for r in db[RESERVATIONS].find({"state": "active"})}
