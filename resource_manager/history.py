@@ -127,6 +127,8 @@ def item_history(resource, name):
 
 def init_app(app):
     """Record every Eve write to machines and addresses, and serve the history routes."""
+    # Used by MongoDB; FerretDB scans anyway but accepts it.
+    app.extensions["rm_indexes"].add(COLLECTION, [("resource", 1), ("name", 1), ("at", -1)], name="item_at")
     for resource in NAME_FIELDS:
         inserted, updated, replaced, deleted = _eve_hooks(resource)
         for event, fn in (("inserted", inserted), ("updated", updated), ("replaced", replaced),

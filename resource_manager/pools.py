@@ -7,7 +7,7 @@ from pymongo.errors import DuplicateKeyError
 
 from . import address_allocation, sweep
 from .address_allocation import POOLS
-from .allocation import AllocationError
+from .allocation import ADDRESS_CLAIMS, AllocationError
 from .auth import require_role
 from .constraints import check_allocation
 from .db import database
@@ -148,5 +148,8 @@ def allocate(name):
 
 def init_app(app):
     """Register the pool routes and the unique pool name."""
-    app.extensions["rm_indexes"].add(POOLS, [("name", 1)], unique=True, name="name_unique")
+    indexes = app.extensions["rm_indexes"]
+    indexes.add(POOLS, [("name", 1)], unique=True, name="name_unique")
+    # Finds a pool's claimed addresses by range on MongoDB (FerretDB scans; see the README).
+    indexes.add(ADDRESS_CLAIMS, [("kind", 1), ("ipkey", 1)], name="kind_ipkey")
     app.register_blueprint(bp)
