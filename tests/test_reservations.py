@@ -1,6 +1,7 @@
 """Reservations over real HTTP: all or nothing, constraints, dry runs, release, leases, guards."""
 
 import datetime
+import json
 import time
 
 
@@ -234,3 +235,19 @@ def test_extend_moves_the_lease_forward(operator, anon, server):
     late = operator.post(f"/reservations/{res['_id']}/extend", json={"lease_seconds": 60})
     assert late.status_code == 409 and "expired" in late.json()["_error"]["message"]
     assert operator.post("/reservations/nope/extend", json={"lease_seconds": 5}).status_code == 404
+
+
+def test_rm_sweep_console_command(operator, anon, server, localdb, dbname, users_file, monkeypatch, capsys):
+    from resource_manager import sweep
+
+    add_machines(operator, "m1")
+    res = reserve(operator, count=1, lease_seconds=60)
+    _expire_now(server, res["_id"])
+    monkeypatch.setenv("MONGO_URI", localdb.uri)
+    monkeypatch.setenv("RM_MONGO_DBNAME", dbname)
+    monkeypatch.setenv("RM_USERS_FILE", users_file)
+    assert sweep.main([]) == 0
+    assert json.loads(capsys.readouterr().out) == {"expired": 1, "repaired": 0, "released": ["m1"]}
+    assert anon.get("/machines/m1").json()["state"] == "idle"
+    monkeypatch.delenv("MONGO_URI")
+    assert sweep.main([]) == 2
