@@ -2,7 +2,9 @@
 
 import ipaddress
 
+import pymongo.errors
 from eve.io.mongo import Validator as EveValidator
+from flask import g
 
 
 def canonical_ip(value):
@@ -24,6 +26,15 @@ class Validator(EveValidator):
             ipaddress.ip_address(value)
         except ValueError:
             self._error(field, f"'{value}' is not a valid IPv4 or IPv6 address")
+
+    def _validate_unique(self, unique, field, value):
+        """{'type': 'boolean'}"""
+        try:
+            super()._validate_unique(unique, field, value)
+        except pymongo.errors.ConnectionFailure as e:
+            # Eve reports any exception in validation as a 422; the request must answer 503.
+            g.rm_database_error = e
+            raise
 
     def _normalize_coerce_canonical_ip(self, value):
         return canonical_ip(value)
