@@ -5,13 +5,14 @@ claim is taken before the address document gets its owner and dropped after
 the owner goes (guards.py does the same for plain writes through Eve).
 """
 
+import ipaddress
 import time
 
 from bson import ObjectId
 from eve.utils import document_etag
 from pymongo.errors import DuplicateKeyError
 
-from . import history
+from . import history, pool_hints
 from .allocation import (
     ADDRESS_CLAIMS,
     AllocationError,
@@ -90,9 +91,14 @@ def _fill(db, pool, alloc, req, grace):
     """Claim the lowest free addresses, then give them their owner; undo all on any failure."""
     kind, count = pool["kind"], req["count"]
     network, excluded = pool_ranges(pool)
-    candidates = free_addresses(network, excluded, taken_numbers(db, kind, network))
+    known = pool_hints.load(db, pool, network)
+    rebuilt = known is None
+    if known is None:
+        known = pool_hints.rebuild(db, pool, network) if pool_hints.usable(network) else \
+            taken_numbers(db, kind, network)
+    candidates = free_addresses(network, excluded, known)
     deadline = time.monotonic() + grace / 2
-    claimed, taken = [], []
+    claimed, taken, busy = [], [], []
     try:
         while len(taken) < count:
             for ip in candidates:
@@ -101,7 +107,14 @@ def _fill(db, pool, alloc, req, grace):
                     claimed.append((address, doc_id))
                     if len(taken) + len(claimed) == count:
                         break
+                else:
+                    busy.append(int(ip))  # the hint was stale here
             if len(taken) + len(claimed) < count:
+                if not rebuilt:
+                    # Never answer 409 on a hint's word: look at the claims themselves once.
+                    rebuilt = True
+                    candidates = free_addresses(network, excluded, pool_hints.rebuild(db, pool, network))
+                    continue
                 raise Shortfall(count, len(taken) + len(claimed))
             if time.monotonic() > deadline:
                 raise AllocationError("allocation took too long; nothing allocated, retry", 503)
@@ -111,6 +124,7 @@ def _fill(db, pool, alloc, req, grace):
                     taken.append(entry)
             claimed = []
         addresses = [address for address, _doc_id, _created in taken]
+        pool_hints.mark(db, pool, network, claimed=[int(ipaddress.ip_address(a)) for a in addresses] + busy)
         result = db[ALLOCATIONS].update_one({"_id": alloc["_id"], "state": "pending"},
                                             {"$set": {"state": "done", "addresses": addresses}})
         if result.matched_count != 1:
@@ -183,7 +197,8 @@ def repair(db, cutoff):
     """Sweep the address side; return how many things were repaired.
 
     Undoes allocations pending since before `cutoff`, drops claims older than
-    `cutoff` whose address has no owner, and claims owned addresses that lack one.
+    `cutoff` whose address has no owner, claims owned addresses that lack one,
+    and rebuilds the pools' hints.
     """
     repaired = 0
     for alloc in list(db[ALLOCATIONS].find({"state": "pending", "_created": {"$lt": cutoff}})):
@@ -203,4 +218,8 @@ def repair(db, cutoff):
         for address, doc_id in owned.items():
             if address not in claimed and claim_address(db, kind, address, "adopted", doc_id, ipkey(address)):
                 repaired += 1
+    for pool in db[POOLS].find():
+        network = pool_ranges(pool)[0]
+        if pool_hints.usable(network):
+            pool_hints.rebuild(db, pool, network)
     return repaired

@@ -8,9 +8,12 @@ Eve that gives an address an owner takes the claim first (409 if another
 holds it); one that takes the owner away, or deletes the address, drops it.
 """
 
+import ipaddress
+
 from bson import ObjectId
 from flask import abort, g
 
+from . import pool_hints
 from .allocation import MACHINE_CLAIMS, RESERVATIONS, claim_address, drop_address_claim
 from .db import database
 from .ipranges import ipkey
@@ -91,10 +94,15 @@ def _address_hooks(kind):
         if needs_claim(after, original):
             take_all([(after["address"], original["_id"])])
 
+    def drop(address, doc_id):
+        db = database()
+        drop_address_claim(db, kind, address, doc=doc_id)
+        pool_hints.released(db, kind, int(ipaddress.ip_address(address)))
+
     def updated(updates, original):
         after = dict(original, **updates)
         if drops_claim(after, original):
-            drop_address_claim(database(), kind, original["address"], doc=original["_id"])
+            drop(original["address"], original["_id"])
 
     def replace(document, original):
         if needs_claim(document, original):
@@ -102,11 +110,11 @@ def _address_hooks(kind):
 
     def replaced(document, original):
         if drops_claim(document, original):
-            drop_address_claim(database(), kind, original["address"], doc=original["_id"])
+            drop(original["address"], original["_id"])
 
     def deleted(original):
         if original.get("owner"):
-            drop_address_claim(database(), kind, original["address"], doc=original["_id"])
+            drop(original["address"], original["_id"])
 
     return {"insert": insert, "update": update, "updated": updated, "replace": replace,
             "replaced": replaced, "deleted_item": deleted}

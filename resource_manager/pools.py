@@ -5,7 +5,7 @@ import re
 from flask import Blueprint, current_app, jsonify, request
 from pymongo.errors import DuplicateKeyError
 
-from . import address_allocation, sweep
+from . import address_allocation, pool_hints, sweep
 from .address_allocation import POOLS
 from .allocation import ADDRESS_CLAIMS, AllocationError
 from .auth import require_role
@@ -114,6 +114,7 @@ def delete(name):
     if pool is None:
         return error_response(404, f"no pool {name}")
     database()[POOLS].delete_one({"_id": pool["_id"]})
+    pool_hints.forget(database(), pool)
     return "", 204
 
 

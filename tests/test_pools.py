@@ -123,3 +123,16 @@ def test_free_addresses_skips_exclusions_and_taken_ranges():
     assert merge([(5, 9), (1, 3), (4, 4), (20, 21)]) == [(1, 9), (20, 21)]
     v6, v6_excluded, _ = parse_pool("2001:db8::/126", [])
     assert [str(a) for a in free_addresses(v6, v6_excluded, [])] == ["2001:db8::2", "2001:db8::3"]
+
+
+def test_a_stale_hint_never_misleads_allocation(operator, server):
+    make_pool(operator, cidr="10.0.0.0/28")
+    assert allocate(operator, owner="a", count=2)["addresses"] == ["10.0.0.2", "10.0.0.3"]
+    hints = server.db.pool_hints
+    # A hint that forgot every claim: the claims still refuse, the next free is found.
+    hints.update_many({}, {"$set": {"bits": b"\x00\x00"}})
+    assert allocate(operator, owner="b")["addresses"] == ["10.0.0.4"]
+    # A hint that believes the pool full: rebuilt from the claims before any 409.
+    hints.update_many({}, {"$set": {"bits": b"\xff\xff"}})
+    assert allocate(operator, owner="c")["addresses"] == ["10.0.0.5"]
+    assert allocate(operator, expect=409, owner="d", count=10)["_error"]["message"] == "requested 10, 9 available"
