@@ -223,7 +223,7 @@ def test_idempotency_key_replayed_concurrently_yields_one_reservation(cluster):
 def test_crashed_reserver_leaves_nothing_held_after_the_sweep(cluster):
     cluster, db = cluster
     url = cluster.urls[1]
-    add_machines(cluster.urls[0], 6)
+    add_machines(cluster.urls[0], 8)
     long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
     # As a reserver killed mid-way leaves things: a pending reservation, two claims, one machine taken.
     db.reservations.insert_one({"_id": "crashed", "state": "pending", "owner": "x", "job_id": "j", "count": 3,
@@ -231,12 +231,17 @@ def test_crashed_reserver_leaves_nothing_held_after_the_sweep(cluster):
                                 "_updated": long_ago, "user": "operator"})
     db.machine_claims.insert_many([{"_id": h, "holder": "crashed", "at": long_ago} for h in ("m000", "m001")])
     db.machines.update_one({"hostname": "m000"}, {"$set": {"state": "in_use", "owner": "x", "reservation": "crashed"}})
-    # A claim nobody holds, and an address allocation that died after its first address.
+    # A claim nobody holds.
     db.machine_claims.insert_one({"_id": "m002", "holder": "vanished", "at": long_ago})
     with session() as s:
         s.post(url + "/address-pools", json={"name": "p", "cidr": "10.1.0.0/24", "kind": "public"})
-        reserved = s.post(url + "/reservations", json={"count": 2}).json()
-        assert reserved["hostnames"] == ["m003", "m004"]  # the crashed claims keep m000-m002 out
+        kept = s.post(url + "/reservations", json={"count": 2}).json()
+        assert kept["hostnames"] == ["m003", "m004"]  # the crashed claims keep m000-m002 out
+        half = s.post(url + "/reservations", json={"count": 1}).json()
+    # A release that died after its end marker, and a machine naming a reservation that never was.
+    db.reservation_ends.insert_one({"_id": half["_id"], "why": "released", "user": "operator", "at": long_ago})
+    db.machines.update_one({"hostname": "m006"}, {"$set": {"state": "in_use", "owner": "y", "reservation": "ghost"}})
+    # An address allocation that died after its first address.
     db.allocations.insert_one({"_id": "dead", "state": "pending", "pool": "p", "kind": "public", "owner": "x",
                                "count": 2, "addresses": [], "_created": long_ago})
     doc_id = db.public_addresses.insert_one({"address": "10.1.0.2", "owner": "x", "_created": long_ago}).inserted_id
@@ -244,11 +249,12 @@ def test_crashed_reserver_leaves_nothing_held_after_the_sweep(cluster):
                                   "holder": "dead", "doc": doc_id, "at": long_ago})
     with session() as s:
         swept = s.post(url + "/reservations/sweep").json()
-        assert swept["repaired"] == 3 and swept["released"] == ["m000"]
+        assert swept == {"expired": 0, "repaired": 5, "released": ["m000", "m005", "m006"]}
         assert check_machines(db) == 2
         assert db.reservations.find_one({"_id": "crashed"}) is None
+        assert db.reservations.find_one({"_id": half["_id"]})["state"] == "released"
         assert check_addresses(db, "public") == 0
-        assert s.post(url + "/reservations", json={"count": 4}).status_code == 201
+        assert s.post(url + "/reservations", json={"count": 6}).status_code == 201
         assert s.post(url + "/address-pools/p/allocate", json={"owner": "y"}).json()["addresses"] == ["10.1.0.2"]
         assert s.post(url + "/reservations/sweep").json() == {"expired": 0, "repaired": 0, "released": []}
 
