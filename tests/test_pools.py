@@ -136,3 +136,21 @@ def test_a_stale_hint_never_misleads_allocation(operator, server):
     hints.update_many({}, {"$set": {"bits": b"\xff\xff"}})
     assert allocate(operator, owner="c")["addresses"] == ["10.0.0.5"]
     assert allocate(operator, expect=409, owner="d", count=10)["_error"]["message"] == "requested 10, 9 available"
+
+
+def test_plain_write_cannot_take_an_address_an_allocator_holds(operator, anon, server):
+    assert operator.post("/public-addresses", json={"address": "192.0.2.7"}).status_code == 201
+    # As an allocator holds it between claiming and writing the owner.
+    server.db.address_claims.insert_one({"_id": "public/192.0.2.7", "kind": "public", "ipkey": "x",
+                                         "holder": "alloc-1", "doc": None, "at": None})
+    response = operator.write("PATCH", "/public-addresses/192.0.2.7", json={"owner": "eve"})
+    assert response.status_code == 409 and "allocated" in response.json()["_error"]["message"]
+    assert anon.get("/public-addresses/192.0.2.7").json().get("owner") is None
+    # A bulk insert refused for one address keeps no claim for the others.
+    server.db.address_claims.insert_one({"_id": "public/192.0.2.9", "kind": "public", "ipkey": "y",
+                                         "holder": "alloc-2", "doc": None, "at": None})
+    bulk = operator.post("/public-addresses", json=[{"address": "192.0.2.8", "owner": "a"},
+                                                    {"address": "192.0.2.9", "owner": "b"}])
+    assert bulk.status_code == 409
+    assert sorted(c["_id"] for c in server.db.address_claims.find()) == ["public/192.0.2.7", "public/192.0.2.9"]
+    assert server.db.public_addresses.count_documents({}) == 1
