@@ -78,24 +78,28 @@ def _repair_reservations(db, cutoff):
         if marker["at"] < cutoff:
             freed += finish_end(db, active.pop(marker["_id"]), marker["why"], marker.get("user"))
             repaired += 1
-    live = dict(active)
-    live.update({r["_id"]: r for r in db[RESERVATIONS].find({"state": "pending"})})
-    # Claims whose reservation is gone or over, or does not list the machine.
+    # Claims whose reservation is gone or over, or does not list the machine; and machines that name
+    # a reservation which does not hold them. Each is judged on a fresh read of its reservation, so
+    # one that started after this sweep did is never mistaken for a stray.
     for claim in list(db[MACHINE_CLAIMS].find({"at": {"$lt": cutoff}})):
-        res = live.get(claim["holder"])
-        if res is None or (res["state"] == "active" and claim["_id"] not in res["hostnames"]):
+        if not _holds(db, claim["holder"], claim["_id"]):
             drop_machine_claim(db, claim["_id"], claim["holder"])
             repaired += 1
-    # Machines that name a reservation which does not hold them.
     for machine in list(db.machines.find({"reservation": {"$nin": [None]}})):
         rid = machine["reservation"]
-        res = live.get(rid)
-        if res is not None and (res["state"] == "pending" or machine["hostname"] in res["hostnames"]):
+        if _holds(db, rid, machine["hostname"]):
             continue
         if free_machine(db, machine, rid, "release", None, "sweep: held without a reservation"):
             freed.append(machine["hostname"])
             repaired += 1
     return repaired, freed
+
+
+def _holds(db, rid, hostname):
+    res = db[RESERVATIONS].find_one({"_id": rid}, {"state": 1, "hostnames": 1})
+    if res is None:
+        return False
+    return res["state"] == "pending" or (res["state"] == "active" and hostname in res["hostnames"])
 
 
 def main(argv=None):
