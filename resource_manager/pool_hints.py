@@ -11,6 +11,7 @@ from the claims alone.
 """
 
 from bson import Binary
+from pymongo.errors import DuplicateKeyError
 
 HINTS = "pool_hints"
 MAX_HINT_ADDRESSES = 1 << 18  # 32 KiB of bitmap; larger pools query the claims each time
@@ -46,7 +47,12 @@ def save(db, pool, network, taken):
         offset = n - base
         if 0 <= offset < network.num_addresses:
             bits[offset // 8] |= 1 << (offset % 8)
-    db[HINTS].replace_one({"_id": pool["_id"]}, {"bits": Binary(bytes(bits))}, upsert=True)
+    doc = {"bits": Binary(bytes(bits))}
+    try:
+        db[HINTS].replace_one({"_id": pool["_id"]}, doc, upsert=True)
+    except DuplicateKeyError:
+        # Two first writers raced to create it; it exists now (last writer wins, as ever for a hint).
+        db[HINTS].replace_one({"_id": pool["_id"]}, doc)
 
 
 def mark(db, pool, network, claimed=(), released=()):
