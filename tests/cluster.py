@@ -22,7 +22,7 @@ class ServerProcess:
     def __init__(self, env, log_path, threads=8):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "ab")  # closed in stop()
         argv = [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", str(threads),
                 "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning", "--graceful-timeout", "2",
                 "resource_manager.app:create_app()"]
