@@ -110,4 +110,15 @@ def test_allocation_responses_match_the_documented_schemas(server, admin, operat
     matches(anon.get("/reservations?state=active"), spec, "ReservationList")
     matches(anon.get("/address-pools/lab-net"), spec, "Pool")
     matches(anon.get(f"/machines/{reservation['hostnames'][0]}/history"), spec, "History")
+    matches(operator.post(f"/reservations/{reservation['_id']}/extend", json={"lease_seconds": 60}), spec,
+            "Reservation")
+    matches(operator.post("/reservations?dry_run=1", json={"count": 1, "owner": "x"}), spec, "DryRun")
+    matches(anon.get("/address-pools"), spec, "PoolList")
+    allocated = operator.post("/address-pools/lab-net/allocate", json={"owner": "web", "count": 1})
+    assert allocated.status_code == 201
+    matches(allocated, spec, "Allocation")
     matches(operator.delete(f"/reservations/{reservation['_id']}"), spec, "Released")
+    matches(operator.post("/reservations/sweep"), spec, "Sweep")
+    refused = operator.post("/reservations", json={"count": 99, "owner": "x"})
+    assert refused.status_code == 409
+    matches(refused, spec, "Error")
