@@ -22,6 +22,7 @@ setup(
         "requests>=2.31,<3",
         "prettytable>=3.9,<4",
         "Bootstrap-Flask>=2.4,<3",
+        "Flask-WTF>=1.2,<2",
     ],
     extras_require={"server": ["gunicorn>=22"]},
     entry_points={
@@ -29,6 +30,7 @@ setup(
             "rmctl=resource_manager.cli:main",
             "rm-server=resource_manager.server:main",
             "rm-users=resource_manager.users:main",
+            "rm-sweep=resource_manager.sweep:main",
         ],
     },
 )

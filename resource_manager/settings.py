@@ -15,14 +15,17 @@ machines = {
             "required": True,
             "empty": False,
             "maxlength": 253,
-            # \Z, not $: "$" also matches before a final newline, and Cerberus uses re.match.
-            "regex": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\Z",
+            # (?!\n): Python's "$" also matches before a final newline (Cerberus uses re.match);
+            # not \Z, which /openapi.json's (ECMA) patterns lack.
+            "regex": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?!\n)$",
             "unique": True,
         },
         "owner": {"type": "string", "nullable": True, "maxlength": 256},
         "state": {"type": "string", "required": True, "allowed": list(MACHINE_STATES)},
         "job_id": {"type": "string", "nullable": True, "maxlength": 256},
         "tags": tags_schema,
+        # Set by the allocator only: the reservation holding the machine (see allocation.py).
+        "reservation": {"type": "string", "nullable": True, "readonly": True},
     },
 }
 

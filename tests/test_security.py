@@ -267,7 +267,7 @@ class SourceAddressAdapter(HTTPAdapter):
 def limited(localdb, users_file, dbname):
     """A server that refuses a username+address after 3 failures, for 30 s and doubling."""
     live = LiveServer({"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users_file,
-                       "AUTH_MAX_FAILURES": 3, "AUTH_BACKOFF_BASE": 30})
+                       "AUTH_MAX_FAILURES": 3, "AUTH_BACKOFF_BASE": 30, "SECRET_KEY": "test-secret-key"})
     yield live
     live.stop()
     with pymongo.MongoClient(localdb.uri) as client:
@@ -308,6 +308,21 @@ def test_a_successful_login_resets_the_count(limited):
 def test_unknown_users_are_limited_too(limited):
     codes = [post(limited, ("ghost", f"guess-{i}")).status_code for i in range(5)]
     assert codes == [401, 401, 401, 429, 429]
+
+
+def test_the_dashboard_sign_in_is_limited_too(limited):
+    if not any(SESSION_ROUTE.search(rule.rule) for rule in limited.app.url_map.iter_rules()):
+        pytest.skip("no dashboard sign-in on this branch")
+    with limited.session() as browser:
+        def sign_in(password):
+            token = csrf_token(browser)
+            return browser.post("/ui/login", data={"csrf_token": token, "username": "operator", "password": password},
+                                allow_redirects=False).status_code
+
+        assert [sign_in("wrong") for _ in range(3)] == [401, 401, 401]
+        assert sign_in(PASSWORDS["operator"]) == 429
+    # The API shares the count: the same user from the same address waits there as well.
+    assert post(limited, OPERATOR).status_code == 429
 
 
 # The backoff schedule, with a clock we move by hand.
