@@ -241,3 +241,92 @@ def test_worker_killed_mid_load_loses_no_acknowledged_write(gunicorn, localdb, d
         assert session.get(gunicorn.url + "/healthz", timeout=10).status_code == 200
         assert session.post(gunicorn.url + "/machines", json={"hostname": f"{load.prefix}-after", "state": "idle"},
                             timeout=10).status_code == 201
+
+
+# 4. A worker SIGKILLed while clients reserve and release: after the sweep, nothing is held
+#    without a reservation, and every acknowledged reservation holds exactly its machines.
+
+def test_worker_killed_while_reserving_leaves_nothing_held_after_the_sweep(localdb, users_file, dbname, tmp_path):
+    from bench.reads import seed_machines
+
+    with pymongo.MongoClient(localdb.uri) as client:
+        db = client[dbname]
+        seed_machines(db, 200, prefix="r")
+        server = Gunicorn(localdb.uri, dbname, users_file, str(tmp_path / "gunicorn.log"), workers=3, threads=2,
+                          env={"RM_SWEEP_GRACE_SECONDS": "1"})
+        with server:
+            workers = server.wait_for_workers(3)
+            acked, lock = {}, threading.Lock()  # reservation id -> hostnames, for every 201 still held
+            released = set()
+            stop = threading.Event()
+
+            def reserver(number):
+                mine = []
+                with requests.Session() as session:
+                    session.auth = OPERATOR
+                    for i in range(200):
+                        if stop.is_set():
+                            return
+                        key = f"c{number}-{i}"
+                        for _attempt in range(3):  # after a lost answer, the same key tells what happened
+                            try:
+                                r = session.post(server.url + "/reservations", timeout=30,
+                                                 json={"count": 2, "owner": f"c{number}", "job_id": key},
+                                                 headers={"Idempotency-Key": key})
+                            except requests.RequestException:
+                                time.sleep(0.1)
+                                continue
+                            if r.status_code == 201:
+                                with lock:
+                                    acked[r.json()["_id"]] = set(r.json()["hostnames"])
+                                mine.append(r.json()["_id"])
+                            break
+                        if i % 2 and mine:  # release our oldest now and then, so machines come back
+                            rid = mine.pop(0)
+                            try:
+                                if session.delete(f"{server.url}/reservations/{rid}", timeout=30).ok:
+                                    with lock:
+                                        released.add(rid)
+                                        acked.pop(rid, None)
+                            except requests.RequestException:
+                                with lock:  # released or not: the invariants below judge it
+                                    acked.pop(rid, None)
+
+            threads = [threading.Thread(target=reserver, args=(n,), daemon=True) for n in range(6)]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while len(acked) + len(released) < 10 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(workers[0], signal.SIGKILL)
+            server.wait_for_workers(3, exclude=[workers[0]])
+            deadline = time.monotonic() + 30
+            before = len(acked) + len(released)
+            while len(acked) + len(released) < before + 10 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+            time.sleep(1.5)  # past the sweep's grace period
+            with requests.Session() as admin:
+                admin.auth = OPERATOR
+                assert admin.post(server.url + "/reservations/sweep", timeout=60).status_code == 200
+
+        reservations = {r["_id"]: r for r in db.reservations.find()}
+        active = {str(rid): set(r.get("hostnames") or []) for rid, r in reservations.items() if r["state"] == "active"}
+        assert not [r for r in reservations.values() if r["state"] == "pending"], "a half-done reservation is left"
+        held = [h for hosts in active.values() for h in hosts]
+        assert len(held) == len(set(held)), "a machine is in two active reservations"
+        for rid, hostnames in acked.items():
+            assert active.get(str(rid)) == hostnames, f"acknowledged reservation {rid} does not hold its machines"
+        machines = {m["hostname"]: m for m in db.machines.find()}
+        holder = {h: rid for rid, hosts in active.items() for h in hosts}
+        for hostname, machine in machines.items():
+            if machine["state"] == "in_use":
+                assert hostname in holder, f"{hostname} is held without a reservation"
+                assert str(machine.get("reservation")) == holder[hostname]
+            else:
+                assert hostname not in holder and not machine.get("reservation"), hostname
+        claims = {c["_id"]: str(c.get("holder")) for c in db.machine_claims.find()}
+        assert claims == holder, "claims and active reservations disagree"
+        print(f"\n{len(acked)} reservations held, {len(released)} released, {len(reservations)} in all")
