@@ -5,6 +5,7 @@ the document does not describe. Deterministic (derandomized) so that a failure r
 found here becomes a named regression test in test_bad_input.py. More examples: `make soak`.
 """
 
+import collections
 import importlib.util
 import uuid
 
@@ -45,6 +46,9 @@ DOCUMENT = _document()
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 
+STATUSES = collections.Counter()  # what the fuzzed requests got, printed at the end (pytest -s)
+
+
 def fuzz_settings(examples):
     return settings(max_examples=examples, derandomize=True, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))
@@ -62,6 +66,7 @@ def fuzz_server(localdb, users_file):
     live.stop()
     with pymongo.MongoClient(localdb.uri) as client:
         client.drop_database(dbname)
+    print(f"\nfuzzing: {sum(STATUSES.values())} requests; status codes: {dict(sorted(STATUSES.items()))}")
 
 
 def test_the_fuzzed_document_is_the_served_one(fuzz_server):
@@ -70,7 +75,8 @@ def test_the_fuzzed_document_is_the_served_one(fuzz_server):
 
 
 def call(case, server, auth):
-    case.call_and_validate(base_url=server.url, checks=CHECKS, auth=auth, timeout=30)
+    response = case.call_and_validate(base_url=server.url, checks=CHECKS, auth=auth, timeout=30)
+    STATUSES[response.status_code] += 1
 
 
 # make test: a few examples per operation and role; make soak: a few thousand requests in all.
