@@ -44,9 +44,9 @@ def read_file(path):
     try:
         with open(path, encoding="utf-8") as fh:
             parser.read_file(fh)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return {}
-    except configparser.Error as e:
+    except (OSError, UnicodeDecodeError, configparser.Error) as e:
         raise ValueError(f"cannot read config file {path}: {e}") from e
     if not parser.has_section(SECTION):
         return {}
