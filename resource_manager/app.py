@@ -5,6 +5,7 @@ import logging
 from eve import Eve
 
 from . import auth, config, db, errors, health, lookup
+from .datalayer import Mongo
 from .settings import DOMAIN, EVE_SETTINGS
 from .validation import Validator
 
@@ -17,7 +18,7 @@ def create_app(overrides=None, environ=None):
     settings = dict(EVE_SETTINGS)
     settings.update(config.load(overrides, environ))
     settings["DOMAIN"] = _copy_domain()
-    app = Eve(settings=settings, validator=Validator, auth=auth.RoleAuth)
+    app = Eve(settings=settings, validator=Validator, data=Mongo, auth=auth.RoleAuth)
     app.logger.setLevel(logging.INFO)
     errors.init_app(app)
     auth.init_app(app)

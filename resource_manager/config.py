@@ -21,6 +21,8 @@ DEFAULTS = {
         "serverSelectionTimeoutMS": 3000,
         "connectTimeoutMS": 3000,
     },
+    # Empty: the write concern is the one MONGO_URI gives (e.g. w=majority), not Eve's forced w=1.
+    "MONGO_WRITE_CONCERN": {},
     "USERS_FILE": None,
     "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
     "PAGINATION_DEFAULT": 100,

@@ -4,12 +4,13 @@ import json
 import logging
 
 import pymongo.errors
-from flask import jsonify, request
+from flask import g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
 WRITE_METHODS = ("POST", "PUT", "PATCH")
+QUERY_ARGS = {"where", "sort", "projection"}
 
 
 def error_response(code, message, issues=None, headers=None):
@@ -42,9 +43,26 @@ def _database_unavailable(error):
     return error_response(503, "database unavailable, try again shortly", headers={"Retry-After": "5"})
 
 
+def _database_error(error):
+    """Return the PyMongoError behind `error` (Eve sometimes re-raises another exception)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, pymongo.errors.PyMongoError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _unexpected(error):
     if isinstance(error, HTTPException):
         return _http_error(error)
+    cause = _database_error(error)
+    if isinstance(cause, pymongo.errors.ConnectionFailure):
+        return _database_unavailable(cause)
+    if isinstance(cause, pymongo.errors.OperationFailure) and QUERY_ARGS & set(request.args):
+        message = (cause.details or {}).get("errmsg") or str(cause)
+        return error_response(400, f"the database rejected the query: {message}")
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal server error")
 
@@ -80,9 +98,16 @@ def _json_type(value):
     return names.get(type(value), "a number")
 
 
+def _database_failed_midway(response):
+    # Set where a database failure was swallowed and reported as something else (validation.py).
+    error = g.pop("rm_database_error", None)
+    return _database_unavailable(error) if error is not None else response
+
+
 def init_app(app):
     """Register the JSON error handlers and the body check."""
     app.before_request(check_body)
+    app.after_request(_database_failed_midway)
     app.register_error_handler(HTTPException, _http_error)
     for code in app.config.get("STANDARD_ERRORS", []):
         app.register_error_handler(code, _http_error)

@@ -7,6 +7,7 @@ For production, serve `resource_manager.app:create_app()` with gunicorn (see sup
 import argparse
 import logging
 import os
+import signal
 import sys
 
 if __package__ in (None, ""):  # run as ./server.py from inside resource_manager/
@@ -39,8 +40,15 @@ def ensure_dev_account(path):
                 "Never use it in production; manage accounts with `rm-users`.", path, DEV_USER, DEV_PASSWORD)
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Ctrl-C and SIGTERM both stop the API and then the database, even when started in the background.
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     localdb = None
     if not os.environ.get("MONGO_URI") and not os.environ.get("RM_MONGO_URI"):

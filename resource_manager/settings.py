@@ -31,6 +31,7 @@ def address_resource(kind):
     return {
         "item_url": NAME_URL,
         "url": f"{kind}-addresses",
+        "item_title": f"{kind} address",
         "datasource": {"source": f"{kind}_addresses"},
         "schema": {
             "address": {

@@ -2,6 +2,7 @@
 
 import ipaddress
 
+import pymongo.errors
 from eve.io.mongo import Validator as EveValidator
 from flask import current_app, g, has_request_context, request
 
@@ -31,6 +32,14 @@ class Validator(EveValidator):
 
     def _validate_unique(self, unique, field, value):
         """{'type': 'boolean'}"""
+        try:
+            self._check_unique(unique, field, value)
+        except pymongo.errors.ConnectionFailure as e:
+            # Eve reports any exception in validation as a 422; the request must answer 503.
+            g.rm_database_error = e
+            raise
+
+    def _check_unique(self, unique, field, value):
         # Eve checks each document of a bulk POST with its own query, and every query but
         # {_id: x} scans on our database: importing N rows cost N scans. One query answers
         # for the whole batch instead. The unique index still decides races at insert.

@@ -1,0 +1,53 @@
+"""./server.py (what `make run` runs): embedded database, dev account, clean stop."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from .test_localdb import alive, free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def wait_until_up(url, process, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "server.py exited early"
+        try:
+            return requests.get(url + "/healthz", timeout=2)
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise AssertionError("server.py did not come up")
+
+
+def localdb_children(pid):
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "rm-localdb" in line]
+
+
+def test_server_script_serves_with_dev_account_and_stops_everything(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RM_") and k != "MONGO_URI"}
+    process = subprocess.Popen(
+        [sys.executable, "server.py", "--dev-account", "--port", str(port), "--data-dir", str(tmp_path)],
+        cwd=os.path.join(ROOT, "resource_manager"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_until_up(url, process).json()["database"] == "up"
+        created = requests.post(url + "/machines", json={"hostname": "h1", "state": "idle"},
+                                auth=("admin", "admin"), timeout=10)
+        assert created.status_code == 201
+        children = localdb_children(process.pid)
+        assert len(children) == 1
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "DEVELOPMENT ACCOUNT" in output and "admin" in output
+    assert os.path.exists(tmp_path / "users.json")
+    assert not alive(children[0])
