@@ -82,6 +82,8 @@ class ResourceManagerClient(AllocationMixin):
         settings = client_config.resolve(
             {"endpoint": endpoint, "username": username, "password": password, "timeout": timeout},
             environ, config_file)
+        if not settings["endpoint"].startswith(("http://", "https://")):
+            raise ValueError(f"endpoint must start with http:// or https://, not {settings['endpoint']!r}")
         self.resource_type = resource_type
         self.endpoint = settings["endpoint"]
         self.username = settings["username"]
@@ -223,6 +225,12 @@ class ResourceManagerClient(AllocationMixin):
         except Conflict:
             # A name taken meanwhile (or twice in the batch): go one by one to tell which.
             return [self._try(self.create, doc) for doc in chunk]
+        except APIError as e:
+            if e.status != 413:
+                raise
+            # Too large a body for the server: halve the batch until it fits.
+            half = len(chunk) // 2
+            return self._post_chunk(chunk[:half]) + self._post_chunk(chunk[half:])
         return [_merge(doc, meta) for doc, meta in zip(chunk, body["_items"], strict=True)]
 
     @staticmethod

@@ -98,6 +98,7 @@ def test_update_retries_flag_and_json_with_name(cli, machines, server):
     (["list", "--where", "state=idle"], "--where is not valid JSON"),
     (["list", "-r", "public-addresses", "--state", "idle"], "--state applies to machines only"),
     (["list", "--limit", "many"], "invalid int value"),
+    (["list", "-e", "localhost:5000"], "endpoint must start with http:// or https://"),
 ])
 def test_usage_errors_exit_2_with_one_line(cli, argv, message):
     result = cli(*argv)

@@ -238,3 +238,33 @@ def test_a_server_answering_non_json_is_a_client_error():
 def test_json_strings_must_be_objects(client):
     with pytest.raises(ValueError):
         client.create_resource(json.dumps(["not", "an", "object"]))
+
+
+@pytest.fixture
+def small_body_server(overrides, localdb, dbname):
+    """A server that refuses bodies over 4 kB (413)."""
+    import pymongo
+
+    from .support import LiveServer
+
+    live = LiveServer({**overrides, "MAX_CONTENT_LENGTH": 4000})
+    yield live
+    live.stop()
+    mongo = pymongo.MongoClient(localdb.uri)
+    mongo.drop_database(dbname)
+    mongo.close()
+
+
+def test_create_many_halves_batches_the_server_finds_too_large(small_body_server):
+    docs = [{"hostname": f"host-with-a-long-name-{i:04d}", "state": "idle"} for i in range(200)]
+    assert len(json.dumps(docs)) > 4000
+    with ResourceManagerClient(endpoint=small_body_server.url, username="operator",
+                               password=PASSWORDS["operator"], environ={}) as c:
+        results = c.create_many(docs)
+    assert not [r for r in results if isinstance(r, Exception)]
+    assert small_body_server.db.machines.count_documents({}) == 200
+
+
+def test_endpoint_must_be_a_url():
+    with pytest.raises(ValueError, match="must start with http"):
+        ResourceManagerClient(endpoint="localhost:5000", environ={})
