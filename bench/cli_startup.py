@@ -53,7 +53,8 @@ def serve_with_machines(count, data_dir):
     import requests
 
     docs = [{"hostname": f"bench-{i:04d}", "state": "idle", "tags": {"rack": f"r{i % 8}"}} for i in range(count)]
-    requests.post(url + "/machines", json=docs, auth=("bench", "bench-password"), timeout=60).raise_for_status()
+    if docs:
+        requests.post(url + "/machines", json=docs, auth=("bench", "bench-password"), timeout=60).raise_for_status()
 
     def stop():
         server.shutdown()
