@@ -94,7 +94,8 @@ def cmd_list(client, args, env):
     fmt = output_format(args, env)
     columns = fields or client.fields
     if fmt == "csv":
-        items = [{k: v for k, v in item.items() if k not in META_FIELDS and (not fields or k in fields)}
+        wanted = {f.split(".", 1)[0] for f in fields or ()}
+        items = [{k: v for k, v in item.items() if k not in META_FIELDS and (not wanted or k in wanted)}
                  for item in items]
     write_items(items, env.stdout, fmt, columns)
 

@@ -49,6 +49,10 @@ def test_list_filters_sorts_and_picks_fields(cli, machines):
     assert result.out == "hostname\nb2\n"
     assert [m["hostname"] for m in json.loads(cli("list", "--owner", "", "--fields", "hostname").out)] == ["c3"]
     assert len(json.loads(cli("list", "--limit", "2").out)) == 2
+    result = cli("list", "--fields", "hostname,tags.memory", "--sort", "hostname", "--limit", "1", "--format", "csv")
+    assert result.out == "hostname,tags.memory\na1,16\n"
+    table = cli("list", "--fields", "hostname,tags.memory", "--sort", "hostname", tty=True)
+    assert "tags.memory" in table.out and "| 16 " in table.out
     rows = list(csv.DictReader(io.StringIO(cli("list", "--format", "csv", "--sort", "hostname").out)))
     assert rows[0] == {"hostname": "a1", "owner": "ci", "state": "idle", "tags.memory": "16"}
 
