@@ -1,4 +1,4 @@
-"""Schema rules Eve's validator lacks: IP addresses in canonical form; one uniqueness query per bulk POST."""
+"""Schema rules Eve's validator lacks: IP addresses in canonical form."""
 
 import ipaddress
 
@@ -13,45 +13,6 @@ def canonical_ip(value):
         return str(ipaddress.ip_address(value.strip()))
     except (AttributeError, ValueError):
         return value
-
-
-class Validator(EveValidator):
-    """Eve's validator plus the `ip_address` rule and `canonical_ip` coercion."""
-
-    def _validate_ip_address(self, ip_address, field, value):
-        """{'type': 'boolean'}"""
-        if not ip_address:
-            return
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            self._error(field, f"'{value}' is not a valid IPv4 or IPv6 address")
-
-    def _normalize_coerce_canonical_ip(self, value):
-        return canonical_ip(value)
-
-    def _validate_unique(self, unique, field, value):
-        """{'type': 'boolean'}"""
-        try:
-            self._check_unique(unique, field, value)
-        except pymongo.errors.ConnectionFailure as e:
-            # Eve reports any exception in validation as a 422; the request must answer 503.
-            g.rm_database_error = e
-            raise
-
-    def _check_unique(self, unique, field, value):
-        # Eve checks each document of a bulk POST with its own query, and every query but
-        # {_id: x} scans on our database: importing N rows cost N scans. One query answers
-        # for the whole batch instead. The unique index still decides races at insert.
-        batch = _bulk_values(field) if unique and not self.document_path else None
-        if batch is None:
-            return super()._validate_unique(unique, field, value)
-        if value in _taken(self.resource, field, batch):
-            self._error(field, f"value '{value}' is not unique")
-        elif value in g.rm_unique_seen.setdefault(field, set()):
-            self._error(field, f"value '{value}' is not unique (twice in this request)")
-        else:
-            g.rm_unique_seen[field].add(value)
 
 
 def _bulk_values(field):
@@ -77,3 +38,42 @@ def _taken(resource, field, values):
         found = current_app.data.driver.db[datasource].find({field: {"$in": values}}, {field: 1})
         g.rm_unique_taken[field] = {doc.get(field) for doc in found}
     return g.rm_unique_taken[field]
+
+
+class Validator(EveValidator):
+    """Eve's validator plus the `ip_address` rule and `canonical_ip` coercion."""
+
+    def _check_unique(self, unique, field, value):
+        # Eve checks each document of a bulk POST with its own query, and every query but
+        # {_id: x} scans on our database: importing N rows cost N scans. One query answers
+        # for the whole batch instead. The unique index still decides races at insert.
+        batch = _bulk_values(field) if unique and not self.document_path else None
+        if batch is None:
+            return super()._validate_unique(unique, field, value)
+        if value in _taken(self.resource, field, batch):
+            self._error(field, f"value '{value}' is not unique")
+        elif value in g.rm_unique_seen.setdefault(field, set()):
+            self._error(field, f"value '{value}' is not unique (twice in this request)")
+        else:
+            g.rm_unique_seen[field].add(value)
+
+    def _validate_ip_address(self, ip_address, field, value):
+        """{'type': 'boolean'}"""
+        if not ip_address:
+            return
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            self._error(field, f"'{value}' is not a valid IPv4 or IPv6 address")
+
+    def _validate_unique(self, unique, field, value):
+        """{'type': 'boolean'}"""
+        try:
+            self._check_unique(unique, field, value)
+        except pymongo.errors.ConnectionFailure as e:
+            # Eve reports any exception in validation as a 422; the request must answer 503.
+            g.rm_database_error = e
+            raise
+
+    def _normalize_coerce_canonical_ip(self, value):
+        return canonical_ip(value)
