@@ -29,6 +29,7 @@ setup(
             "rmctl=resource_manager.cli:main",
             "rm-server=resource_manager.server:main",
             "rm-users=resource_manager.users:main",
+            "rm-sweep=resource_manager.sweep:main",
         ],
     },
 )

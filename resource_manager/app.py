@@ -4,7 +4,7 @@ import logging
 
 from eve import Eve
 
-from . import auth, config, db, errors, health, lookup
+from . import auth, config, db, errors, guards, health, history, lookup, pools, reservations
 from .datalayer import Mongo
 from .settings import DOMAIN, EVE_SETTINGS
 from .validation import Validator
@@ -25,6 +25,10 @@ def create_app(overrides=None, environ=None):
     db.init_app(app)
     lookup.init_app(app)
     health.init_app(app)
+    history.init_app(app)
+    guards.init_app(app)
+    reservations.init_app(app)
+    pools.init_app(app)
     return app
 
 

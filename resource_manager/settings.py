@@ -22,6 +22,8 @@ machines = {
         "state": {"type": "string", "required": True, "allowed": list(MACHINE_STATES)},
         "job_id": {"type": "string", "nullable": True, "maxlength": 256},
         "tags": tags_schema,
+        # Set by the allocator only: the reservation holding the machine (see allocation.py).
+        "reservation": {"type": "string", "nullable": True, "readonly": True},
     },
 }
 

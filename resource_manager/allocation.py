@@ -1,0 +1,336 @@
+"""Claims and reservations: the only code that grants exclusivity.
+
+A machine or an address belongs to whoever inserted its claim document
+(`_id` = hostname, or "<kind>/<address>"): the insert of an existing `_id`
+fails atomically (E11000) on MongoDB and FerretDB alike, so two claimants can
+never both win, whatever reads they made before. Everything else here is
+bookkeeping around that one fact, ordered so that a crash at any point leaves
+a visible, repairable state (see sweep.py):
+
+reserve:  insert reservation (pending) -> claims -> machines in_use -> active
+end:      insert end marker (one ender) -> machines idle -> claims deleted -> released/expired
+undo:     machines idle -> claims deleted -> reservation deleted
+"""
+
+import datetime
+import hashlib
+import json
+import time
+
+from bson import ObjectId
+from eve.utils import document_etag
+from pymongo.errors import DuplicateKeyError
+
+from . import history
+from .constraints import fingerprint
+from .history import utcnow
+
+MACHINE_CLAIMS = "machine_claims"
+ADDRESS_CLAIMS = "address_claims"
+RESERVATIONS = "reservations"
+ENDS = "reservation_ends"
+REPLAY_POLL = 0.05
+
+
+class AllocationError(Exception):
+    """A request the allocator cannot meet; `status` is the HTTP answer."""
+
+    def __init__(self, message, status=409):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class Shortfall(AllocationError):
+    """Fewer resources available than requested; nothing was taken."""
+
+    def __init__(self, requested, available):
+        super().__init__(f"requested {requested}, {available} available")
+        self.requested, self.available = requested, available
+
+
+def request_id(prefix, user, key):
+    """Return the _id of a new reservation/allocation: derived from an Idempotency-Key if given."""
+    if not key:
+        return str(ObjectId())
+    return prefix + hashlib.sha256(f"{user}\0{key}".encode()).hexdigest()[:32]
+
+
+def claim_machine(db, hostname, holder):
+    """Insert the machine's claim; return whether we won it."""
+    try:
+        db[MACHINE_CLAIMS].insert_one({"_id": hostname, "holder": holder, "at": utcnow()})
+        return True
+    except DuplicateKeyError:
+        return False
+
+
+def drop_machine_claim(db, hostname, holder):
+    """Delete the machine's claim, only if `holder` holds it."""
+    db[MACHINE_CLAIMS].delete_one({"_id": hostname, "holder": holder})
+
+
+def address_claim_id(kind, address):
+    """Return the claim _id of an address of kind public/private."""
+    return f"{kind}/{address}"
+
+
+def claim_address(db, kind, address, holder, doc_id, key):
+    """Insert the address's claim; return whether we won it."""
+    try:
+        db[ADDRESS_CLAIMS].insert_one({"_id": address_claim_id(kind, address), "kind": kind, "ipkey": key,
+                                       "holder": holder, "doc": doc_id, "at": utcnow()})
+        return True
+    except DuplicateKeyError:
+        return False
+
+
+def drop_address_claim(db, kind, address, **match):
+    """Delete the address's claim, only if it still matches (`doc=` or `holder=`)."""
+    db[ADDRESS_CLAIMS].delete_one({"_id": address_claim_id(kind, address), **match})
+
+
+def stamp(before, fields, now):
+    """Return the $set for `fields` on an Eve document, with a fresh _etag and _updated."""
+    after = {k: v for k, v in before.items() if k != "_etag"}
+    after.update(fields)
+    after["_updated"] = now
+    return dict(fields, _updated=now, _etag=document_etag(after))
+
+
+def _set_machine(db, machine, fields, match, action, user, reason, job_id):
+    now = utcnow()
+    result = db.machines.update_one(dict(match, _id=machine["_id"]), {"$set": stamp(machine, fields, now)})
+    if result.matched_count != 1:
+        return False
+    after = dict(machine, **fields)
+    history.record(db, "machines", after, action, history.diff(machine, after), user, reason, job_id, now)
+    return True
+
+
+def free_machine(db, machine, rid, action, user=None, reason=None):
+    """Put a machine held by reservation `rid` back to idle; return whether it was held."""
+    fields = {"state": "idle", "owner": None, "job_id": None, "reservation": None}
+    return _set_machine(db, machine, fields, {"reservation": rid}, action, user, reason, machine.get("job_id"))
+
+
+# -- reserving ---------------------------------------------------------------
+
+def reserve(db, req, user, key=None, grace=120, wait=10):
+    """Reserve req["count"] idle machines matching req["where"]; return (reservation, replayed).
+
+    Raises Shortfall (nothing taken) or AllocationError (replay conflicts, slowness).
+    """
+    rid = request_id("res-", user, key)
+    fp = fingerprint(req)
+    for _attempt in range(3):
+        now = utcnow()
+        # `where` is kept as JSON text: its dotted keys (tags.memory) are not valid stored field names.
+        doc = dict(req, where=json.dumps(req["where"] or {}), _id=rid, state="pending", user=user,
+                   idempotency_key=key, fingerprint=fp,
+                   hostnames=[], machine_ids=[], expires=None, _created=now, _updated=now)
+        try:
+            db[RESERVATIONS].insert_one(doc)
+        except DuplicateKeyError:
+            existing = await_settled(db[RESERVATIONS], rid, wait)
+            if existing is None:
+                continue  # the first request failed and was undone: make it ourselves
+            if existing.get("fingerprint") != fp:
+                raise AllocationError("this Idempotency-Key was used for a different request", 422) from None
+            return existing, True
+        return _fill(db, doc, grace), False
+    raise AllocationError("could not settle this Idempotency-Key; retry")
+
+
+def await_settled(collection, _id, wait):
+    """Wait until a pending document settles; return it, or None once it is gone."""
+    deadline = time.monotonic() + wait
+    while True:
+        doc = collection.find_one({"_id": _id})
+        if doc is None or doc.get("state") != "pending":
+            return doc
+        if time.monotonic() > deadline:
+            raise AllocationError(f"a request with this Idempotency-Key is still in progress ({_id}); retry later")
+        time.sleep(REPLAY_POLL)
+
+
+def _fill(db, res, grace):
+    """Claim, then take, res["count"] machines; undo everything on any failure."""
+    rid, count = res["_id"], res["count"]
+    deadline = time.monotonic() + grace / 2
+    claimed, taken = [], []
+    try:
+        reclaimed = False
+        while len(taken) < count:
+            claimed += _claim_candidates(db, res, count - len(taken) - len(claimed))
+            if len(taken) + len(claimed) < count and not reclaimed:
+                reclaimed = True
+                if reclaim_expired(db)[0]:
+                    continue
+            if len(taken) + len(claimed) < count:
+                raise Shortfall(count, len(taken) + len(claimed))
+            if time.monotonic() > deadline:
+                # Past grace/2 the sweep may soon judge us crashed; give up cleanly instead.
+                raise AllocationError("reservation took too long; nothing reserved, retry", 503)
+            fields = {"state": "in_use", "owner": res["owner"], "job_id": res["job_id"], "reservation": rid}
+            for machine in claimed:
+                # Matching the _etag we read just after claiming: an Eve write in between makes us let go.
+                if _set_machine(db, machine, fields, {"_etag": machine.get("_etag")}, "reserve",
+                                res["user"], res["reason"], res["job_id"]):
+                    taken.append(machine)
+                else:
+                    drop_machine_claim(db, machine["hostname"], rid)
+            claimed = []
+        now = utcnow()
+        expires = now + datetime.timedelta(seconds=res["lease_seconds"]) if res["lease_seconds"] else None
+        update = {"state": "active", "hostnames": sorted(m["hostname"] for m in taken),
+                  "machine_ids": [m["_id"] for m in taken], "expires": expires, "_updated": now}
+        result = db[RESERVATIONS].update_one({"_id": rid, "state": "pending"}, {"$set": update})
+        if result.matched_count != 1:
+            raise AllocationError("reservation was repaired by a sweep while being made; retry", 503)
+        return dict(res, **update)
+    except BaseException:
+        undo(db, res, claimed + taken)
+        raise
+
+
+def _claim_candidates(db, res, need):
+    """Claim up to `need` idle machines matching the reservation; return their fresh documents."""
+    if need <= 0:
+        return []
+    rid = res["_id"]
+    busy = {c["_id"] for c in db[MACHINE_CLAIMS].find({}, {"_id": 1})}
+    query = dict(json.loads(res["where"]), state="idle")
+    candidates = [m for m in db.machines.find(query, {"hostname": 1}).sort("hostname", 1)
+                  if m["hostname"] not in busy]
+    got = []
+    for candidate in candidates:
+        if len(got) == need:
+            break
+        hostname = candidate["hostname"]
+        if not claim_machine(db, hostname, rid):
+            continue
+        # Re-read after winning: the machine may have changed between our query and our claim.
+        fresh = db.machines.find_one({"_id": candidate["_id"]})
+        if fresh is None or fresh.get("state") != "idle" or fresh.get("hostname") != hostname:
+            drop_machine_claim(db, hostname, rid)
+            continue
+        got.append(fresh)
+    return got
+
+
+def undo(db, res, machines=None):
+    """Roll back a pending reservation (machines idle, claims deleted, reservation deleted); return freed hostnames."""
+    rid = res["_id"]
+    if machines is None:
+        machines = list(db.machines.find({"reservation": rid}))
+        hostnames = [c["_id"] for c in db[MACHINE_CLAIMS].find({"holder": rid}, {"_id": 1})]
+    else:
+        hostnames = [m["hostname"] for m in machines]
+    freed = []
+    for machine in machines:
+        current = db.machines.find_one({"_id": machine["_id"]})
+        if current is not None and current.get("reservation") == rid:
+            if free_machine(db, current, rid, "release", None, "reservation not completed"):
+                freed.append(current["hostname"])
+    for hostname in set(hostnames) | {m["hostname"] for m in machines}:
+        drop_machine_claim(db, hostname, rid)
+    db[RESERVATIONS].delete_one({"_id": rid})
+    return freed
+
+
+# -- ending ------------------------------------------------------------------
+
+def end_reservation(db, res, why, user=None, reason=None):
+    """End an active reservation (why: released/expired); return its freed hostnames.
+
+    Returns None when another request is ending it: the end marker makes one ender.
+    """
+    try:
+        db[ENDS].insert_one({"_id": res["_id"], "why": why, "user": user, "at": utcnow()})
+    except DuplicateKeyError:
+        return None
+    return finish_end(db, res, why, user, reason)
+
+
+def finish_end(db, res, why, user=None, reason=None):
+    """Do (or redo, after a crash) the steps of ending a reservation; return freed hostnames."""
+    rid = res["_id"]
+    released = []
+    for machine_id in res.get("machine_ids", []):
+        machine = db.machines.find_one({"_id": machine_id})
+        if machine is not None and machine.get("reservation") == rid:
+            if free_machine(db, machine, rid, "expire" if why == "expired" else "release", user, reason):
+                released.append(machine["hostname"])
+    for hostname in res.get("hostnames", []):
+        drop_machine_claim(db, hostname, rid)
+    now = utcnow()
+    db[RESERVATIONS].update_one({"_id": rid}, {"$set": {"state": why, "ended": now, "ended_by": user,
+                                                        "_updated": now}})
+    return sorted(released)
+
+
+def release(db, rid, user=None, reason=None):
+    """Release reservation `rid`; return freed hostnames ([] if already ended), or None if unknown."""
+    res = db[RESERVATIONS].find_one({"_id": rid})
+    if res is None:
+        return None
+    if res["state"] == "pending":
+        raise AllocationError(f"reservation {rid} is still being made; retry shortly")
+    if res["state"] != "active":
+        return []
+    return end_reservation(db, res, "released", user, reason) or []
+
+
+def reclaim_expired(db, user=None):
+    """End every active reservation whose lease has passed; return (count, hostnames)."""
+    hostnames, count = [], 0
+    for res in list(db[RESERVATIONS].find({"state": "active", "expires": {"$lt": utcnow()}})):
+        freed = end_reservation(db, res, "expired", user, "lease expired")
+        if freed is not None:
+            count += 1
+            hostnames += freed
+    return count, hostnames
+
+
+def extend(db, rid, lease_seconds):
+    """Set the lease to end `lease_seconds` from now (never earlier); return the reservation."""
+    res = db[RESERVATIONS].find_one({"_id": rid})
+    if res is None:
+        raise AllocationError(f"no reservation {rid}", 404)
+    if res["state"] != "active":
+        raise AllocationError(f"reservation {rid} is {res['state']}")
+    now = utcnow()
+    if res.get("expires") is None:
+        raise AllocationError(f"reservation {rid} has no lease to extend")
+    if res["expires"] <= now:
+        raise AllocationError(f"the lease of reservation {rid} has expired")
+    expires = max(res["expires"], now + datetime.timedelta(seconds=lease_seconds))
+    db[RESERVATIONS].update_one({"_id": rid, "state": "active"}, {"$set": {"expires": expires, "_updated": now}})
+    if db[ENDS].find_one({"_id": rid}) is not None:
+        raise AllocationError(f"reservation {rid} ended meanwhile")
+    return db[RESERVATIONS].find_one({"_id": rid})
+
+
+def explain(db, req):
+    """Answer a dry run: what would be reserved, and why not when too little matches."""
+    matching = list(db.machines.find(req["where"] or {}, {"hostname": 1, "state": 1, "reservation": 1}))
+    busy = {c["_id"] for c in db[MACHINE_CLAIMS].find({}, {"_id": 1})}
+    expired = {r["_id"] for r in db[RESERVATIONS].find({"state": "active", "expires": {"$lt": utcnow()}},
+                                                        {"_id": 1})}
+    states = {}
+    for m in matching:
+        states[m.get("state")] = states.get(m.get("state"), 0) + 1
+    free = sorted(m["hostname"] for m in matching if m.get("state") == "idle" and m["hostname"] not in busy)
+    reclaimable = sorted(m["hostname"] for m in matching if m.get("reservation") in expired)
+    available = free + reclaimable
+    count = req["count"]
+    body = {"would_reserve": available[:count] if len(available) >= count else [], "requested": count,
+            "matching": len(matching), "idle": states.get("idle", 0), "available": len(available),
+            "reclaimable": len(reclaimable), "states": states}
+    if len(available) < count:
+        body["explanation"] = (
+            f"requested {count}, {len(available)} available: {len(matching)} machines match the constraints, "
+            f"{states.get('idle', 0)} of them idle ({len(free)} unclaimed), "
+            f"{len(reclaimable)} held by expired leases")
+    return body

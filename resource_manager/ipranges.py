@@ -1,0 +1,127 @@
+"""Address arithmetic for pools: usable ranges, exclusions, sortable keys, lowest free first."""
+
+import bisect
+import ipaddress
+
+
+def ipkey(address):
+    """Return a text key of an address that sorts like the address (v4 before v6)."""
+    ip = ipaddress.ip_address(address)
+    return f"{ip.version}:{int(ip):032x}"
+
+
+def parse_pool(cidr, exclude):
+    """Return (network, exclude_ranges, issues) for a pool definition.
+
+    exclude_ranges is a sorted, merged list of (first, last) integers: the
+    default exclusions (see default_exclusions) plus each entry of `exclude`,
+    which may be an address, a range "a-b" or a CIDR inside the pool.
+    """
+    issues = {}
+    try:
+        network = ipaddress.ip_network(str(cidr).strip(), strict=True)
+    except ValueError as e:
+        return None, None, {"cidr": f"not an IPv4 or IPv6 network: {e}"}
+    if not isinstance(exclude, list):
+        return network, None, {"exclude": "must be a list of addresses, ranges a-b or CIDRs"}
+    ranges = default_exclusions(network)
+    for entry in exclude:
+        try:
+            first, last = _parse_range(entry)
+        except (ValueError, TypeError) as e:
+            issues["exclude"] = f"'{entry}': {e}"
+            break
+        if first.version != network.version or first not in network or last not in network:
+            issues["exclude"] = f"'{entry}' is not inside {network}"
+            break
+        ranges.append((int(first), int(last)))
+    return network, merge(ranges), issues
+
+
+def _parse_range(entry):
+    if not isinstance(entry, str):
+        raise TypeError("must be a string")
+    entry = entry.strip()
+    if "/" in entry:
+        net = ipaddress.ip_network(entry, strict=True)
+        return net[0], net[-1]
+    if "-" in entry:
+        a, b = (ipaddress.ip_address(part.strip()) for part in entry.split("-", 1))
+        if a.version != b.version or int(a) > int(b):
+            raise ValueError("a range runs from the lower address to the higher")
+        return a, b
+    ip = ipaddress.ip_address(entry)
+    return ip, ip
+
+
+def default_exclusions(network):
+    """Return the addresses a pool never hands out by convention.
+
+    IPv4 up to /30: the network address, the broadcast address and the first
+    host (the gateway). /31 and /32 (RFC 3021 point-to-point, single host):
+    nothing. IPv6: the network address (the subnet-router anycast address,
+    RFC 4291) and the first host (the gateway).
+    """
+    first, last = int(network.network_address), int(network.broadcast_address)
+    if network.version == 4:
+        if network.prefixlen >= 31:
+            return []
+        return [(first, first + 1), (last, last)]
+    if network.prefixlen >= 127:
+        return []
+    return [(first, first + 1)]
+
+
+def merge(ranges):
+    """Return sorted, non-overlapping (first, last) ranges covering `ranges`."""
+    merged = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def size(network, excluded):
+    """Return how many addresses of the pool may be handed out."""
+    return network.num_addresses - sum(last - first + 1 for first, last in excluded)
+
+
+def count_usable(numbers, excluded):
+    """Return how many of the sorted integer addresses `numbers` lie outside the exclusions."""
+    starts = [first for first, _ in excluded]
+    count = 0
+    for n in numbers:
+        i = bisect.bisect_right(starts, n) - 1
+        if i < 0 or n > excluded[i][1]:
+            count += 1
+    return count
+
+
+def free_addresses(network, excluded, taken):
+    """Yield the pool's free addresses, lowest first, skipping exclusions and `taken`.
+
+    `taken` is a sorted list of integers. Cost is O(len(taken) + len(excluded))
+    plus the addresses yielded: a crowded /16 is never walked one by one.
+    """
+    blocked = merge(list(excluded) + [(n, n) for n in taken])
+    n, last = int(network.network_address), int(network.broadcast_address)
+    for first, end in blocked:
+        while n < first and n <= last:
+            yield ipaddress.ip_address(n) if network.version == 4 else ipaddress.IPv6Address(n)
+            n += 1
+        n = max(n, end + 1)
+    while n <= last:
+        yield ipaddress.ip_address(n) if network.version == 4 else ipaddress.IPv6Address(n)
+        n += 1
+
+
+def key_bounds(network):
+    """Return the (lowest, highest) ipkey of a network, for range queries on claims."""
+    return ipkey(network.network_address), ipkey(network.broadcast_address)
+
+
+def from_key(key):
+    """Return the integer address of an ipkey."""
+    return int(key.split(":", 1)[1], 16)
