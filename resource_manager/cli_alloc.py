@@ -50,6 +50,11 @@ def cmd_release(client, args, env):
         env.note(f"released {len(result.get('released', []))} machine(s)")
 
 
+def cmd_extend(client, args, env):
+    result = client.extend(args.reservation, parse_duration(args.lease))
+    write_item(result, env.stdout, output_format(args, env))
+
+
 def cmd_reservations(client, args, env):
     items = client.reservations(job_id=args.job_id, owner=args.owner, state=args.state)
     write_items(items, env.stdout, output_format(args, env),
@@ -83,6 +88,6 @@ def cmd_history(client, args, env):
 
 
 HANDLERS = {
-    "reserve": cmd_reserve, "release": cmd_release, "reservations": cmd_reservations,
+    "reserve": cmd_reserve, "release": cmd_release, "extend": cmd_extend, "reservations": cmd_reservations,
     "allocate-address": cmd_allocate_address, "pools": cmd_pools, "history": cmd_history,
 }

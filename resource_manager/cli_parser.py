@@ -69,6 +69,8 @@ examples:
     "release": ("release a reservation, or every reservation of a job", """examples:
   {prog} release 6650c0ffee0000000000abcd
   {prog} release --job-id build-42"""),
+    "extend": ("extend the lease of a reservation", """examples:
+  {prog} extend 6650c0ffee0000000000abcd --lease 4h"""),
     "reservations": ("list reservations", """examples:
   {prog} reservations --state active
   {prog} reservations --job-id build-42 --format json"""),
@@ -169,6 +171,11 @@ def build(prog):
     p.add_argument("reservation", nargs="?", help="reservation id")
     p.add_argument("--job-id", help="release every reservation of this job")
     _output(p, extra=("plain",))
+
+    p = commands["extend"]
+    p.add_argument("reservation", help="reservation id")
+    p.add_argument("--lease", required=True, help="new lease from now: 90s, 30m, 2h, 1d or seconds")
+    _output(p)
 
     p = commands["reservations"]
     p.add_argument("--job-id")

@@ -43,6 +43,9 @@ def test_reserve_release_cycle_from_the_cli(cli, server, three_idle):
     table = cli("reservations", tty=True)
     assert "build-42" in table.out
 
+    extended = cli("extend", listed[0]["_id"], "--lease", "1d")
+    assert extended.code == 0 and json.loads(extended.out)["expires"] != listed[0]["expires"], extended.err
+
     history = json.loads(cli("history", hosts[0], "--format", "json").out)
     assert history[0]["action"] == "reserve"
 
