@@ -109,7 +109,7 @@ def cmd_create(client, args, env):
     doc.update(parse_assignments(args.assignments))
     if not doc:
         raise UsageError("create needs --json '{...}' or field=value pairs")
-    write_item(client.create(doc), env.stdout, output_format(args, env))
+    write_item(client.create(doc, reason=args.reason), env.stdout, output_format(args, env))
 
 
 def cmd_update(client, args, env):
@@ -123,7 +123,8 @@ def cmd_update(client, args, env):
         raise UsageError(f"update needs the item: NAME, or --json with its '{client.key}'")
     if not changes:
         raise UsageError("update needs something to change: field=value pairs or --json")
-    write_item(client.update(name, changes, retries=args.retries), env.stdout, output_format(args, env))
+    doc = client.update(name, changes, retries=args.retries, reason=args.reason)
+    write_item(doc, env.stdout, output_format(args, env))
 
 
 def cmd_delete(client, args, env):
@@ -132,7 +133,7 @@ def cmd_delete(client, args, env):
         name = name or parse_json_object(args.json_doc).get(client.key)
     if not name:
         raise UsageError(f"delete needs the item: NAME, or --json with its '{client.key}'")
-    client.delete(name)
+    client.delete(name, reason=args.reason)
     env.note(f"deleted {client.resource_type}/{name}")
 
 

@@ -136,6 +136,8 @@ def build(prog):
         p = commands[name]
         p.add_argument("--json", dest="json_doc", metavar="JSON",
                        help="the document as a JSON object" + (" naming the item" if name != "create" else ""))
+    for name in ("create", "update", "delete"):
+        commands[name].add_argument("--reason", help="why: kept in the item's history")
     commands["create"].add_argument("assignments", nargs="*", metavar="FIELD=VALUE", help=ASSIGNMENTS_HELP)
     commands["update"].add_argument("words", nargs="*", metavar="NAME FIELD=VALUE", help="the item, then "
                                     + ASSIGNMENTS_HELP)

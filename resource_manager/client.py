@@ -123,7 +123,7 @@ class ResourceManagerClient(AllocationMixin):
         except requests.Timeout as e:
             raise TransportError(f"{self.endpoint} did not answer within {timeout:g} s", self.endpoint, e) from e
         except requests.ConnectionError as e:
-            raise TransportError(f"cannot connect to {self.endpoint}: {_reason(e)}", self.endpoint, e) from e
+            raise TransportError(f"cannot connect to {self.endpoint}: {_connection_reason(e)}", self.endpoint, e) from e
         except requests.RequestException as e:
             raise TransportError(f"cannot send to {self.endpoint}: {e}", self.endpoint, e) from e
         if response.status_code >= 400:
@@ -185,10 +185,10 @@ class ResourceManagerClient(AllocationMixin):
         """Return how many items match `where`."""
         return self.page(1, 1, where, fields=[self.key])["_meta"]["total"]
 
-    def create(self, doc):
+    def create(self, doc, reason=None):
         """Create one item; return it with its _id and _etag. Raises ValidationError, Conflict."""
         doc = _as_dict(doc)
-        meta = self.call("POST", f"/{self.resource_type}", json=doc)
+        meta = self.call("POST", f"/{self.resource_type}", json=doc, headers=_reason_header(reason))
         return _merge(doc, meta)
 
     def create_many(self, docs, chunk_size=BULK_CHUNK, on_progress=None):
@@ -240,16 +240,17 @@ class ResourceManagerClient(AllocationMixin):
         except APIError as e:
             return e
 
-    def update(self, name, changes, etag=None, retries=0):
+    def update(self, name, changes, etag=None, retries=0, reason=None):
         """PATCH the item with If-Match and return it as stored.
 
         Without `etag`, the item is read first. On 412 (changed meanwhile) it is re-read and
-        patched again, up to `retries` times. Raises NotFound, ValidationError, PreconditionFailed.
+        patched again, up to `retries` times. `reason` goes to the item's history.
+        Raises NotFound, ValidationError, PreconditionFailed.
         """
         changes = _as_dict(changes)
-        return self.modify(name, lambda doc: changes, retries=retries, etag=etag)
+        return self.modify(name, lambda doc: changes, retries=retries, etag=etag, reason=reason)
 
-    def modify(self, name, change, retries=3, etag=None):
+    def modify(self, name, change, retries=3, etag=None, reason=None):
         """Apply `change(current_doc) -> changes` with If-Match, re-reading and retrying on 412.
 
         This is the conflict-safe way to update from a value read: the change is always computed
@@ -262,7 +263,8 @@ class ResourceManagerClient(AllocationMixin):
             # By _id once we know it: on our database only {_id: x} lookups avoid a scan.
             path = self.item_path(name if doc is None else doc["_id"])
             try:
-                self.call("PATCH", path, json=changes, headers={"If-Match": etag if doc is None else doc["_etag"]})
+                self.call("PATCH", path, json=changes,
+                          headers={"If-Match": etag if doc is None else doc["_etag"], **_reason_header(reason)})
             except PreconditionFailed:
                 if attempt >= retries:
                     raise
@@ -270,21 +272,21 @@ class ResourceManagerClient(AllocationMixin):
                 continue
             return self.call("GET", path)
 
-    def replace(self, name, doc, etag=None):
+    def replace(self, name, doc, etag=None, reason=None):
         """PUT a whole new version of the item and return it as stored."""
         doc = _as_dict(doc)
         if etag is None:
             current = self.get(name)
             name, etag = current["_id"], current["_etag"]
-        self.call("PUT", self.item_path(name), json=doc, headers={"If-Match": etag})
+        self.call("PUT", self.item_path(name), json=doc, headers={"If-Match": etag, **_reason_header(reason)})
         return self.get(name)
 
-    def delete(self, name, etag=None):
+    def delete(self, name, etag=None, reason=None):
         """Delete the item. Raises NotFound, PreconditionFailed."""
         if etag is None:
             current = self.get(name)
             name, etag = current["_id"], current["_etag"]
-        self.request("DELETE", self.item_path(name), headers={"If-Match": etag})
+        self.request("DELETE", self.item_path(name), headers={"If-Match": etag, **_reason_header(reason)})
 
     # -- the original API, kept for old scripts ---------------------------------------------
 
@@ -341,6 +343,11 @@ def _merge(doc, meta):
     return merged
 
 
+def _reason_header(reason):
+    # Recorded in the item's history; HTTP headers carry Latin-1 only.
+    return {"X-Reason": reason.encode("latin-1", "replace").decode("latin-1")} if reason else {}
+
+
 def _items_of(response):
     try:
         items = response.json().get("_items")
@@ -357,7 +364,7 @@ def _cell(value):
     return str(value)
 
 
-def _reason(error):
+def _connection_reason(error):
     # requests nests the socket error a few levels deep; name the innermost cause.
     text = str(error)
     for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host",

@@ -118,3 +118,12 @@ def test_library_allocation_calls(server, three_idle):
             client.reservation("no-such-reservation")
         with pytest.raises(ValueError):
             client.release()
+
+
+def test_reasons_of_plain_writes_reach_the_history(cli, server):
+    assert cli("create", "hostname=h1", "state=idle", "--reason", "racked").code == 0
+    assert cli("update", "h1", "state=needs_repair", "--reason", "disk failed").code == 0
+    history = json.loads(cli("history", "h1", "--format", "json").out)
+    assert [(h["action"], h["reason"], h["user"]) for h in history] == [
+        ("update", "disk failed", "operator"), ("create", "racked", "operator")]
+    assert history[0]["changes"]["state"] == {"before": "idle", "after": "needs_repair"}
