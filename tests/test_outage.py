@@ -18,7 +18,7 @@ def own_db(tmp_path):
 
 def test_outage_gives_503_then_recovers_without_restart(own_db, users_file):
     live = LiveServer({"MONGO_URI": own_db.uri, "MONGO_DBNAME": "outage", "USERS_FILE": users_file,
-                       "MONGO_OPTIONS": {"connect": False, "tz_aware": True, "serverSelectionTimeoutMS": 500,
+                       "MONGO_OPTIONS": {"connect": False, "tz_aware": True, "serverSelectionTimeoutMS": 2000,
                                          "connectTimeoutMS": 500}})
     try:
         api = live.session(OPERATOR)
@@ -45,7 +45,7 @@ def test_outage_gives_503_then_recovers_without_restart(own_db, users_file):
 def test_api_started_while_database_is_down_comes_up_when_it_does(tmp_path, users_file):
     port = free_port()
     live = LiveServer({"MONGO_URI": f"mongodb://127.0.0.1:{port}/", "MONGO_DBNAME": "late", "USERS_FILE": users_file,
-                       "MONGO_OPTIONS": {"connect": False, "serverSelectionTimeoutMS": 500, "connectTimeoutMS": 500}})
+                       "MONGO_OPTIONS": {"connect": False, "serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 500}})
     db = LocalDB(str(tmp_path / "data"), port=port)
     try:
         api = live.session(OPERATOR)
