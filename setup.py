@@ -22,6 +22,7 @@ setup(
         "requests>=2.31,<3",
         "prettytable>=3.9,<4",
         "Bootstrap-Flask>=2.4,<3",
+        "Flask-WTF>=1.2,<2",
     ],
     extras_require={"server": ["gunicorn>=22"]},
     entry_points={

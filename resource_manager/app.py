@@ -4,7 +4,7 @@ import logging
 
 from eve import Eve
 
-from . import auth, config, db, errors, guards, health, history, lookup, pools, reservations
+from . import auth, config, db, errors, guards, health, history, lookup, pools, reservations, web
 from .datalayer import Mongo
 from .settings import DOMAIN, EVE_SETTINGS
 from .validation import Validator
@@ -29,6 +29,7 @@ def create_app(overrides=None, environ=None):
     guards.init_app(app)
     reservations.init_app(app)
     pools.init_app(app)
+    web.init_app(app)
     return app
 
 

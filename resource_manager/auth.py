@@ -50,6 +50,10 @@ class UsersFile:
                 self._verified.clear()
             return self._users
 
+    def get(self, username):
+        """Return the stored record of an account, or None."""
+        return self._load().get(username)
+
     def verify(self, username, password):
         """Return the user's record if the password is right, else None."""
         users = self._load()

@@ -18,6 +18,8 @@ from resource_manager import auth  # noqa: E402
 log = logging.getLogger("resource_manager.server")
 
 DEV_USER, DEV_PASSWORD = "admin", "admin"
+# Signs dashboard sessions under `make run` only; production sets SECRET_KEY (RM_SECRET_KEY).
+DEV_SECRET_KEY = "dev-only-secret-key-never-in-production"
 
 
 def parse_args(argv):
@@ -60,6 +62,10 @@ def main(argv=None):
     if args.dev_account and not os.environ.get("RM_USERS_FILE"):
         os.environ["RM_USERS_FILE"] = os.path.join(args.data_dir, "users.json")
         ensure_dev_account(os.environ["RM_USERS_FILE"])
+    if args.dev_account and not os.environ.get("RM_SECRET_KEY") and not os.environ.get("RM_SETTINGS_FILE"):
+        os.environ["RM_SECRET_KEY"] = DEV_SECRET_KEY
+        log.warning("DEVELOPMENT SECRET_KEY in use for dashboard sessions: '%s'. "
+                    "Set RM_SECRET_KEY to a long random value in production.", DEV_SECRET_KEY)
     try:
         from werkzeug.serving import run_simple
 

@@ -39,7 +39,8 @@ def dbname():
 @pytest.fixture
 def overrides(localdb, users_file, dbname):
     """The create_app() overrides that point at this test's database."""
-    return {"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users_file}
+    return {"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users_file,
+            "SECRET_KEY": "tests-only-secret-key"}
 
 
 @pytest.fixture

@@ -1,0 +1,162 @@
+"""OpenAPI fragments of the routes this package serves itself (not Eve resources).
+
+Each is published only when the app has the route (see openapi.document), so the
+allocation routes appear exactly when allocation is installed.
+"""
+
+from .openapi import JSON, error_responses
+
+
+def _json(ref_or_schema, description):
+    schema = {"$ref": f"#/components/schemas/{ref_or_schema}"} if isinstance(ref_or_schema, str) else ref_or_schema
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _op(op_id, summary, tag, write=False, **rest):
+    op = {"operationId": op_id, "summary": summary, "tags": [tag], "security": [{"basicAuth": []}] if write else []}
+    if write:
+        op["description"] = "Needs role operator or admin."
+        op["x-roles"] = ["operator", "admin"]
+    op.update(rest)
+    return op
+
+
+def _body(ref):
+    return {"required": True, "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+                "description": "repeat a request with the same key to get the first answer, not a second grant"}
+_HISTORY = {"type": "object", "properties": {"_items": {"type": "array", "items": {
+    "$ref": "#/components/schemas/HistoryEntry"}}}}
+_WRITE_ERRORS = error_responses(400, 401, 403, 415, 422, 503)
+
+SCHEMAS = {
+    "Health": {"type": "object", "properties": {
+        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "database": {"type": "string", "enum": ["up", "down"]}, "version": {"type": "string"}}},
+    "ReservationRequest": {"type": "object", "required": ["count", "owner"], "properties": {
+        "count": {"type": "integer", "minimum": 1}, "owner": {"type": "string"}, "job_id": {"type": "string"},
+        "where": {"type": "object", "additionalProperties": True,
+                  "description": "a MongoDB filter on machines, e.g. {\"tags.memory\": {\"$gte\": 17179869184}}"},
+        "lease_seconds": {"type": "integer", "minimum": 1, "nullable": True},
+        "reason": {"type": "string", "nullable": True}}},
+    "Reservation": {"type": "object", "properties": {
+        "_id": {"type": "string"}, "owner": {"type": "string"}, "job_id": {"type": "string", "nullable": True},
+        "count": {"type": "integer"}, "hostnames": {"type": "array", "items": {"type": "string"}},
+        "state": {"type": "string", "enum": ["active", "released", "expired"]},
+        "expires": {"type": "string", "nullable": True}, "_created": {"type": "string"},
+        "_updated": {"type": "string"}}},
+    "ReservationList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
+        "$ref": "#/components/schemas/Reservation"}}}},
+    "DryRun": {"type": "object", "properties": {
+        "would_reserve": {"type": "array", "items": {"type": "string"}}, "matching": {"type": "integer"},
+        "idle": {"type": "integer"}, "available": {"type": "integer"}}},
+    "Released": {"type": "object", "properties": {
+        "released": {"type": "array", "items": {"type": "string"}},
+        "reservations": {"type": "array", "items": {"type": "string"}}}},
+    "Extend": {"type": "object", "required": ["lease_seconds"], "properties": {
+        "lease_seconds": {"type": "integer", "minimum": 1}}},
+    "Sweep": {"type": "object", "properties": {
+        "expired": {"type": "integer"}, "repaired": {"type": "integer"},
+        "released": {"type": "array", "items": {"type": "string"}}}},
+    "PoolInput": {"type": "object", "required": ["name", "cidr", "kind"], "properties": {
+        "name": {"type": "string"}, "cidr": {"type": "string"},
+        "kind": {"type": "string", "enum": ["public", "private"]},
+        "exclude": {"type": "array", "items": {"type": "string"}}}},
+    "Pool": {"type": "object", "properties": {
+        "name": {"type": "string"}, "cidr": {"type": "string"}, "kind": {"type": "string"},
+        "exclude": {"type": "array", "items": {"type": "string"}},
+        "utilisation": {"type": "object", "properties": {
+            "size": {"type": "integer"}, "allocated": {"type": "integer"}, "free": {"type": "integer"}}}}},
+    "PoolList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
+        "$ref": "#/components/schemas/Pool"}}}},
+    "AllocateRequest": {"type": "object", "required": ["owner"], "properties": {
+        "owner": {"type": "string"}, "count": {"type": "integer", "minimum": 1, "default": 1}}},
+    "Allocation": {"type": "object", "properties": {
+        "pool": {"type": "string"}, "owner": {"type": "string"},
+        "addresses": {"type": "array", "items": {"type": "string"}}}},
+    "HistoryEntry": {"type": "object", "properties": {
+        "at": {"type": "string"}, "user": {"type": "string", "nullable": True},
+        "action": {"type": "string", "enum": ["create", "update", "delete", "reserve", "release", "expire",
+                                              "allocate"]},
+        "changes": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+            "before": {}, "after": {}}}},
+        "reason": {"type": "string", "nullable": True}, "job_id": {"type": "string", "nullable": True}}},
+    "History": _HISTORY,
+}
+
+TAGS = [
+    {"name": "health", "description": "for supervisors and load balancers"},
+    {"name": "reservations", "description": "reserve machines race-free, release them, extend leases"},
+    {"name": "address-pools", "description": "address pools and race-free address allocation"},
+    {"name": "history", "description": "who changed what, newest first"},
+]
+
+
+def _history_path(kind, param):
+    return {"parameters": [{"name": param, "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": _op(f"history{kind}", f"History of one of the {kind.lower()}", "history",
+                       responses={"200": _json("History", "entries, newest first"), **error_responses(404, 503)})}
+
+
+def own_routes():
+    """Return (paths, schemas, tags) of our own routes."""
+    rid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    pool = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths = {
+        "/healthz": {"get": _op("health", "Is the service up (and its database)?", "health", responses={
+            "200": _json("Health", "up"), "503": _json("Health", "the database does not answer")})},
+        "/reservations": {
+            "get": _op("listReservations", "List reservations", "reservations", parameters=[
+                {"name": n, "in": "query", "schema": {"type": "string"}} for n in ("job_id", "owner", "state")],
+                responses={"200": _json("ReservationList", "reservations"), **error_responses(400, 503)}),
+            "post": _op("reserve", "Reserve idle machines", "reservations", write=True, parameters=[
+                _IDEMPOTENCY, {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
+                requestBody=_body("ReservationRequest"),
+                responses={"201": _json("Reservation", "reserved"), "200": _json("DryRun", "dry run only"),
+                           "409": {"$ref": "#/components/responses/Error409"}, **_WRITE_ERRORS}),
+            "delete": _op("releaseJob", "Release every reservation of a job", "reservations", write=True,
+                          parameters=[{"name": "job_id", "in": "query", "required": True,
+                                       "schema": {"type": "string"}}],
+                          responses={"200": _json("Released", "released"), **_WRITE_ERRORS}),
+        },
+        "/reservations/sweep": {"post": _op(
+            "sweep", "Expire overdue leases now", "reservations", write=True,
+            responses={"200": _json("Sweep", "swept"), **_WRITE_ERRORS})},
+        "/reservations/{id}": {
+            "parameters": [rid],
+            "get": _op("getReservation", "Get one reservation", "reservations",
+                       responses={"200": _json("Reservation", "the reservation"), **error_responses(404, 503)}),
+            "delete": _op("release", "Release a reservation (again: released [])", "reservations", write=True,
+                          responses={"200": _json("Released", "released"), **error_responses(401, 403, 404, 503)}),
+        },
+        "/reservations/{id}/extend": {"parameters": [rid], "post": _op(
+            "extend", "Extend a reservation's lease", "reservations", write=True, requestBody=_body("Extend"),
+            responses={"200": _json("Reservation", "extended"), **error_responses(404, 409), **_WRITE_ERRORS})},
+        "/address-pools": {
+            "get": _op("listPools", "List address pools", "address-pools",
+                       responses={"200": _json("PoolList", "pools"), **error_responses(503)}),
+            "post": _op("createPool", "Create an address pool", "address-pools", write=True,
+                        requestBody=_body("PoolInput"),
+                        responses={"201": _json("Pool", "created"), "409": {"$ref": "#/components/responses/Error409"},
+                                   **_WRITE_ERRORS}),
+        },
+        "/address-pools/{name}": {
+            "parameters": [pool],
+            "get": _op("getPool", "Get a pool and its utilisation", "address-pools",
+                       responses={"200": _json("Pool", "the pool"), **error_responses(404, 503)}),
+            "delete": {**_op("deletePool", "Delete a pool", "address-pools", write=True,
+                             responses={"200": {"description": "deleted"}, "204": {"description": "deleted"},
+                                        **error_responses(401, 403, 404, 409, 503)}),
+                       "description": "Needs role admin.", "x-roles": ["admin"]},
+        },
+        "/address-pools/{name}/allocate": {"parameters": [pool], "post": _op(
+            "allocate", "Allocate free addresses of a pool", "address-pools", write=True,
+            parameters=[_IDEMPOTENCY], requestBody=_body("AllocateRequest"),
+            responses={"201": _json("Allocation", "allocated"), **error_responses(404, 409), **_WRITE_ERRORS})},
+        "/machines/{hostname}/history": _history_path("Machine", "hostname"),
+        "/public-addresses/{address}/history": _history_path("PublicAddress", "address"),
+        "/private-addresses/{address}/history": _history_path("PrivateAddress", "address"),
+    }
+    return paths, SCHEMAS, TAGS

@@ -1,0 +1,157 @@
+"""The dashboard's machine queries: few per page, each bounded (skip/limit, projections)."""
+
+import json
+import math
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pymongo
+from flask import current_app
+
+from ..db import collection_name, database
+from ..settings import MACHINE_STATES
+
+SORTS = ("hostname", "state", "owner", "job_id", "_updated")
+PAGE_SIZES = (25, 50, 100, 200)
+DEFAULT_PAGE_SIZE = 50
+TAG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+# Runs a page's second query beside the first; pymongo clients are thread-safe.
+_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rm-dashboard")
+LIST_FIELDS = {"hostname": 1, "state": 1, "owner": 1, "job_id": 1, "tags": 1, "_updated": 1}
+
+
+def machines():
+    """Return the machines collection."""
+    return database()[collection_name(current_app, "machines")]
+
+
+def _int(value, default):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _tag_value(text):
+    # Tags keep their JSON types (memory is a number): match the typed value and its text.
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, (dict, list)):
+        return text
+    return {"$in": [value, text]} if not isinstance(value, str) else value
+
+
+class MachineQuery:
+    """The machines table's filters, sort and page, read from the query string and made safe."""
+
+    def __init__(self, args):
+        self.q = args.get("q", "").strip()[:253]
+        self.state = args.get("state", "") if args.get("state") in MACHINE_STATES else ""
+        self.owner = args.get("owner", "").strip()[:256]
+        self.job = args.get("job", "").strip()[:256]
+        self.tag = args.get("tag", "").strip()[:300]
+        sort = args.get("sort", "hostname")
+        self.sort = sort if sort.lstrip("-") in SORTS else "hostname"
+        size = _int(args.get("per_page"), DEFAULT_PAGE_SIZE)
+        self.per_page = size if size in PAGE_SIZES else DEFAULT_PAGE_SIZE
+        self.page = max(1, _int(args.get("page"), 1))
+        self.problems = []
+
+    def filter(self, with_state=True):
+        """Return the MongoDB filter; user text never becomes an operator or a raw regex."""
+        found = {}
+        if self.q:
+            found["hostname"] = {"$regex": re.escape(self.q), "$options": "i"}
+        if self.state and with_state:
+            found["state"] = self.state
+        if self.owner:
+            found["owner"] = self.owner
+        if self.job:
+            found["job_id"] = self.job
+        if self.tag:
+            key, sep, value = self.tag.partition("=")
+            key = key.strip()
+            if not TAG_KEY.match(key):
+                problem = f"ignored tag filter '{self.tag}': use key or key=value"
+                if problem not in self.problems:  # filter() runs once per query of the page
+                    self.problems.append(problem)
+            elif sep:
+                found[f"tags.{key}"] = _tag_value(value.strip())
+            else:
+                found[f"tags.{key}"] = {"$exists": True}
+        return found
+
+    def sort_spec(self):
+        """Return the pymongo sort, with hostname as the tie-breaker so pages are stable."""
+        field = self.sort.lstrip("-")
+        direction = pymongo.DESCENDING if self.sort.startswith("-") else pymongo.ASCENDING
+        spec = [(field, direction)]
+        if field != "hostname":
+            spec.append(("hostname", pymongo.ASCENDING))
+        return spec
+
+    def active(self):
+        """Return whether any filter is set."""
+        return bool(self.q or self.state or self.owner or self.job or self.tag)
+
+    def args(self, **changes):
+        """Return the query-string arguments of this query with `changes`, without empty ones."""
+        args = {"q": self.q, "state": self.state, "owner": self.owner, "job": self.job, "tag": self.tag,
+                "sort": self.sort if self.sort != "hostname" else "",
+                "per_page": self.per_page if self.per_page != DEFAULT_PAGE_SIZE else "",
+                "page": self.page if self.page != 1 else ""}
+        args.update(changes)
+        if args["page"] == 1:
+            args["page"] = ""
+        return {k: v for k, v in args.items() if v not in ("", None)}
+
+
+def _state_counts(collection, query):
+    counts = dict.fromkeys(MACHINE_STATES, 0)
+    pipeline = [{"$group": {"_id": "$state", "n": {"$sum": 1}}}]
+    found = query.filter(with_state=False)
+    if found:
+        pipeline.insert(0, {"$match": found})
+    for row in collection.aggregate(pipeline):
+        if row["_id"] in counts:
+            counts[row["_id"]] = row["n"]
+    return counts
+
+
+def _page(collection, query, page):
+    cursor = (collection.find(query.filter(), LIST_FIELDS).sort(query.sort_spec())
+              .skip((page - 1) * query.per_page).limit(query.per_page))
+    return list(cursor)
+
+
+def overview(query):
+    """Return ({state: count}, total, machines, pages) for the query; its page is clamped to the last.
+
+    Two queries, whatever the filters: one aggregation gives the state cards (machines matching
+    every filter but the state one) and so the table's total, one find gives the page. On a
+    database that scans (FerretDB) each costs a full pass, so they run side by side.
+    """
+    collection = machines()
+    counts_future = _POOL.submit(_state_counts, collection, query)
+    rows = _page(collection, query, query.page)
+    counts = counts_future.result()
+    total = counts[query.state] if query.state else sum(counts.values())
+    pages = max(1, math.ceil(total / query.per_page))
+    if query.page > pages:  # past the end (a stale link): show the last page instead
+        query.page = pages
+        rows = _page(collection, query, pages)
+    return counts, total, rows, pages
+
+
+def machine(hostname):
+    """Return the machine named `hostname`, or None."""
+    return machines().find_one({"hostname": hostname})
+
+
+def init_app(app):
+    """Index what the dashboard filters and counts by (used by MongoDB; FerretDB scans anyway)."""
+    indexes = app.extensions["rm_indexes"]
+    for field in ("state", "owner", "job_id"):
+        indexes.add(collection_name(app, "machines"), [(field, pymongo.ASCENDING)], name=f"{field}_1")
