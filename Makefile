@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install localdb run test soak bench lint clean
+.PHONY: install localdb browser run test soak bench lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,18 @@ install: $(STAMP)
 localdb: install
 	$(BIN)/python -c "from resource_manager.localdb import build; build()"
 
+# The browser tests drive Debian's chromium (never a browser download); install it if missing.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "make test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
 run: localdb
 	$(BIN)/python resource_manager/server.py --dev-account
 
-test: localdb
+test: localdb browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Long fault-injection rounds (tests marked `slow`), deselected by `make test`.

@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""ResourceManagerClient: the Python client of the API. `./client.py ...` runs the CLI (rmctl)."""
+# ruff: noqa: E402
+
+import os
+import sys
+
+if __name__ == "__main__":  # ./client.py: hand over to the CLI before loading anything heavy
+    _here = os.path.dirname(os.path.abspath(__file__))
+    # Our directory must not shadow top-level modules (config, settings, ...) of other packages.
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+    from resource_manager.cli import main
+
+    sys.exit(main())
+
+import json
+from urllib.parse import quote
+
+import requests
+
+from . import __version__, client_config
+from .client_alloc import AllocationMixin
+from .client_errors import (
+    APIError,
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    RequestFailureException,
+    ResourceManagerError,
+    TransportError,
+    ValidationError,
+    error_from_response,
+)
+from .settings import DOMAIN, NAME_FIELDS
+
+__all__ = [
+    "ResourceManagerClient", "ResourceManagerError", "RequestFailureException", "APIError", "NotFound",
+    "ValidationError", "Conflict", "PreconditionFailed", "TransportError", "RESOURCE_TYPES",
+]
+
+RESOURCE_TYPES = tuple(NAME_FIELDS)
+META_FIELDS = ("_id", "_etag", "_created", "_updated", "_links", "_status", "_deleted")
+BULK_CHUNK = 1000
+
+
+def _as_dict(data):
+    """Return a document given as a dict or as a JSON string (what old scripts pass)."""
+    if isinstance(data, (str, bytes)):
+        data = json.loads(data)
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _where(where):
+    if where is None or isinstance(where, str):
+        return where
+    return json.dumps(where, separators=(",", ":"))
+
+
+def _projection(fields):
+    if fields is None or isinstance(fields, str):
+        return fields
+    return json.dumps({f: 1 for f in fields}, separators=(",", ":"))
+
+
+class ResourceManagerClient(AllocationMixin):
+    """A client for one resource type (machines, public-addresses, private-addresses).
+
+    Endpoint and credentials come from the arguments, else RM_ENDPOINT / RM_USERNAME /
+    RM_PASSWORD, else the config file ($RM_CONFIG or ~/.config/resource-manager/client.ini),
+    else http://127.0.0.1:5000 and admin/admin, the defaults of the original tool.
+    Every request goes through one requests.Session with a timeout (RM_TIMEOUT, 30 s by default).
+    Errors raise ResourceManagerError subclasses (see client_errors.py).
+    """
+
+    def __init__(self, resource_type="machines", endpoint=None, username=None, password=None, *,
+                 timeout=None, session=None, environ=None, config_file=None):
+        if resource_type not in NAME_FIELDS:
+            raise ValueError(f"unknown resource type {resource_type!r}: use one of {', '.join(RESOURCE_TYPES)}")
+        settings = client_config.resolve(
+            {"endpoint": endpoint, "username": username, "password": password, "timeout": timeout},
+            environ, config_file)
+        if not settings["endpoint"].startswith(("http://", "https://")):
+            raise ValueError(f"endpoint must start with http:// or https://, not {settings['endpoint']!r}")
+        self.resource_type = resource_type
+        self.endpoint = settings["endpoint"]
+        self.username = settings["username"]
+        self.password = settings["password"]
+        self.timeout = settings["timeout"]
+        self.key = NAME_FIELDS[resource_type]
+        self.fields = list(DOMAIN[resource_type]["schema"])
+        self.session = session or requests.Session()
+        self.session.auth = (self.username, self.password) if self.username else None
+        self.session.headers["User-Agent"] = f"resource-manager-client/{__version__}"
+
+    def __repr__(self):
+        return f"ResourceManagerClient({self.resource_type!r}, {self.endpoint!r})"
+
+    def close(self):
+        """Close the session's connections."""
+        self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def request(self, method, path, *, params=None, json=None, headers=None, timeout=None):
+        """Send one request and return the response.
+
+        Raises APIError (or a subclass) on a 4xx/5xx answer, TransportError when the
+        server cannot be reached or does not answer within the timeout.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            response = self.session.request(method, self.endpoint + path, params=params, json=json,
+                                            headers=headers, timeout=timeout)
+        except requests.Timeout as e:
+            raise TransportError(f"{self.endpoint} did not answer within {timeout:g} s", self.endpoint, e) from e
+        except requests.ConnectionError as e:
+            raise TransportError(f"cannot connect to {self.endpoint}: {_connection_reason(e)}", self.endpoint, e) from e
+        except requests.RequestException as e:
+            raise TransportError(f"cannot send to {self.endpoint}: {e}", self.endpoint, e) from e
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
+
+    def call(self, method, path, **kwargs):
+        """Send one request and return its JSON body ({} when it has none)."""
+        response = self.request(method, path, **kwargs)
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError as e:
+            raise ResourceManagerError(f"{method} {path}: the server did not answer JSON "
+                                       f"({response.headers.get('Content-Type', 'no content type')})",
+                                       response) from e
+
+    def item_path(self, name, resource_type=None):
+        """Return the URL path of an item by name (hostname, address) or _id."""
+        return f"/{resource_type or self.resource_type}/{quote(str(name), safe=':')}"
+
+    # -- modern API: dicts in, dicts out ----------------------------------------------------
+
+    def get(self, name):
+        """Return the item named `name` (with _id and _etag). Raises NotFound."""
+        return self.call("GET", self.item_path(name))
+
+    def page(self, page=1, page_size=100, where=None, sort=None, fields=None, path=None):
+        """Return one page of the listing as Eve sends it (_items, _meta, _links)."""
+        params = {"page": page, "max_results": page_size, "where": _where(where), "sort": sort,
+                  "projection": _projection(fields)}
+        params = {k: v for k, v in params.items() if v is not None}
+        return self.call("GET", path or f"/{self.resource_type}", params=params)
+
+    def iter(self, where=None, sort=None, fields=None, page_size=1000, limit=None, path=None):
+        """Yield every matching item, fetching one page at a time."""
+        number, seen = 1, 0
+        # One page size throughout: page N starts at item (N-1)*size.
+        size = page_size if limit is None else max(1, min(page_size, limit))
+        while True:
+            body = self.page(number, size, where, sort, fields, path)
+            items = body.get("_items", []) if isinstance(body, dict) else body
+            for item in items:
+                yield item
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            links = body.get("_links", {}) if isinstance(body, dict) else {}
+            if not items or "next" not in links:
+                return
+            number += 1
+
+    def list(self, where=None, sort=None, fields=None, limit=None):
+        """Return the matching items as a list."""
+        return list(self.iter(where, sort, fields, limit=limit))
+
+    def count(self, where=None):
+        """Return how many items match `where`."""
+        return self.page(1, 1, where, fields=[self.key])["_meta"]["total"]
+
+    def create(self, doc, reason=None):
+        """Create one item; return it with its _id and _etag. Raises ValidationError, Conflict."""
+        doc = _as_dict(doc)
+        meta = self.call("POST", f"/{self.resource_type}", json=doc, headers=_reason_header(reason))
+        return _merge(doc, meta)
+
+    def create_many(self, docs, chunk_size=BULK_CHUNK, on_progress=None):
+        """Create items in bulk POSTs; return, per document, the created item or the APIError that refused it.
+
+        A batch that Eve refuses as a whole (one bad document rejects all) is sent again without the bad ones.
+        """
+        results = []
+        for start in range(0, len(docs), chunk_size):
+            results.extend(self._post_chunk(docs[start:start + chunk_size]))
+            if on_progress:
+                on_progress(min(start + chunk_size, len(docs)))
+        return results
+
+    def _post_chunk(self, chunk):
+        if len(chunk) == 1:
+            return [self._try(self.create, chunk[0])]
+        try:
+            body = self.call("POST", f"/{self.resource_type}", json=chunk)
+        except ValidationError as e:
+            items = _items_of(e.response)
+            if len(items) != len(chunk):
+                raise
+            results = [None] * len(chunk)
+            good = []
+            for i, item in enumerate(items):
+                if item.get("_status") == "ERR":
+                    results[i] = ValidationError(422, "invalid", item.get("_issues"), e.response, "POST", e.url)
+                else:
+                    good.append(i)
+            for i, result in zip(good, self._post_chunk([chunk[i] for i in good]) if good else [], strict=True):
+                results[i] = result
+            return results
+        except Conflict:
+            # A name taken meanwhile (or twice in the batch): go one by one to tell which.
+            return [self._try(self.create, doc) for doc in chunk]
+        except APIError as e:
+            if e.status != 413:
+                raise
+            # Too large a body for the server: halve the batch until it fits.
+            half = len(chunk) // 2
+            return self._post_chunk(chunk[:half]) + self._post_chunk(chunk[half:])
+        return [_merge(doc, meta) for doc, meta in zip(chunk, body["_items"], strict=True)]
+
+    @staticmethod
+    def _try(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except APIError as e:
+            return e
+
+    def update(self, name, changes, etag=None, retries=0, reason=None):
+        """PATCH the item with If-Match and return it as stored.
+
+        Without `etag`, the item is read first. On 412 (changed meanwhile) it is re-read and
+        patched again, up to `retries` times. `reason` goes to the item's history.
+        Raises NotFound, ValidationError, PreconditionFailed.
+        """
+        changes = _as_dict(changes)
+        return self.modify(name, lambda doc: changes, retries=retries, etag=etag, reason=reason)
+
+    def modify(self, name, change, retries=3, etag=None, reason=None):
+        """Apply `change(current_doc) -> changes` with If-Match, re-reading and retrying on 412.
+
+        This is the conflict-safe way to update from a value read: the change is always computed
+        from the version it is applied to. Raises PreconditionFailed after `retries` retries.
+        """
+        attempt = 0
+        while True:
+            doc = None if etag is not None and attempt == 0 else self.get(name)
+            changes = change(doc)
+            # By _id once we know it: on our database only {_id: x} lookups avoid a scan.
+            path = self.item_path(name if doc is None else doc["_id"])
+            try:
+                self.call("PATCH", path, json=changes,
+                          headers={"If-Match": etag if doc is None else doc["_etag"], **_reason_header(reason)})
+            except PreconditionFailed:
+                if attempt >= retries:
+                    raise
+                attempt += 1
+                continue
+            return self.call("GET", path)
+
+    def replace(self, name, doc, etag=None, reason=None):
+        """PUT a whole new version of the item and return it as stored."""
+        doc = _as_dict(doc)
+        if etag is None:
+            current = self.get(name)
+            name, etag = current["_id"], current["_etag"]
+        self.call("PUT", self.item_path(name), json=doc, headers={"If-Match": etag, **_reason_header(reason)})
+        return self.get(name)
+
+    def delete(self, name, etag=None, reason=None):
+        """Delete the item. Raises NotFound, PreconditionFailed."""
+        if etag is None:
+            current = self.get(name)
+            name, etag = current["_id"], current["_etag"]
+        self.request("DELETE", self.item_path(name), headers={"If-Match": etag, **_reason_header(reason)})
+
+    # -- the original API, kept for old scripts ---------------------------------------------
+
+    def print_resources(self, file=None):
+        """Print every item as a table."""
+        from prettytable import PrettyTable
+
+        table = PrettyTable(self.fields)
+        table.align = "l"
+        for item in self.iter():
+            table.add_row([_cell(item.get(f)) for f in self.fields])
+        print(table, file=file or sys.stdout)
+
+    def create_resource(self, data):
+        """Create an item from a dict or JSON string; return it as stored."""
+        return self.create(data)
+
+    def get_resource(self, name):
+        """Return the item by name (hostname/address) or _id. Raises NotFound."""
+        return self.get(name)
+
+    def update_resource(self, data):
+        """Find the item by the name in `data` and PATCH the other fields; return it as stored."""
+        data = dict(_as_dict(data))
+        name = self._name_of(data)
+        data.pop(self.key)
+        return self.update(name, data)
+
+    def delete_resource(self, data):
+        """Delete the item named in `data` (a dict or JSON string with the name field, or the name)."""
+        try:
+            name = self._name_of(_as_dict(data))
+        except ValueError:
+            name = data
+        self.delete(name)
+
+    def find_resources(self, field, value):
+        """Return the items whose `field` equals `value` (filtered by the server)."""
+        return self.list(where={field: value})
+
+    def get_all_resources(self):
+        """Return every item, across pages."""
+        return self.list()
+
+    def _name_of(self, data):
+        if not data.get(self.key):
+            raise ValueError(f"the document must name the {self.resource_type[:-1]} by '{self.key}'")
+        return data[self.key]
+
+
+def _merge(doc, meta):
+    merged = dict(doc)
+    merged.update({k: v for k, v in meta.items() if k not in ("_status", "_links")})
+    return merged
+
+
+def _reason_header(reason):
+    # Recorded in the item's history; HTTP headers carry Latin-1 only.
+    return {"X-Reason": reason.encode("latin-1", "replace").decode("latin-1")} if reason else {}
+
+
+def _items_of(response):
+    try:
+        items = response.json().get("_items")
+    except (ValueError, AttributeError):
+        return []
+    return items if isinstance(items, list) else []
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def _connection_reason(error):
+    # requests nests the socket error a few levels deep; name the innermost cause.
+    text = str(error)
+    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host",
+                   "Temporary failure in name resolution", "Connection reset"):
+        if marker in text:
+            return marker[0].lower() + marker[1:]
+    return text.split(": ")[-1].rstrip(")'\"") if ": " in text else text

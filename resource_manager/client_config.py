@@ -1,0 +1,73 @@
+"""Client settings: argument > RM_* environment > config file > defaults."""
+
+import configparser
+import os
+
+DEFAULTS = {
+    "endpoint": "http://127.0.0.1:5000",
+    "username": "admin",
+    "password": "admin",
+    "timeout": "30",
+}
+
+ENV_NAMES = {
+    "endpoint": "RM_ENDPOINT",
+    "username": "RM_USERNAME",
+    "password": "RM_PASSWORD",
+    "timeout": "RM_TIMEOUT",
+}
+
+SECTION = "client"
+
+
+def config_dir(environ=None):
+    """Return the directory of the client config file ($XDG_CONFIG_HOME/resource-manager)."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "resource-manager")
+
+
+def config_path(environ=None, directory=None):
+    """Return the config file in use: $RM_CONFIG, else client.ini in the config directory."""
+    environ = os.environ if environ is None else environ
+    if environ.get("RM_CONFIG"):
+        return environ["RM_CONFIG"]
+    return os.path.join(directory or config_dir(environ), "client.ini")
+
+
+def read_file(path):
+    """Return the [client] settings of an INI file ({} when it does not exist).
+
+    Raises ValueError when the file cannot be parsed.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except (OSError, UnicodeDecodeError, configparser.Error) as e:
+        raise ValueError(f"cannot read config file {path}: {e}") from e
+    if not parser.has_section(SECTION):
+        return {}
+    return {k: v for k, v in parser.items(SECTION) if k in DEFAULTS}
+
+
+def resolve(arguments=None, environ=None, path=None, directory=None):
+    """Return endpoint, username, password and timeout, each from the first layer that sets it."""
+    environ = os.environ if environ is None else environ
+    layers = [
+        {k: v for k, v in (arguments or {}).items() if v is not None},
+        {k: environ[name] for k, name in ENV_NAMES.items() if environ.get(name)},
+        read_file(path or config_path(environ, directory)),
+        DEFAULTS,
+    ]
+    settings = {}
+    for key in DEFAULTS:
+        settings[key] = next(layer[key] for layer in layers if key in layer)
+    settings["endpoint"] = str(settings["endpoint"]).rstrip("/")
+    try:
+        settings["timeout"] = float(settings["timeout"])
+    except ValueError as e:
+        raise ValueError(f"timeout must be a number of seconds, not {settings['timeout']!r}") from e
+    return settings

@@ -1,0 +1,117 @@
+"""Client exceptions: one base carrying .response, a subclass per kind of failure."""
+
+
+class ResourceManagerError(Exception):
+    """Base of every client error; `.response` is the requests.Response when there was one.
+
+    ``str(error)`` is "status:text" when there is a response, as the original
+    RequestFailureException had it, so old scripts that print it keep working.
+    """
+
+    def __init__(self, message="", response=None):
+        super().__init__(message)
+        self.message = message
+        self.response = response
+
+    def __str__(self):
+        if self.response is not None:
+            return f"{self.response.status_code}:{self.response.text}"
+        return self.message
+
+
+# Old scripts catch this name.
+RequestFailureException = ResourceManagerError
+
+
+class APIError(ResourceManagerError):
+    """The server answered with an error status (4xx/5xx)."""
+
+    def __init__(self, status, message, issues=None, response=None, method=None, url=None):
+        super().__init__(message, response)
+        self.status = status
+        self.issues = issues or {}
+        self.method = method
+        self.url = url
+
+    def describe(self):
+        """Return the error as one line: status, reason and the field issues."""
+        text = f"{self.status} {self.message}"
+        if self.issues:
+            text += ": " + format_issues(self.issues)
+        return text
+
+
+class NotFound(APIError):
+    """404: no such item or route."""
+
+
+class ValidationError(APIError):
+    """422: the document breaks the schema; `.issues` maps each field to what is wrong."""
+
+
+class Conflict(APIError):
+    """409: a unique key is taken, or an allocation cannot be met."""
+
+
+class PreconditionFailed(APIError):
+    """412: the item changed since it was read (its ETag no longer matches)."""
+
+
+class TransportError(ResourceManagerError):
+    """The server could not be reached, or did not answer in time."""
+
+    def __init__(self, message, endpoint=None, cause=None):
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.cause = cause
+
+
+_BY_STATUS = {404: NotFound, 409: Conflict, 412: PreconditionFailed, 422: ValidationError}
+
+
+def format_issues(issues, prefix=""):
+    """Return Eve's `_issues` (nested dicts/lists of messages) as "field: why; field: why"."""
+    parts = []
+    if isinstance(issues, dict):
+        for field, value in issues.items():
+            parts.append(format_issues(value, f"{prefix}{field}") if isinstance(value, dict)
+                         else f"{prefix}{field}: {_flat(value)}")
+    elif isinstance(issues, list):
+        parts.extend(format_issues(item, prefix) for item in issues)
+    else:
+        parts.append(f"{prefix}: {issues}" if prefix else str(issues))
+    return "; ".join(p for p in parts if p)
+
+
+def _flat(value):
+    if isinstance(value, list):
+        return ", ".join(_flat(v) for v in value)
+    if isinstance(value, dict):
+        return format_issues(value)
+    return str(value)
+
+
+def error_from_response(response):
+    """Return the APIError subclass matching an error response, message and issues parsed from its body."""
+    message, issues = response.reason or "error", None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("_error")
+        if isinstance(error, dict) and error.get("message"):
+            message = error["message"]
+        elif isinstance(error, str):
+            message = error
+        issues = body.get("_issues")
+        if issues is None and isinstance(body.get("_items"), list):
+            # A bulk POST that failed: name the rows at fault.
+            issues = {f"item {i}": item.get("_issues") for i, item in enumerate(body["_items"])
+                      if isinstance(item, dict) and item.get("_issues")}
+    elif response.text and len(response.text) < 200:
+        message = response.text.strip()
+    cls = _BY_STATUS.get(response.status_code, APIError)
+    request = response.request
+    return cls(response.status_code, message, issues, response,
+               method=getattr(request, "method", None), url=getattr(request, "url", None))

@@ -1,0 +1,89 @@
+"""The original tool's documented shell lines, run verbatim with cwd=resource_manager/ as subprocesses."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from resource_manager import auth
+
+from .cli_helpers import PACKAGE_DIR, shell, subprocess_env
+from .support import PASSWORDS
+
+
+@pytest.fixture(scope="module")
+def users_file(tmp_path_factory):
+    """The test accounts plus admin/admin, the credentials the original tool used by default."""
+    path = str(tmp_path_factory.mktemp("users") / "users.json")
+    for role, password in PASSWORDS.items():
+        auth.set_user(path, role, password, role)
+    auth.set_user(path, "admin", "admin", "admin")
+    return path
+
+
+@pytest.fixture
+def env(server):
+    # Only the endpoint is set: the server listens on a random port, not on 5000.
+    return subprocess_env(RM_ENDPOINT=server.url)
+
+
+def test_client_py_is_an_executable_script():
+    path = os.path.join(PACKAGE_DIR, "client.py")
+    assert os.stat(path).st_mode & stat.S_IXUSR
+    with open(path, encoding="utf-8") as fh:
+        assert fh.readline().startswith("#!/usr/bin/env python3")
+
+
+def test_documented_session_verbatim(env, server):
+    result = shell("./client.py list", env)
+    assert result.code == 0, result.err
+    assert json.loads(result.out) == []
+
+    result = shell("""./client.py create --json '{"hostname":"my-machine", "owner": "tony", "state": "idle"}'""", env)
+    assert result.code == 0, result.err
+    assert server.db.machines.find_one({"hostname": "my-machine"})["owner"] == "tony"
+
+    result = shell("""./client.py update --json '{"hostname":"my-machine", "owner": ""}'""", env)
+    assert result.code == 0, result.err
+    assert server.db.machines.find_one({"hostname": "my-machine"})["owner"] == ""
+
+    listed = shell("./client.py list", env)
+    assert [m["hostname"] for m in json.loads(listed.out)] == ["my-machine"]
+
+    result = shell("""./client.py delete --json '{"hostname":"my-machine"}'""", env)
+    assert result.code == 0, result.err
+    assert server.db.machines.count_documents({}) == 0
+
+
+def test_list_addresses_verbatim(env, server, operator):
+    operator.post("/public-addresses", json={"address": "203.0.113.7", "owner": "web"})
+    result = shell("./client.py list -r public-addresses", env)
+    assert result.code == 0, result.err
+    assert [a["address"] for a in json.loads(result.out)] == ["203.0.113.7"]
+
+
+def test_list_private_addresses_with_endpoint_flag(server, operator):
+    operator.post("/private-addresses", json={"address": "10.0.0.7"})
+    env = subprocess_env()  # no RM_ENDPOINT: the flag alone says where
+    result = shell(f"./client.py list -r private-addresses -e {server.url}", env)
+    assert result.code == 0, result.err
+    assert [a["address"] for a in json.loads(result.out)] == ["10.0.0.7"]
+
+
+def test_installed_rmctl_runs_the_same_cli(server, operator):
+    operator.post("/machines", json={"hostname": "h1", "state": "idle"})
+    env = subprocess_env(RM_ENDPOINT=server.url)
+    via_script = shell("./client.py list --fields hostname,state --format csv", env)
+    via_rmctl = shell("rmctl list --fields hostname,state --format csv", env)
+    assert via_script.code == via_rmctl.code == 0, via_rmctl.err
+    assert via_script.out == via_rmctl.out == "hostname,state\nh1,idle\n"
+
+
+def test_errors_are_one_line_without_traceback(server):
+    env = subprocess_env(RM_ENDPOINT=server.url)
+    result = shell("./client.py get no-such-host", env)
+    assert result.code == 4
+    assert result.err == "client.py: GET /machines/no-such-host: 404 not found\n"
+    result = shell("./client.py get no-such-host --debug", env)
+    assert result.code == 4 and "Traceback" in result.err
