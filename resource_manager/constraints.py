@@ -109,7 +109,8 @@ def check_reservation(body, user, max_count):
     issues = {}
     _unknown(body, ("count", "owner", "job_id", "where", "lease_seconds", "reason"), issues)
     request = {
-        "count": check_int(body, "count", issues, default=1, high=max_count),
+        # required: absent is the default, but an explicit null is an issue (it was a 500).
+        "count": check_int(body, "count", issues, default=1, high=max_count, required=True),
         "owner": check_text(body, "owner", issues, default=user),
         "job_id": check_text(body, "job_id", issues),
         "lease_seconds": check_int(body, "lease_seconds", issues, high=MAX_LEASE_SECONDS),
@@ -135,7 +136,8 @@ def check_allocation(body, user, max_count):
     _unknown(body, ("owner", "count", "tags", "reason"), issues)
     request = {
         "owner": check_text(body, "owner", issues, default=user),
-        "count": check_int(body, "count", issues, default=1, high=max_count),
+        # required: absent is the default, but an explicit null is an issue (it was a 500).
+        "count": check_int(body, "count", issues, default=1, high=max_count, required=True),
         "reason": check_text(body, "reason", issues, maxlength=1000),
         "tags": body.get("tags") or {},
     }

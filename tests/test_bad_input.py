@@ -6,7 +6,7 @@ import uuid
 import pymongo
 import pytest
 
-from .support import OPERATOR, LiveServer
+from .support import ADMIN, OPERATOR, LiveServer
 
 SEED_MACHINE = {"hostname": "seed-1", "state": "idle", "owner": "ci", "tags": {"memory": 17179869184}}
 SEED_ADDRESS = {"address": "192.0.2.10", "owner": "ci"}
@@ -15,11 +15,10 @@ GOOD = json.dumps({"hostname": "new-1", "state": "idle"}).encode()
 
 
 def snapshot(db):
-    """Every document of every collection, to compare before and after."""
-    return {
-        name: sorted(json.dumps(d, default=str, sort_keys=True) for d in db[name].find())
-        for name in sorted(db.list_collection_names())
-    }
+    """Every document of every collection, to compare before and after (empty collections are no data)."""
+    found = {name: sorted(json.dumps(d, default=str, sort_keys=True) for d in db[name].find())
+             for name in sorted(db.list_collection_names())}
+    return {name: docs for name, docs in found.items() if docs}
 
 
 # One server and database for the whole module: every test asserts that it changed
@@ -326,3 +325,94 @@ def test_put_to_a_missing_item_is_404(server, operator, seeded, path):
     body = {"hostname": "x1", "state": "idle"} if path.startswith("/machines") else {"address": "192.0.2.99"}
     assert_refused(operator.put(path, json=body, headers={"If-Match": "x"}), 404)
     assert snapshot(server.db) == seeded
+
+
+# Reservation constraints, counts and pools (the allocation routes).
+
+RESERVATION_BAD = [
+    pytest.param({"where": {"$where": "sleep(100)"}}, id="where-$where"),
+    pytest.param({"where": {"hostname": {"$regex": ".*"}}}, id="where-$regex"),
+    pytest.param({"where": {"$function": {"body": "x", "args": [], "lang": "js"}}}, id="where-$function"),
+    pytest.param({"where": {"$expr": {"$eq": [1, 1]}}}, id="where-$expr"),
+    pytest.param({"where": {"$or": [{"hostname": "seed-1"}]}}, id="where-$or"),
+    pytest.param({"where": {"tags.memory": {"$elemMatch": {"$where": "1"}}}}, id="where-nested-$where"),
+    pytest.param({"where": {"state": "in_use"}}, id="where-state"),
+    pytest.param({"where": {"_id": {"$ne": None}}}, id="where-_id"),
+    pytest.param({"where": "hostname == 'x'"}, id="where-string"),
+    pytest.param({"where": [1]}, id="where-array"),
+    pytest.param({"count": -1}, id="count-negative"),
+    pytest.param({"count": 0}, id="count-zero"),
+    pytest.param({"count": 10**30}, id="count-huge"),
+    pytest.param({"count": 1001}, id="count-over-max"),
+    pytest.param({"count": "2"}, id="count-string"),
+    pytest.param({"count": 1.5}, id="count-float"),
+    pytest.param({"count": True}, id="count-bool"),
+    pytest.param({"count": None}, id="count-null"),
+    pytest.param({"lease_seconds": -5}, id="lease-negative"),
+    pytest.param({"lease_seconds": 10**12}, id="lease-huge"),
+    pytest.param({"owner": {"$gt": ""}}, id="owner-operator"),
+    pytest.param({"job_id": ["a"]}, id="job-array"),
+]
+
+
+@pytest.mark.parametrize("fields", RESERVATION_BAD)
+def test_bad_reservations_are_4xx(server, operator, seeded, fields):
+    if not any(rule.rule == "/reservations" for rule in server.app.url_map.iter_rules()):
+        pytest.skip("no reservations on this branch")
+    body = {"count": 1, "owner": "ci", "job_id": "j1", **fields}
+    response = operator.post("/reservations", json=body)
+    assert 400 <= response.status_code < 500, response.text
+    assert_refused(response, response.status_code)
+    assert snapshot(server.db) == seeded
+
+
+POOL_BAD = [
+    pytest.param({"cidr": "10.0.0.0/33"}, id="prefix-33"),
+    pytest.param({"cidr": "10.0.0.1/8"}, id="host-bits-set"),
+    pytest.param({"cidr": "::/200"}, id="ipv6-prefix-200"),
+    pytest.param({"cidr": "abc"}, id="garbage"),
+    pytest.param({"cidr": ""}, id="empty"),
+    pytest.param({"cidr": 167772160}, id="integer"),
+    pytest.param({"cidr": "\uff11\uff10.0.0.0/8"}, id="fullwidth-digits"),
+    pytest.param({"kind": "secret"}, id="bad-kind"),
+    pytest.param({"name": "$where"}, id="name-dollar"),
+    pytest.param({"name": "a/b"}, id="name-slash"),
+    pytest.param({"name": ""}, id="name-empty"),
+    pytest.param({"exclude": ["192.0.2.0/24"]}, id="exclude-outside"),
+    pytest.param({"exclude": ["10.1.0.9-10.1.0.2"]}, id="exclude-reversed-range"),
+    pytest.param({"exclude": "10.1.0.1"}, id="exclude-not-a-list"),
+]
+
+
+@pytest.mark.parametrize("fields", POOL_BAD)
+def test_malformed_pools_are_4xx(server, seeded, fields):
+    if not any(rule.rule == "/address-pools" for rule in server.app.url_map.iter_rules()):
+        pytest.skip("no address pools on this branch")
+    body = {"name": "lab", "cidr": "10.1.0.0/16", "kind": "private", **fields}
+    with server.session(ADMIN) as admin:
+        response = admin.post("/address-pools", json=body)
+    assert 400 <= response.status_code < 500, response.text
+    assert_refused(response, response.status_code)
+    assert snapshot(server.db) == seeded
+
+
+@pytest.fixture(scope="module")
+def pool(server, seeded):
+    """A pool to allocate from, and the database as it was after creating it."""
+    if not any(rule.rule == "/address-pools" for rule in server.app.url_map.iter_rules()):
+        pytest.skip("no address pools on this branch")
+    with server.session(ADMIN) as admin:
+        assert admin.post("/address-pools", json={"name": "alloc", "cidr": "10.2.0.0/24", "kind": "private"}
+                          ).status_code == 201
+    yield snapshot(server.db)
+    with server.session(ADMIN) as admin:
+        assert admin.delete("/address-pools/alloc").status_code in (200, 204)
+
+
+@pytest.mark.parametrize("count", [-1, 0, 10**30, "1", 1.5, None, 1025])
+def test_bad_allocation_counts_are_4xx(server, pool, count):
+    with server.session(ADMIN) as admin:
+        response = admin.post("/address-pools/alloc/allocate", json={"owner": "x", "count": count})
+    assert 400 <= response.status_code < 500, response.text
+    assert_refused(response, response.status_code)
+    assert snapshot(server.db) == pool
