@@ -45,12 +45,6 @@ def shell(line, env, cwd=PACKAGE_DIR, timeout=60):
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def free_port():
-    """Return a port on 127.0.0.1 nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class SilentServer:
     """A socket that accepts connections and never answers: requests to it time out."""

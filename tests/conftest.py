@@ -6,10 +6,10 @@ import uuid
 import pymongo
 import pytest
 
-from resource_manager import auth
 from resource_manager.localdb import LocalDB
 
-from .support import PASSWORDS, LiveServer
+from .browser import launch, new_page
+from .support import PASSWORDS, LiveServer, free_port, write_users_file
 
 
 @pytest.fixture(scope="session")
@@ -21,13 +21,31 @@ def localdb(tmp_path_factory):
     db.stop()
 
 
+@pytest.fixture
+def own_db(tmp_path):
+    """An embedded database of this test's own on a fixed port, to stop, kill and restart."""
+    db = LocalDB(str(tmp_path / "data"), port=free_port())
+    db.start()
+    yield db
+    db.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless chromium, one per test module."""
+    yield from launch()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh browser page whose relative URLs go to the live server."""
+    yield from new_page(browser, server)
+
+
 @pytest.fixture(scope="session")
 def users_file(tmp_path_factory):
     """A users file with one account per role (see support.PASSWORDS)."""
-    path = str(tmp_path_factory.mktemp("users") / "users.json")
-    for role, password in PASSWORDS.items():
-        auth.set_user(path, role, password, role)
-    return path
+    return write_users_file(str(tmp_path_factory.mktemp("users") / "users.json"))
 
 
 @pytest.fixture

@@ -1,16 +1,34 @@
 """Test helpers: a live HTTP server around create_app(), and credentials."""
 
+import socket
 import threading
 
 import requests
 from werkzeug.serving import make_server
 
+from resource_manager import auth
 from resource_manager.app import create_app
 
 PASSWORDS = {"admin": "admin-pw-1", "operator": "operator-pw-1", "reader": "reader-pw-1"}
 ADMIN = ("admin", PASSWORDS["admin"])
 OPERATOR = ("operator", PASSWORDS["operator"])
 READER = ("reader", PASSWORDS["reader"])
+
+
+def free_port():
+    """Return a port on 127.0.0.1 nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_users_file(path, legacy_admin=False):
+    """Write one account per role (PASSWORDS); with legacy_admin, admin/admin as the original tool had."""
+    for role, password in PASSWORDS.items():
+        auth.set_user(path, role, password, role)
+    if legacy_admin:
+        auth.set_user(path, "admin", "admin", "admin")
+    return path
 
 
 class LiveServer:

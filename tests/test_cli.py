@@ -9,8 +9,8 @@ import pytest
 from resource_manager import __version__
 from resource_manager.cli_parser import COMMANDS
 
-from .cli_helpers import SilentServer, free_port, run_cli
-from .support import PASSWORDS
+from .cli_helpers import SilentServer, run_cli
+from .support import PASSWORDS, free_port
 
 
 @pytest.fixture

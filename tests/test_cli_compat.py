@@ -6,20 +6,14 @@ import stat
 
 import pytest
 
-from resource_manager import auth
-
 from .cli_helpers import PACKAGE_DIR, shell, subprocess_env
-from .support import PASSWORDS
+from .support import write_users_file
 
 
 @pytest.fixture(scope="module")
 def users_file(tmp_path_factory):
     """The test accounts plus admin/admin, the credentials the original tool used by default."""
-    path = str(tmp_path_factory.mktemp("users") / "users.json")
-    for role, password in PASSWORDS.items():
-        auth.set_user(path, role, password, role)
-    auth.set_user(path, "admin", "admin", "admin")
-    return path
+    return write_users_file(str(tmp_path_factory.mktemp("users") / "users.json"), legacy_admin=True)
 
 
 @pytest.fixture

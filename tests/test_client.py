@@ -5,7 +5,6 @@ import json
 import pytest
 import requests
 
-from resource_manager import auth
 from resource_manager.client import (
     APIError,
     NotFound,
@@ -18,18 +17,14 @@ from resource_manager.client import (
 )
 from resource_manager.client_config import resolve
 
-from .cli_helpers import SilentServer, free_port
-from .support import PASSWORDS
+from .cli_helpers import SilentServer
+from .support import PASSWORDS, free_port, write_users_file
 
 
 @pytest.fixture(scope="module")
 def users_file(tmp_path_factory):
     """The test accounts plus admin/admin, the original tool's default credentials."""
-    path = str(tmp_path_factory.mktemp("users") / "users.json")
-    for role, password in PASSWORDS.items():
-        auth.set_user(path, role, password, role)
-    auth.set_user(path, "admin", "admin", "admin")
-    return path
+    return write_users_file(str(tmp_path_factory.mktemp("users") / "users.json"), legacy_admin=True)
 
 
 @pytest.fixture

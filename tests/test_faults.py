@@ -14,8 +14,7 @@ import pymongo
 import pytest
 import requests
 
-from bench.deployed import Gunicorn, free_port
-from resource_manager.localdb import LocalDB
+from bench.deployed import Gunicorn
 
 from .support import OPERATOR, LiveServer
 
@@ -129,14 +128,6 @@ def assert_consistent(db, load, acknowledged=None):
 
 
 # 1. The database stopped mid-load: 503s, then recovery without restarting the API.
-
-@pytest.fixture
-def own_db(tmp_path):
-    db = LocalDB(str(tmp_path / "data"), port=free_port())
-    db.start()
-    yield db
-    db.stop()
-
 
 @pytest.mark.parametrize("rounds", [1, pytest.param(4, marks=pytest.mark.slow)])
 def test_database_stopped_mid_load_gives_503_then_recovers(own_db, users_file, rounds):

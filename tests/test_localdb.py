@@ -8,11 +8,7 @@ import pytest
 
 from resource_manager.localdb import LocalDB, LocalDBError
 
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .support import free_port
 
 
 def alive(pid):

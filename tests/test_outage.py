@@ -1,19 +1,9 @@
 """With the database away every endpoint answers 503; when it returns, the API recovers by itself."""
 
-import pytest
 
 from resource_manager.localdb import LocalDB
 
-from .support import OPERATOR, LiveServer
-from .test_localdb import free_port
-
-
-@pytest.fixture
-def own_db(tmp_path):
-    db = LocalDB(str(tmp_path / "data"), port=free_port())
-    db.start()
-    yield db
-    db.stop()
+from .support import OPERATOR, LiveServer, free_port
 
 
 def test_outage_gives_503_then_recovers_without_restart(own_db, users_file):

@@ -8,7 +8,8 @@ import time
 
 import requests
 
-from .test_localdb import alive, free_port
+from .support import free_port
+from .test_localdb import alive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,24 +1,13 @@
 """The dashboard's reservations, pools and history, in a real browser and over HTTP."""
 
-import pytest
 import requests
 
-from .browser import launch, new_page, screenshot, sign_in
+from .browser import screenshot, sign_in
 from .support import PASSWORDS
 
 FLEET = ([{"hostname": f"node-{i:02d}.qa1.lab", "state": "idle",
            "tags": {"rack": "a15", "memory": 17179869184, "cpucores": 8}} for i in range(5)]
          + [{"hostname": "node-05.qa1.lab", "state": "pxe_failed", "tags": {"rack": "b02"}}])
-
-
-@pytest.fixture(scope="module", name="browser")
-def browser_fixture():
-    yield from launch()
-
-
-@pytest.fixture(name="page")
-def page_fixture(browser, server):
-    yield from new_page(browser, server)
 
 
 def seed(admin, operator):

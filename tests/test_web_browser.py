@@ -2,9 +2,7 @@
 
 import contextlib
 
-import pytest
-
-from .browser import launch, new_page, screenshot, sign_in
+from .browser import new_page, screenshot, sign_in
 from .support import PASSWORDS
 
 FLEET = (
@@ -14,16 +12,6 @@ FLEET = (
     + [{"hostname": "pxe-0.lab", "state": "pxe"}, {"hostname": "broken-0.lab", "state": "pxe_failed"},
        {"hostname": "repair-0.lab", "state": "needs_repair", "tags": {"rack": "a15"}}]
 )
-
-
-@pytest.fixture(scope="module", name="browser")
-def browser_fixture():
-    yield from launch()
-
-
-@pytest.fixture(name="page")
-def page_fixture(browser, server):
-    yield from new_page(browser, server)
 
 
 def seed(admin):
