@@ -14,6 +14,7 @@ from .db import database
 from .errors import error_response
 from .history import utcnow
 from .ipranges import parse_pool
+from .responses import created, idempotency_key, invalid
 
 bp = Blueprint("pools", __name__)
 
@@ -71,8 +72,7 @@ def create():
         return error_response(400, "body must be a JSON object")
     network, issues = _check_pool(body)
     if issues:
-        return error_response(422, "invalid pool: " + "; ".join(f"{k}: {v}" for k, v in issues.items()),
-                              issues=issues)
+        return invalid("pool", issues)
     db = database()
     other = _overlapping(db, body["kind"], network)
     if other:
@@ -84,10 +84,7 @@ def create():
         db[POOLS].insert_one(pool)
     except DuplicateKeyError:
         return error_response(409, f"pool {body['name']} exists")
-    response = jsonify(render(pool))
-    response.status_code = 201
-    response.headers["Location"] = f"/address-pools/{pool['name']}"
-    return response
+    return created(render(pool), f"/address-pools/{pool['name']}")
 
 
 @bp.get("/address-pools")
@@ -130,21 +127,15 @@ def allocate(name):
         return error_response(404, f"no pool {name}")
     req, issues = check_allocation(body, user, int(current_app.config.get("ALLOCATION_MAX_COUNT", 1024)))
     if issues:
-        return error_response(422, "invalid allocation: " + "; ".join(f"{k}: {v}" for k, v in issues.items()),
-                              issues=issues)
-    key = request.headers.get("Idempotency-Key") or None
-    if key is not None and len(key) > 256:
-        return error_response(400, "Idempotency-Key is longer than 256 characters")
+        return invalid("allocation", issues)
+    key = idempotency_key()
     try:
         alloc, _replayed = address_allocation.allocate(
             database(), pool, req, user, key, sweep.grace_seconds(current_app),
             current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", 10))
     except AllocationError as e:
         return error_response(e.status, e.message)
-    response = jsonify({"pool": name, "addresses": alloc["addresses"], "owner": alloc["owner"],
-                        "_id": alloc["_id"]})
-    response.status_code = 201
-    return response
+    return created({"pool": name, "addresses": alloc["addresses"], "owner": alloc["owner"], "_id": alloc["_id"]})
 
 
 def init_app(app):

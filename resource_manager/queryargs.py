@@ -24,16 +24,22 @@ class QueryError(ValueError):
     """A query argument no client should send; the message names it."""
 
 
+def _json_object(arg, text, example):
+    """Return `text` parsed as a JSON object. Raises QueryError naming ?`arg`."""
+    try:
+        spec = loads_strict(text)
+    except ValueError as e:
+        raise QueryError(f"?{arg} {e}") from None
+    if not isinstance(spec, dict):
+        raise QueryError(f"?{arg} must be a JSON object such as {example}")
+    return spec
+
+
 def check_where(value):
     """Return the filter of a ?where (JSON or Eve's Python syntax). Raises QueryError."""
     text = value.strip()
     if text[:1] in ("{", "["):
-        try:
-            spec = loads_strict(text)
-        except ValueError as e:
-            raise QueryError(f"?where {e}") from None
-        if not isinstance(spec, dict):
-            raise QueryError("?where must be a JSON object such as {\"state\": \"idle\"}")
+        spec = _json_object("where", text, '{"state": "idle"}')
         _check_operators(spec)
         return spec
     try:
@@ -82,12 +88,7 @@ def check_sort(value):
 
 def check_projection(value):
     """Check a ?projection: a JSON object of field names to 0 or 1. Raises QueryError."""
-    try:
-        spec = loads_strict(value)
-    except ValueError as e:
-        raise QueryError(f"?projection {e}") from None
-    if not isinstance(spec, dict):
-        raise QueryError('?projection must be a JSON object such as {"hostname": 1}')
+    spec = _json_object("projection", value, '{"hostname": 1}')
     for field, flag in spec.items():
         if not FIELD.match(field):
             raise QueryError(f"?projection: {field!r} is not a field name")

@@ -12,6 +12,7 @@ from .auth import require_role
 from .constraints import check_extension, check_reservation
 from .db import database
 from .errors import error_response
+from .responses import created, idempotency_key, invalid
 
 bp = Blueprint("reservations", __name__)
 
@@ -57,23 +58,17 @@ def create():
     max_count = int(current_app.config.get("RESERVATION_MAX_COUNT", DEFAULT_MAX_COUNT))
     req, issues = check_reservation(body, user, max_count)
     if issues:
-        return error_response(422, "invalid reservation: " + "; ".join(f"{k}: {v}" for k, v in issues.items()),
-                              issues=issues)
+        return invalid("reservation", issues)
     db = database()
     if _flag("dry_run"):
         return jsonify(allocation.explain(db, req)), 200
-    key = request.headers.get("Idempotency-Key") or None
-    if key is not None and len(key) > 256:
-        return error_response(400, "Idempotency-Key is longer than 256 characters")
+    key = idempotency_key()
     try:
         res, _replayed = allocation.reserve(db, req, user, key, sweep.grace_seconds(current_app),
                                             current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", 10))
     except AllocationError as e:
         return _failure(e)
-    response = jsonify(render(res))
-    response.status_code = 201
-    response.headers["Location"] = f"/reservations/{res['_id']}"
-    return response
+    return created(render(res), f"/reservations/{res['_id']}")
 
 
 @bp.get("/reservations")
@@ -136,8 +131,7 @@ def extend(rid):
         return error_response(400, "body must be a JSON object")
     lease_seconds, issues = check_extension(body)
     if issues:
-        return error_response(422, "invalid extension: " + "; ".join(f"{k}: {v}" for k, v in issues.items()),
-                              issues=issues)
+        return invalid("extension", issues)
     try:
         res = allocation.extend(database(), rid, lease_seconds)
     except AllocationError as e:
