@@ -43,7 +43,8 @@ class Gunicorn:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "resource_manager.app:create_app()"],
-                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)  # a process group of its own: kill() takes master and workers
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -81,6 +82,12 @@ class Gunicorn:
                 return pids
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn has {len(self.worker_pids())} workers, not {count}")
+
+    def kill(self):
+        """SIGKILL master and workers at once: a crash, nothing cleaned up."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
 
     def stop(self, timeout=30):
         """Stop gunicorn (SIGTERM, then SIGKILL)."""
