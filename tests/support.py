@@ -1,8 +1,11 @@
 """Test helpers: a live HTTP server around create_app(), and credentials."""
 
+import contextlib
 import socket
 import threading
+import uuid
 
+import pymongo
 import requests
 from werkzeug.serving import make_server
 
@@ -75,3 +78,19 @@ class ApiSession(requests.Session):
         """PATCH/PUT/DELETE an item with If-Match set to its current ETag."""
         etag = self.get(url).json()["_etag"]
         return self.request(method, url, json=json, headers={"If-Match": etag}, **kwargs)
+
+
+@contextlib.contextmanager
+def seeded_server(mongo_uri, users_file, name, seeds, auth, **overrides):
+    """Serve a database of its own, seeded with (path, document) POSTs as `auth`; drop it afterwards."""
+    dbname = f"test_{name}_{uuid.uuid4().hex[:8]}"
+    live = LiveServer(dict({"MONGO_URI": mongo_uri, "MONGO_DBNAME": dbname, "USERS_FILE": users_file}, **overrides))
+    try:
+        with live.session(auth) as session:
+            for path, doc in seeds:
+                assert session.post(path, json=doc).status_code == 201
+        yield live
+    finally:
+        live.stop()
+        with pymongo.MongoClient(mongo_uri) as client:
+            client.drop_database(dbname)

@@ -6,23 +6,16 @@ found here becomes a named regression test in test_bad_input.py. More examples: 
 """
 
 import collections
-import importlib.util
-import uuid
 
-import pymongo
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import checks
 
-if importlib.util.find_spec("resource_manager.openapi") is None:
-    pytest.skip("no /openapi.json on this branch (the web branch serves it)", allow_module_level=True)
+from resource_manager import openapi
+from resource_manager.app import create_app
 
-import schemathesis  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis import checks  # noqa: E402
-
-from resource_manager import openapi  # noqa: E402
-from resource_manager.app import create_app  # noqa: E402
-
-from .support import ADMIN, OPERATOR, READER, LiveServer  # noqa: E402
+from .support import ADMIN, OPERATOR, READER, seeded_server
 
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance]
@@ -56,16 +49,9 @@ def fuzz_settings(examples):
 
 @pytest.fixture(scope="module")
 def fuzz_server(localdb, users_file):
-    dbname = f"test_fuzz_{uuid.uuid4().hex[:8]}"
-    live = LiveServer({"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users_file,
-                       "AUTH_MAX_FAILURES": 10**6, "SECRET_KEY": "fuzz-secret"})
-    with live.session(ADMIN) as admin:
-        for path, doc in SEEDS:
-            assert admin.post(path, json=doc).status_code == 201
-    yield live
-    live.stop()
-    with pymongo.MongoClient(localdb.uri) as client:
-        client.drop_database(dbname)
+    with seeded_server(localdb.uri, users_file, "fuzz", SEEDS, ADMIN,
+                       AUTH_MAX_FAILURES=10**6, SECRET_KEY="fuzz-secret") as live:
+        yield live
     print(f"\nfuzzing: {sum(STATUSES.values())} requests; status codes: {dict(sorted(STATUSES.items()))}")
 
 

@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import stat
-import uuid
 
 import pymongo
 import pytest
@@ -16,7 +15,7 @@ from requests.adapters import HTTPAdapter
 from resource_manager import users
 from resource_manager.ratelimit import FailureLimiter
 
-from .support import ADMIN, OPERATOR, PASSWORDS, READER, LiveServer
+from .support import ADMIN, OPERATOR, PASSWORDS, READER, LiveServer, seeded_server
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 SEEDS = [("/machines", {"hostname": "seed-1", "state": "idle"}),
@@ -38,17 +37,10 @@ def snapshot(db):
 @pytest.fixture(scope="module")
 def server(localdb, users_file):
     """One server for the route sweeps; the failure limit is out of the way (tested on its own below)."""
-    dbname = f"test_security_{uuid.uuid4().hex[:8]}"
     # With a SECRET_KEY, so that the dashboard (where there is one) accepts sign-ins and forms.
-    live = LiveServer({"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users_file,
-                       "AUTH_MAX_FAILURES": 10**6, "SECRET_KEY": "test-secret-key"})
-    with live.session(OPERATOR) as operator:
-        for path, doc in SEEDS:
-            assert operator.post(path, json=doc).status_code == 201
-    yield live
-    live.stop()
-    with pymongo.MongoClient(localdb.uri) as client:
-        client.drop_database(dbname)
+    with seeded_server(localdb.uri, users_file, "security", SEEDS, OPERATOR,
+                       AUTH_MAX_FAILURES=10**6, SECRET_KEY="test-secret-key") as live:
+        yield live
 
 
 def write_routes(app):
