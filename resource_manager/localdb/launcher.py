@@ -2,6 +2,7 @@
 
 import ctypes
 import fcntl
+import glob
 import hashlib
 import logging
 import os
@@ -15,8 +16,11 @@ import time
 import pymongo
 import pymongo.errors
 
+from .postgres import Postgres, PostgresError
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ("main.go", "go.mod", "go.sum")
+ENGINES = ("postgresql", "sqlite")
 log = logging.getLogger(__name__)
 
 
@@ -76,81 +80,147 @@ def _die_with_parent():
         pass
 
 
-class LocalDB:
-    """One embedded database process serving `data_dir` on 127.0.0.1:`port` (0: any free port)."""
+def sqlite_files(data_dir):
+    """Return the SQLite databases of the former default engine in `data_dir`."""
+    return sorted(glob.glob(os.path.join(glob.escape(data_dir), "*.sqlite")))
 
-    def __init__(self, data_dir, port=0, log_path=None):
+
+def default_engine():
+    """Return the storage of the embedded database: RM_LOCALDB_ENGINE, else postgresql."""
+    engine = os.environ.get("RM_LOCALDB_ENGINE") or "postgresql"
+    if engine not in ENGINES:
+        raise LocalDBError(f"RM_LOCALDB_ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}")
+    return engine
+
+
+def spawn_ferretdb(binary, listen, backend, log_path):
+    """Start the Go program with `backend` arguments; it dies with this process."""
+    env = dict(os.environ, DO_NOT_TRACK="1")
+    with open(log_path, "ab") as logfile:
+        return subprocess.Popen(
+            [binary, "-listen", listen, *backend, "-log-level", os.environ.get("RM_LOCALDB_LOG_LEVEL", "warn")],
+            stdout=subprocess.PIPE, stderr=logfile, stdin=subprocess.DEVNULL, env=env,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+
+
+def read_ready_line(process, timeout):
+    """Return the mongodb:// URI the Go program prints once it listens, or None."""
+    result = {}
+
+    def read():
+        result["line"] = process.stdout.readline().decode(errors="replace").strip()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    line = result.get("line", "")
+    return line.split(" ", 1)[1] if line.startswith("ready ") else None
+
+
+def wait_for_ping(uri, process, timeout):
+    """Wait until the server at `uri` answers a ping; raise LocalDBError if it does not in time."""
+    deadline = time.monotonic() + timeout
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=500)
+    try:
+        while True:
+            try:
+                client.admin.command("ping")
+                return
+            except pymongo.errors.PyMongoError as e:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise LocalDBError(f"the embedded database does not answer: {e}") from e
+                time.sleep(0.1)
+    finally:
+        client.close()
+
+
+class LocalDB:
+    """The embedded database serving `data_dir` on 127.0.0.1:`port` (0: any free port).
+
+    `engine` "postgresql" (the default, see default_engine()): FerretDB over a PostgreSQL server of
+    ours with its data in DATA_DIR/pg; "sqlite": FerretDB over SQLite files in DATA_DIR, the former
+    default. SQLite files found beside a PostgreSQL start are migrated into it (migrate.py).
+    """
+
+    def __init__(self, data_dir, port=0, log_path=None, engine=None):
         self.data_dir = os.path.abspath(data_dir)
         self.port = port
         self.log_path = log_path or os.path.join(self.data_dir, "localdb.log")
+        self.engine = engine or default_engine()
         self.process = None
+        self.postgres = None
         self.uri = None
+        self._lock = None
 
     def start(self, timeout=60):
         """Start the database and return its mongodb:// URI once it answers a ping.
 
-        Raises LocalDBError when it does not come up within `timeout` seconds.
+        Raises LocalDBError when it does not come up within `timeout` seconds, or when another
+        launcher serves the same data directory.
         """
         binary = build()
         os.makedirs(self.data_dir, exist_ok=True)
-        env = dict(os.environ, DO_NOT_TRACK="1")
-        logfile = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [binary, "-listen", f"127.0.0.1:{self.port}", "-data-dir", self.data_dir],
-            stdout=subprocess.PIPE, stderr=logfile, stdin=subprocess.DEVNULL, env=env,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
-        logfile.close()
-        self.uri = self._read_ready_line(timeout)
-        self.port = int(self.uri.rsplit(":", 1)[1].strip("/"))
-        self._wait_for_ping(timeout)
+        self._lock_data_dir()
+        try:
+            if self.engine == "postgresql":
+                self.postgres = Postgres(os.path.join(self.data_dir, "pg"), os.path.join(self.data_dir, "postgres.log"))
+                backend = ["-handler", "postgresql", "-postgresql-url", self.postgres.start(timeout)]
+            else:
+                backend = ["-handler", "sqlite", "-data-dir", self.data_dir]
+            self.process = spawn_ferretdb(binary, f"127.0.0.1:{self.port}", backend, self.log_path)
+            self.uri = read_ready_line(self.process, timeout)
+            if self.uri is None:
+                raise LocalDBError(f"the embedded database did not start (see {self.log_path})")
+            self.port = int(self.uri.rsplit(":", 1)[1].strip("/"))
+            wait_for_ping(self.uri, self.process, timeout)
+            if self.engine == "postgresql" and sqlite_files(self.data_dir):
+                from .migrate import migrate_sqlite
+
+                migrate_sqlite(binary, self.data_dir, self.uri, timeout)
+        except (LocalDBError, PostgresError, OSError) as e:
+            self.stop()
+            if isinstance(e, LocalDBError):
+                raise
+            raise LocalDBError(f"the embedded database did not start: {e}") from e
+        except BaseException:
+            self.stop()
+            raise
         return self.uri
 
-    def _read_ready_line(self, timeout):
-        result = {}
-
-        def read():
-            result["line"] = self.process.stdout.readline().decode(errors="replace").strip()
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(timeout)
-        line = result.get("line", "")
-        if not line.startswith("ready "):
-            self.stop()
-            raise LocalDBError(f"the embedded database did not start (see {self.log_path}): {line or 'no output'}")
-        return line.split(" ", 1)[1]
-
-    def _wait_for_ping(self, timeout):
-        deadline = time.monotonic() + timeout
-        client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500)
+    def _lock_data_dir(self):
+        # Held while we serve: a second launcher on the same data fails at once, and a launcher
+        # that died (even by SIGKILL) has released it, so whatever it left may be stopped.
+        self._lock = open(os.path.join(self.data_dir, "localdb.lock"), "w")
         try:
-            while True:
-                try:
-                    client.admin.command("ping")
-                    return
-                except pymongo.errors.PyMongoError as e:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        self.stop()
-                        raise LocalDBError(f"the embedded database does not answer: {e}") from e
-                    time.sleep(0.1)
-        finally:
-            client.close()
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise LocalDBError(f"{self.data_dir} is in use by another embedded database launcher") from None
+
+    def alive(self):
+        """Return whether every process of the database still runs."""
+        processes = [self.process] + ([self.postgres.process] if self.postgres else [])
+        return all(p is not None and p.poll() is None for p in processes)
 
     def stop(self, timeout=10):
-        """Stop the database (SIGTERM, then SIGKILL after `timeout` seconds)."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout:
-            self.process.stdout.close()
-        self.process = None
+        """Stop the database (SIGTERM, then SIGKILL after `timeout` seconds), then its PostgreSQL."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            if self.process.stdout:
+                self.process.stdout.close()
+            self.process = None
+        if self.postgres is not None:
+            self.postgres.stop(timeout)
+            self.postgres = None
+        self._unlock()
 
     def kill(self):
         """Kill the database at once (SIGKILL), as a crash would."""
@@ -159,6 +229,15 @@ class LocalDB:
             self.process.wait()
             self.process.stdout.close()
             self.process = None
+        if self.postgres is not None:
+            self.postgres.kill()
+            self.postgres = None
+        self._unlock()
+
+    def _unlock(self):
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def __enter__(self):
         self.start()

@@ -1,5 +1,8 @@
-// Command rm-localdb serves a MongoDB-compatible database (FerretDB over SQLite)
-// on a loopback address, for development and tests of ResourceManager.
+// Command rm-localdb serves a MongoDB-compatible database (FerretDB) on a
+// loopback address, for development, tests and small installations of
+// ResourceManager. Its storage is a PostgreSQL server that our launcher runs
+// (-handler postgresql, the default), or SQLite files in a directory
+// (-handler sqlite, the former default, kept to migrate old data).
 //
 // It prints one line "ready <mongodb-uri>" on stdout once it accepts
 // connections, and stops cleanly on SIGINT or SIGTERM.
@@ -21,17 +24,19 @@ import (
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "loopback host:port to listen on (port 0 picks a free one)")
-	dataDir := flag.String("data-dir", "", "directory for the SQLite files (required)")
+	handler := flag.String("handler", "postgresql", "storage: postgresql or sqlite")
+	pgURL := flag.String("postgresql-url", "", "PostgreSQL connection string (required for -handler postgresql)")
+	dataDir := flag.String("data-dir", "", "directory for the SQLite files (required for -handler sqlite)")
 	logLevel := flag.String("log-level", "warn", "debug, info, warn or error")
 	flag.Parse()
 
-	if err := run(*listen, *dataDir, *logLevel); err != nil {
+	if err := run(*listen, *handler, *pgURL, *dataDir, *logLevel); err != nil {
 		fmt.Fprintln(os.Stderr, "rm-localdb:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, dataDir, logLevel string) error {
+func run(listen, handler, pgURL, dataDir, logLevel string) error {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
 		return fmt.Errorf("bad -listen %q: %w", listen, err)
@@ -40,15 +45,27 @@ func run(listen, dataDir, logLevel string) error {
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 		return fmt.Errorf("-listen must be a loopback IP address, not %q", host)
 	}
-	if dataDir == "" {
-		return fmt.Errorf("-data-dir is required")
-	}
-	abs, err := filepath.Abs(dataDir)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return err
+	config := ferretdb.Config{Listener: ferretdb.ListenerConfig{TCP: listen}, Handler: handler}
+	switch handler {
+	case "postgresql":
+		if pgURL == "" {
+			return fmt.Errorf("-postgresql-url is required with -handler postgresql")
+		}
+		config.PostgreSQLURL = pgURL
+	case "sqlite":
+		if dataDir == "" {
+			return fmt.Errorf("-data-dir is required with -handler sqlite")
+		}
+		abs, err := filepath.Abs(dataDir)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(abs, 0o700); err != nil {
+			return err
+		}
+		config.SQLiteURL = "file:" + abs + "/"
+	default:
+		return fmt.Errorf("bad -handler %q: postgresql or sqlite", handler)
 	}
 
 	// The embedded package never starts telemetry; say so to anything else that looks.
@@ -58,14 +75,9 @@ func run(listen, dataDir, logLevel string) error {
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		return fmt.Errorf("bad -log-level %q: %w", logLevel, err)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	config.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	db, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: listen},
-		Logger:    logger,
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/",
-	})
+	db, err := ferretdb.New(&config)
 	if err != nil {
 		return err
 	}
