@@ -1,8 +1,9 @@
 """Eve's Mongo data layer, with three corrections.
 
 - Writes use the write concern of MONGO_URI (`w=majority` on a replica set); Eve would force w=1.
-- A change that hits a unique index (a PATCH or PUT renaming onto a taken name) answers 409,
-  as an insert does; Eve answers a bare 400.
+- A write that hits a unique index answers 409 naming the taken value, on MongoDB and on the
+  embedded database (SQLite or PostgreSQL) alike: an insert (E11000 everywhere), and a PATCH or PUT
+  renaming onto a taken name (Eve answers a bare 400 there; FerretDB does not even say E11000).
 - Listings count the matches only when they must (see Mongo.find): Eve counts on every page,
   and on the embedded database a count scans the whole collection.
 """
@@ -15,12 +16,15 @@ import pymongo.errors
 from eve.io.mongo import Mongo as EveMongo
 from werkzeug.exceptions import Conflict
 
+from .settings import NAME_FIELDS
+
 
 class DuplicateName(Conflict):
     """A write collided with a unique index: the name is taken."""
 
-    def __init__(self, error):
-        key = ", ".join(f"{k} '{v}'" for k, v in (error.details or {}).get("keyValue", {}).items())
+    def __init__(self, error, key_value=None):
+        key_value = key_value or (getattr(error, "details", None) or {}).get("keyValue", {})
+        key = ", ".join(f"{k} '{v}'" for k, v in key_value.items())
         super().__init__(description=f"duplicate {key}: it exists already" if key
                          else "duplicate value of a unique field (hostname or address): it exists already")
 
@@ -29,8 +33,11 @@ def is_duplicate(error):
     """Return whether a write error is a unique-index violation."""
     if isinstance(error, pymongo.errors.DuplicateKeyError):
         return True
-    # FerretDB/SQLite reports a unique violation on update as a generic error, not E11000.
-    return isinstance(error, pymongo.errors.OperationFailure) and "UNIQUE constraint failed" in str(error)
+    # FerretDB reports a unique violation on update as a generic error (code 1), not E11000:
+    # SQLite's text on SQLite, PostgreSQL's SQLSTATE 23505 (unique_violation) on PostgreSQL.
+    text = str(error)
+    return isinstance(error, pymongo.errors.OperationFailure) and (
+        "UNIQUE constraint failed" in text or "SQLSTATE 23505" in text)
 
 
 class _Collection:
@@ -102,6 +109,27 @@ class Mongo(EveMongo):
                 self._counts.clear()
             self._counts[key] = (count, now, now)
         return documents, count
+
+    def insert(self, resource, doc_or_docs):
+        """Insert like Eve, answering 409 naming the taken value when a unique index refuses a document.
+
+        The index decides, atomically, on every engine; single documents are not checked before
+        (see validation.py), so a duplicate POST costs one insert, not a query and an insert.
+        """
+        docs = [doc_or_docs] if isinstance(doc_or_docs, dict) else doc_or_docs
+        coll = self.get_collection_with_write_concern(self._datasource_ex(resource)[0], resource)
+        try:
+            return coll.insert_many(docs, ordered=True).inserted_ids
+        except pymongo.errors.BulkWriteError as e:
+            duplicates = [w for w in e.details.get("writeErrors", []) if w.get("code") == 11000]
+            if not duplicates:
+                raise
+            key_value = duplicates[0].get("keyValue")
+            field = NAME_FIELDS.get(resource)
+            document = docs[duplicates[0].get("index", 0)]
+            if not key_value and field in document:
+                key_value = {field: document[field]}
+            raise DuplicateName(e, key_value) from None
 
     def get_collection_with_write_concern(self, datasource, resource):
         return _Collection(self.pymongo(resource).db[datasource])

@@ -58,7 +58,8 @@ def main(argv=None):
 
         localdb = LocalDB(os.path.join(args.data_dir, "db"), port=int(os.environ.get("RM_LOCALDB_PORT", "0")))
         os.environ["MONGO_URI"] = localdb.start()
-        log.info("embedded database (FerretDB/SQLite) at %s, data in %s", localdb.uri, localdb.data_dir)
+        log.info("embedded database (FerretDB over %s) at %s, data in %s", localdb.engine, localdb.uri,
+                 localdb.data_dir)
     if args.dev_account and not os.environ.get("RM_USERS_FILE"):
         os.environ["RM_USERS_FILE"] = os.path.join(args.data_dir, "users.json")
         ensure_dev_account(os.environ["RM_USERS_FILE"])

@@ -44,12 +44,15 @@ class Validator(EveValidator):
     """Eve's validator plus the `ip_address` rule and `canonical_ip` coercion."""
 
     def _check_unique(self, unique, field, value):
-        # Eve checks each document of a bulk POST with its own query, and every query but
-        # {_id: x} scans on our database: importing N rows cost N scans. One query answers
-        # for the whole batch instead. The unique index still decides races at insert.
+        # Every `unique` field has a unique index (settings.NAME_FIELDS, db.py), which decides at
+        # the write itself, atomically, on every engine: a single POST, PUT or PATCH is not
+        # queried first (Eve's rule was a read-then-check that raced anyway); the 409 comes from
+        # the index (datalayer.py). A bulk POST is checked first, with one query for the whole
+        # batch, so that a taken or repeated name stores none of it (an ordered insert would
+        # have stored the documents before it) and each bad document is named in its _issues.
         batch = _bulk_values(field) if unique and not self.document_path else None
         if batch is None:
-            return super()._validate_unique(unique, field, value)
+            return None
         if value in _taken(self.resource, field, batch):
             self._error(field, f"value '{value}' is not unique")
         elif value in g.rm_unique_seen.setdefault(field, set()):

@@ -126,7 +126,7 @@ def test_validation_error_spells_out_the_fields(cli, server):
 
 def test_duplicate_name_is_exit_4(cli, machines):
     result = cli("create", "hostname=a1", "state=idle")
-    assert result.code == 4 and "hostname: value 'a1' is not unique" in result.err
+    assert (result.code, result.err) == (4, "rmctl: POST /machines: 409 duplicate hostname 'a1': it exists already\n")
 
 
 def test_wrong_password_is_401_with_a_hint(cli):

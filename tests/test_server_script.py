@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import requests
 
 from .support import free_port
@@ -30,6 +31,10 @@ def localdb_children(pid):
     return [int(line.split()[0]) for line in out.splitlines() if "rm-localdb" in line]
 
 
+def descendants(pid):
+    return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+
+
 def test_server_script_serves_with_dev_account_and_stops_everything(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RM_") and k != "MONGO_URI"}
@@ -45,6 +50,8 @@ def test_server_script_serves_with_dev_account_and_stops_everything(tmp_path):
         assert created.status_code == 201
         children = localdb_children(process.pid)
         assert len(children) == 1
+        everything = descendants(process.pid)  # FerretDB, PostgreSQL and its backends
+        assert len(everything) >= 3
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
@@ -52,3 +59,4 @@ def test_server_script_serves_with_dev_account_and_stops_everything(tmp_path):
     assert "DEVELOPMENT ACCOUNT" in output and "admin" in output
     assert os.path.exists(tmp_path / "users.json")
     assert not alive(children[0])
+    assert not any(alive(pid) for pid in everything)
