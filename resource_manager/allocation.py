@@ -14,6 +14,7 @@ undo:     machines idle -> claims deleted -> reservation deleted
 
 import datetime
 import hashlib
+import itertools
 import json
 import time
 
@@ -212,7 +213,7 @@ def _claim_candidates(db, res, need):
     got = []
     with db.machines.find(query, {"hostname": 1}, batch_size=batch) as cursor:
         while len(got) < need:
-            chunk = [m for _, m in zip(range(batch), cursor)]
+            chunk = list(itertools.islice(cursor, batch))
             if not chunk:
                 break
             for candidate in sorted(chunk, key=lambda m: m["hostname"]):

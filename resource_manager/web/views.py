@@ -3,7 +3,7 @@
 import json
 
 from eve.methods.patch import patch_internal
-from flask import abort, flash, g, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
@@ -38,9 +38,10 @@ def _show(value):
 def dashboard():
     """Show counts, pools, reservations and one page of the machines table."""
     query = queries.MachineQuery(request.args)
-    counts, total, rows, pages = queries.overview(query)
+    max_age = float(current_app.config.get("DASHBOARD_CACHE_SECONDS", queries.DEFAULT_CACHE_SECONDS))
+    counts, total, rows, pages, age = queries.overview(query, max_age)
     return render_template(
-        "dashboard.html", query=query, counts=counts, machines=rows, total=total,
+        "dashboard.html", query=query, counts=counts, machines=rows, total=total, age=age, max_age=max_age,
         pages=pages, reservations=alloc.active_reservations(), pools=alloc.pools(),
         allocation=alloc.available())
 
@@ -85,6 +86,7 @@ def set_state(hostname):
         return redirect(back, code=303)
     if status != 200:
         abort(status if 400 <= status < 600 else 500, description=f"could not mark {hostname} {state}")
+    queries.forget()
     flash(f"{hostname} is now {state}.", "success")
     return redirect(signin.safe_next(request.form.get("next"), back), code=303)
 
@@ -102,6 +104,7 @@ def release(reservation_id):
     else:
         if released is None:
             abort(404, description=f"no reservation {reservation_id}")
+        queries.forget()
         flash(f"Freed {', '.join(released)}." if released else "Nothing to free: already released.", "success")
     return redirect(signin.safe_next(request.form.get("next"), url_for("home")), code=303)
 
