@@ -4,8 +4,8 @@
 - A write that hits a unique index answers 409 naming the taken value, on MongoDB and on the
   embedded database (SQLite or PostgreSQL) alike: an insert (E11000 everywhere), and a PATCH or PUT
   renaming onto a taken name (Eve answers a bare 400 there; FerretDB does not even say E11000).
-- Listings count the matches only when they must (see Mongo.find): Eve counts on every page,
-  and on the embedded database a count scans the whole collection.
+- Listings count the matches only when they must, and reuse a recent count (see Mongo.find): Eve
+  counts on every page, and on the embedded database a count decodes every match.
 """
 
 import json
@@ -81,29 +81,41 @@ class Mongo(EveMongo):
     def find(self, resource, req, sub_resource_lookup, perform_count=True):
         """Return (documents, total), counting only when the page itself cannot tell the total.
 
-        A page shorter than max_results is the last one: total = skip + its length, exactly.
-        A full page 1 is counted; later pages of the same query reuse that count while the
-        listing goes on, so N pages cost one count instead of N (a skip-paged listing under
-        concurrent writes is no snapshot anyway; its items stay fresh).
+        One document more than the page is read, so whether another page follows is always
+        exact. A page with none after it gives the exact total itself (skip + its length).
+        Otherwise the total is a count of the query made in this process at most
+        COUNT_CACHE_SECONDS ago (10; 0: always now), and never below what this page proves
+        exists; later pages of a listing reuse page 1's count while the listing goes on (at
+        most COUNT_IDLE_SECONDS apart, COUNT_MAX_SECONDS in all). On the embedded database a
+        count decodes every match, a second or more at 10,000; a skip-paged listing under
+        concurrent writes is no snapshot anyway, and its items are always read now.
         """
         cursor, _ = super().find(resource, req, sub_resource_lookup, perform_count=False)
         if not perform_count:
             return cursor, None
+        paginated = bool(req and req.max_results)
+        if paginated:
+            cursor.limit(req.max_results + 1)
         documents = list(cursor)
-        if not (req and req.max_results):  # not paginated: every match is here
+        if not paginated:  # every match is here
             return documents, len(documents)
+        more = len(documents) > req.max_results
+        documents = documents[:req.max_results]
         skip = (req.page - 1) * req.max_results
-        if len(documents) < req.max_results and (documents or req.page == 1):
+        if not more and (documents or req.page == 1):
             return documents, skip + len(documents)
+        least = skip + len(documents) + more if documents else 0  # what this page proves exists
         key = (resource, req.where or "", json.dumps(sub_resource_lookup, sort_keys=True, default=str))
+        fresh_for = float(self.app.config.get("COUNT_CACHE_SECONDS", 10))
         now = time.monotonic()
         with self._counts_lock:
             count, counted, used = self._counts.get(key, (None, 0.0, 0.0))
-            if (req.page > 1 and count is not None and count >= skip + len(documents)
-                    and now - used < self.COUNT_IDLE_SECONDS and now - counted < self.COUNT_MAX_SECONDS):
+            listing = (req.page > 1 and now - used < self.COUNT_IDLE_SECONDS
+                       and now - counted < self.COUNT_MAX_SECONDS)
+            if count is not None and count >= least and (now - counted < fresh_for or listing):
                 self._counts[key] = (count, counted, now)
                 return documents, count
-        count = super().find(resource, req, sub_resource_lookup)[1]  # an unexecuted cursor, and the count
+        count = max(super().find(resource, req, sub_resource_lookup)[1], least)  # an unexecuted cursor, and the count
         with self._counts_lock:
             if len(self._counts) > 1000:
                 self._counts.clear()

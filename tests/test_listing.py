@@ -49,9 +49,28 @@ def test_a_page_beyond_the_end_reports_the_total(server, anon):
     assert body["_items"] == [] and body["_meta"]["total"] == 12
 
 
-def test_page_one_always_counts_afresh(server, anon, operator):
+def test_a_full_page_reuses_a_recent_count_but_its_links_and_the_last_page_are_exact(server, anon, operator):
     seed(server, 10)
     assert anon.get("/machines", params={"max_results": 5}).json()["_meta"]["total"] == 10
     assert operator.post("/machines", json={"hostname": "new", "state": "idle"}).status_code == 201
-    assert anon.get("/machines", params={"max_results": 5}).json()["_meta"]["total"] == 11
+    first = anon.get("/machines", params={"max_results": 5}).json()
+    assert first["_meta"]["total"] == 10 and "next" in first["_links"]  # counted before, within COUNT_CACHE_SECONDS
+    second = anon.get("/machines", params={"max_results": 5, "page": 2}).json()
+    assert "next" in second["_links"]  # the page proves an 11th exists, whatever the count said
+    assert second["_meta"]["total"] == 11
     assert anon.get("/machines", params={"max_results": 5, "page": 3}).json()["_meta"]["total"] == 11
+
+
+def test_without_a_count_cache_page_one_always_counts_afresh(overrides, server):
+    from .support import OPERATOR, LiveServer
+
+    live = LiveServer(dict(overrides, COUNT_CACHE_SECONDS=0))
+    try:
+        anon, operator = live.session(), live.session(OPERATOR)
+        seed(server, 10)
+        assert anon.get("/machines", params={"max_results": 5}).json()["_meta"]["total"] == 10
+        assert operator.post("/machines", json={"hostname": "new", "state": "idle"}).status_code == 201
+        assert anon.get("/machines", params={"max_results": 5}).json()["_meta"]["total"] == 11
+        assert anon.get("/machines", params={"max_results": 5, "page": 3}).json()["_meta"]["total"] == 11
+    finally:
+        live.stop()
