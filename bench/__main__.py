@@ -18,6 +18,7 @@ from .deployed import ROOT, Gunicorn
 
 BENCH_USERS = {"admin": ("bench-admin-pw", "admin"), "operator": ("bench-operator-pw", "operator")}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"
 
 
 class Env:
@@ -131,13 +132,15 @@ def machine():
             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
 
 
-def write_markdown(path, text):
-    """Replace the generated part of BENCHMARKS.md, keeping the hand-written findings around it."""
-    old = open(path, encoding="utf-8").read() if os.path.exists(path) else f"# Benchmarks\n\n{START}\n{END}\n"
-    head, _, rest = old.partition(START)
-    _, _, tail = rest.partition(END)
+def write_markdown(path, text, start=START, end=END):
+    """Replace a generated part of BENCHMARKS.md, keeping the hand-written findings around it."""
+    old = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n"
+    if start not in old:
+        old += f"\n{start}\n{end}\n"
+    head, _, rest = old.partition(start)
+    _, _, tail = rest.partition(end)
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write(f"{head}{START}\n{text}\n{END}{tail}")
+        fh.write(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def main(argv=None):
@@ -145,12 +148,26 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3, help="runs per benchmark (medians are reported)")
     parser.add_argument("--only", help="run only benchmarks whose function name contains this")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    parser.add_argument("--scale", default="10000",
+                        help="fleet sizes for the interactive targets, comma-separated (e.g. 1000,10000,50000); "
+                             "0 or empty skips them")
+    parser.add_argument("--samples", type=int, default=25, help="samples per latency at each fleet size")
     args = parser.parse_args(argv)
+    sizes = [int(s.replace("_", "")) for s in args.scale.split(",") if s.strip() and int(s) > 0]
     workdir = tempfile.mkdtemp(prefix="rm-bench-")
     env = Env(workdir)
-    results = []
+    results, scaled = [], {}
     try:
+        if sizes and (not args.only or args.only in "scale"):
+            from . import scale
+
+            for size in sizes:
+                print(f"running scale at {size:,} machines ...", file=sys.stderr, flush=True)
+                scaled[size] = scale.measure(env, size, args.samples, workdir)
+                print(scale.report({size: scaled[size]}), file=sys.stderr, flush=True)
         for bench in benchmarks():
+            if args.only == "scale":
+                break
             name = getattr(bench, "__name__", "")
             if args.only and args.only not in name and args.only not in repr(bench):
                 continue
@@ -163,11 +180,21 @@ def main(argv=None):
     finally:
         env.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    text = (f"Measured on {machine()}; the API as deployed (gunicorn, `resource_manager/gunicorn_conf.py` "
-            f"defaults) on the embedded database, clients on the same machine.\n\n{table(results)}")
-    print(text)
-    if not args.no_write and not args.only:
-        write_markdown(os.path.join(ROOT, "BENCHMARKS.md"), text)
+    engine = env.localdb.engine
+    intro = (f"Measured on {machine()}; the API as deployed (gunicorn, `resource_manager/gunicorn_conf.py` "
+             f"defaults) on the embedded database (FerretDB over {engine}), clients on the same machine.")
+    if results:
+        text = f"{intro}\n\n{table(results)}"
+        print(text)
+        if not args.no_write and not args.only:
+            write_markdown(os.path.join(ROOT, "BENCHMARKS.md"), text)
+    if scaled:
+        from . import scale
+
+        text = f"{intro}\n\n{scale.report(scaled)}"
+        print(text)
+        if not args.no_write:
+            write_markdown(os.path.join(ROOT, "BENCHMARKS.md"), text, SCALE_START, SCALE_END)
     return 0
 
 
