@@ -8,6 +8,8 @@
   counts on every page, and on the embedded database a count decodes every match.
 """
 
+import datetime
+import hashlib
 import json
 import threading
 import time
@@ -17,6 +19,16 @@ from eve.io.mongo import Mongo as EveMongo
 from werkzeug.exceptions import Conflict
 
 from .settings import NAME_FIELDS
+
+COUNTS = "listing_counts"  # recent listing counts shared by the workers: {_id: digest of the query, count, at}
+
+
+def _count_id(key):
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
+
+
+def _aware(when):
+    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
 
 
 class DuplicateName(Conflict):
@@ -83,12 +95,13 @@ class Mongo(EveMongo):
 
         One document more than the page is read, so whether another page follows is always
         exact. A page with none after it gives the exact total itself (skip + its length).
-        Otherwise the total is a count of the query made in this process at most
-        COUNT_CACHE_SECONDS ago (10; 0: always now), and never below what this page proves
-        exists; later pages of a listing reuse page 1's count while the listing goes on (at
-        most COUNT_IDLE_SECONDS apart, COUNT_MAX_SECONDS in all). On the embedded database a
-        count decodes every match, a second or more at 10,000; a skip-paged listing under
-        concurrent writes is no snapshot anyway, and its items are always read now.
+        Otherwise the total is a count of the query made at most COUNT_CACHE_SECONDS ago (10;
+        0: always now) by this process or another worker (collection `listing_counts`), and
+        never below what this page proves exists; later pages of a listing reuse page 1's count
+        while the listing goes on (at most COUNT_IDLE_SECONDS apart, COUNT_MAX_SECONDS in all).
+        On the embedded database a count decodes every match, a second or more at 10,000; a
+        skip-paged listing under concurrent writes is no snapshot anyway, and its items are
+        always read now.
         """
         cursor, _ = super().find(resource, req, sub_resource_lookup, perform_count=False)
         if not perform_count:
@@ -115,12 +128,36 @@ class Mongo(EveMongo):
             if count is not None and count >= least and (now - counted < fresh_for or listing):
                 self._counts[key] = (count, counted, now)
                 return documents, count
-        count = max(super().find(resource, req, sub_resource_lookup)[1], least)  # an unexecuted cursor, and the count
+        count = self._shared_count(key, fresh_for, least) if fresh_for > 0 else None
+        if count is None:
+            # super().find gives an unexecuted cursor, and the count
+            count = max(super().find(resource, req, sub_resource_lookup)[1], least)
+            if fresh_for > 0:
+                self._share_count(key, count)
         with self._counts_lock:
             if len(self._counts) > 1000:
                 self._counts.clear()
             self._counts[key] = (count, now, now)
         return documents, count
+
+    def _shared_count(self, key, fresh_for, least):
+        # A count another worker made recently (one read by _id), so that N workers count once.
+        try:
+            doc = self.driver.db[COUNTS].find_one({"_id": _count_id(key)})
+        except pymongo.errors.PyMongoError:
+            return None
+        if doc is None or not isinstance(doc.get("count"), int) or doc["count"] < least:
+            return None
+        age = (datetime.datetime.now(datetime.timezone.utc) - _aware(doc["at"])).total_seconds()
+        return doc["count"] if 0 <= age < fresh_for else None
+
+    def _share_count(self, key, count):
+        try:
+            self.driver.db[COUNTS].replace_one(
+                {"_id": _count_id(key)}, {"count": count, "at": datetime.datetime.now(datetime.timezone.utc)},
+                upsert=True)
+        except pymongo.errors.PyMongoError:
+            pass  # only a cache: the next listing counts again
 
     def insert(self, resource, doc_or_docs):
         """Insert like Eve, answering 409 naming the taken value when a unique index refuses a document.

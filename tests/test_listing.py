@@ -74,3 +74,18 @@ def test_without_a_count_cache_page_one_always_counts_afresh(overrides, server):
         assert anon.get("/machines", params={"max_results": 5, "page": 3}).json()["_meta"]["total"] == 11
     finally:
         live.stop()
+
+
+def test_a_count_made_by_one_worker_serves_the_others(overrides, server, anon):
+    from .support import LiveServer
+
+    seed(server, 10)
+    assert anon.get("/machines", params={"max_results": 5}).json()["_meta"]["total"] == 10
+    seed_more = [{"hostname": f"x{i}", "state": "idle"} for i in range(3)]
+    server.db.machines.insert_many(seed_more)
+    other = LiveServer(overrides)  # another process would do the same: it reads listing_counts
+    try:
+        assert other.session().get("/machines", params={"max_results": 5}).json()["_meta"]["total"] == 10
+        assert other.session().get("/machines", params={"max_results": 5, "page": 3}).json()["_meta"]["total"] == 13
+    finally:
+        other.stop()
