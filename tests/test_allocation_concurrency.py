@@ -84,7 +84,8 @@ def check_machines(db):
     held = [h for r in active for h in r["hostnames"]]
     assert len(held) == len(set(held)), "a machine is in two reservations"
     machines = {m["hostname"]: m for m in db.machines.find()}
-    claims = {c["_id"]: c["holder"] for c in db.machine_claims.find()}
+    names = {m["_id"]: m["hostname"] for m in machines.values()}
+    claims = {names.get(c["_id"], c["_id"]): c["holder"] for c in db.machine_claims.find()}
     for res in active:
         assert len(res["hostnames"]) == res["count"], "an incomplete reservation"
         for hostname in res["hostnames"]:
@@ -230,10 +231,12 @@ def test_crashed_reserver_leaves_nothing_held_after_the_sweep(cluster):
     db.reservations.insert_one({"_id": "crashed", "state": "pending", "owner": "x", "job_id": "j", "count": 3,
                                 "where": "{}", "hostnames": [], "machine_ids": [], "_created": long_ago,
                                 "_updated": long_ago, "user": "operator"})
-    db.machine_claims.insert_many([{"_id": h, "holder": "crashed", "at": long_ago} for h in ("m000", "m001")])
+    ids = {m["hostname"]: m["_id"] for m in db.machines.find()}
+    db.machine_claims.insert_many([{"_id": ids[h], "hostname": h, "holder": "crashed", "at": long_ago}
+                                   for h in ("m000", "m001")])
     db.machines.update_one({"hostname": "m000"}, {"$set": {"state": "in_use", "owner": "x", "reservation": "crashed"}})
     # A claim nobody holds.
-    db.machine_claims.insert_one({"_id": "m002", "holder": "vanished", "at": long_ago})
+    db.machine_claims.insert_one({"_id": ids["m002"], "hostname": "m002", "holder": "vanished", "at": long_ago})
     with session() as s:
         s.post(url + "/address-pools", json={"name": "p", "cidr": "10.1.0.0/24", "kind": "public"})
         kept = s.post(url + "/reservations", json={"count": 2}).json()
