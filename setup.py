@@ -31,6 +31,7 @@ setup(
             "rm-server=resource_manager.server:main",
             "rm-users=resource_manager.users:main",
             "rm-sweep=resource_manager.sweep:main",
+            "rm-check=resource_manager.check:main",
         ],
     },
 )

@@ -16,59 +16,30 @@ import pymongo
 import pytest
 import requests
 
-from .cluster import Cluster
+from .cluster import Cluster, emptied, run_threads, shared_cluster
 from .support import ADMIN, OPERATOR
 
 THREADS = 32
 ROUNDS = 3
 MACHINES = 40
-COLLECTIONS = ("machines", "reservations", "reservation_ends", "machine_claims", "address_claims",
-               "address_pools", "allocations", "public_addresses", "private_addresses", "history", "locks")
 
 
 @pytest.fixture(scope="module")
 def shared(localdb, users_file, tmp_path_factory):
     """Two gunicorn servers over one database, for the whole module."""
-    dbname = f"test_conc_{random.randrange(1 << 32):08x}"
-    cluster = Cluster(localdb.uri, dbname, users_file, str(tmp_path_factory.mktemp("cluster")))
-    client = pymongo.MongoClient(localdb.uri, tz_aware=True)
-    yield cluster, client[dbname]
-    cluster.stop()
-    client.drop_database(dbname)
-    client.close()
+    yield from shared_cluster(localdb, users_file, str(tmp_path_factory.mktemp("cluster")), "conc")
 
 
 @pytest.fixture
 def cluster(shared):
     """The shared servers, over emptied collections (indexes kept)."""
-    cluster, db = shared
-    for name in COLLECTIONS:
-        db[name].delete_many({})
-    return cluster, db
+    return emptied(shared)
 
 
 def session(auth=OPERATOR):
     s = requests.Session()
     s.auth = auth
     return s
-
-
-def run_threads(n, target):
-    """Run target(i) in n threads started together; return their results in order."""
-    barrier = threading.Barrier(n)
-    results = [None] * n
-
-    def body(i):
-        barrier.wait()
-        results[i] = target(i)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads)
-    return results
 
 
 def add_machines(url, n, prefix="m"):
