@@ -5,6 +5,11 @@ races at once per round, over several rounds; after every round the database is 
 invariants (resource_manager/check.py), with the values of every acknowledged write.
 """
 
+import datetime
+import os
+import subprocess
+import sys
+
 import pytest
 import requests
 
@@ -308,3 +313,47 @@ def test_overlapping_pools_created_at_once_one_is_refused(cluster):
             codes = sorted(status for status, _ in results[2 * k: 2 * k + 2])
             assert codes == [201, 409], results[2 * k: 2 * k + 2]
         assert db.address_pools.count_documents({"name": {"$regex": f"^o{round_}-"}}) == RACES
+
+
+def run_check(uri, dbname, *args):
+    env = dict(os.environ, MONGO_URI=uri, RM_MONGO_DBNAME=dbname, DO_NOT_TRACK="1")
+    return subprocess.run([sys.executable, "-m", "resource_manager.check", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_sweep_repairs_what_rm_check_calls_repairable(cluster, localdb):
+    cluster, db = cluster
+    url = cluster.urls[0]
+    add(url, [f"c{i}" for i in range(6)])
+    ids = {m["hostname"]: m["_id"] for m in db.machines.find()}
+    long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    # A reserver that died after its first machine, a claim of a reservation that never was, a claim
+    # keyed by hostname (as before 1.1), a machine naming a ghost, an owned address without its claim.
+    db.reservations.insert_one({"_id": "dead", "state": "pending", "owner": "x", "job_id": "j", "count": 2,
+                                "where": "{}", "hostnames": [], "machine_ids": [], "_created": long_ago,
+                                "_updated": long_ago, "user": "operator"})
+    db.machine_claims.insert_one({"_id": ids["c0"], "hostname": "c0", "holder": "dead", "at": long_ago})
+    db.machines.update_one({"hostname": "c0"}, {"$set": {"state": "in_use", "reservation": "dead"}})
+    db.machine_claims.insert_one({"_id": ids["c1"], "hostname": "c1", "holder": "never", "at": long_ago})
+    db.machine_claims.insert_one({"_id": "c2", "holder": "never", "at": long_ago})
+    db.machines.update_one({"hostname": "c3"}, {"$set": {"state": "in_use", "reservation": "ghost"}})
+    db.public_addresses.insert_one({"address": "192.0.2.9", "owner": "someone"})
+
+    found = check(db, grace=0)
+    assert {(v["invariant"], v["item"]) for v in found} == {
+        ("half-done", "reservation dead"), ("one-holder", "machine c1"), ("one-holder", "claim c2"),
+        ("in-use-reserved", "machine c3"), ("address-claimed", "public address 192.0.2.9")}
+    assert all(v["repairable"] for v in found)
+    cli = run_check(localdb.uri, db.name, "--grace", "0")
+    assert cli.returncode == 3 and len(cli.stdout.splitlines()) == 5, cli
+    assert cli.stderr.strip().splitlines()[-1] == "rm-check: 5 violation(s)"
+
+    status, swept = call(url, "POST", "/reservations/sweep?grace=0", auth=ADMIN)
+    assert status == 200 and sorted(swept["released"]) == ["c0", "c3"], swept
+    assert check(db, grace=0) == []
+    assert run_check(localdb.uri, db.name, "--grace", "0").returncode == 0
+    # What no sweep can mend is reported for an operator: a reservation whose machine was deleted behind its back.
+    status, res = call(url, "POST", "/reservations", **reserve_only("c4"))
+    assert status == 201
+    db.machines.delete_one({"hostname": "c4"})
+    assert [(v["invariant"], v["repairable"]) for v in check(db, grace=0)] == [("reserved-machine", False)]
