@@ -357,3 +357,8 @@ def test_the_sweep_repairs_what_rm_check_calls_repairable(cluster, localdb):
     assert status == 201
     db.machines.delete_one({"hostname": "c4"})
     assert [(v["invariant"], v["repairable"]) for v in check(db, grace=0)] == [("reserved-machine", False)]
+
+
+def test_healthz_says_how_writes_are_made_atomic(anon):
+    body = anon.get("/healthz").json()
+    assert (body["engine"], body["writes"]) == ("ferretdb", "serialised by a host-wide lock")
