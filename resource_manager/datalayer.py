@@ -1,5 +1,12 @@
-"""Eve's Mongo data layer, with three corrections.
+"""Eve's Mongo data layer, with these corrections.
 
+- Conditional writes are atomic on every engine (atomic.py): Eve's `{_id, _etag}` updates
+  then really are compare-and-set, so of two writers holding one If-Match, one gets 412.
+- A DELETE removes the version it checked (`{_id, _etag}`), or answers 412: Eve deletes by
+  `_id` alone, so a delete racing a reservation could remove a machine just handed out.
+- A bulk POST stores all of its documents or none: Eve's ordered insert keeps the documents
+  before a duplicate. On FerretDB the insert and its undo hold the write lock, so nobody
+  writes those documents in between; on MongoDB the undo spares a document changed meanwhile.
 - Writes use the write concern of MONGO_URI (`w=majority` on a replica set); Eve would force w=1.
 - A write that hits a unique index answers 409 naming the taken value, on MongoDB and on the
   embedded database (SQLite or PostgreSQL) alike: an insert (E11000 everywhere), and a PATCH or PUT
@@ -8,6 +15,7 @@
   counts on every page, and on the embedded database a count decodes every match.
 """
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -16,8 +24,10 @@ import time
 
 import pymongo.errors
 from eve.io.mongo import Mongo as EveMongo
+from flask import abort, g
 from werkzeug.exceptions import Conflict
 
+from .db import engine
 from .settings import NAME_FIELDS
 
 COUNTS = "listing_counts"  # recent listing counts shared by the workers: {_id: digest of the query, count, at}
@@ -53,7 +63,7 @@ def is_duplicate(error):
 
 
 class _Collection:
-    """A pymongo Collection whose update/replace raise DuplicateName (which Eve lets through)."""
+    """An atomic Collection whose update/replace raise DuplicateName (which Eve lets through)."""
 
     def __init__(self, collection):
         self._collection = collection
@@ -89,6 +99,46 @@ class Mongo(EveMongo):
         super().init_app(app)
         self._counts = {}
         self._counts_lock = threading.Lock()
+        app.on_delete_item += _remember_deleted
+
+    def insert(self, resource, doc_or_docs):
+        """Insert one document or a list of them, all or nothing; return their _ids.
+
+        A unique index refusing a document answers 409 naming the taken value. The index
+        decides, atomically, on every engine; single documents are not checked before (see
+        validation.py), so a duplicate POST costs one insert, not a query and an insert.
+        """
+        docs = [doc_or_docs] if isinstance(doc_or_docs, dict) else list(doc_or_docs)
+        coll = self.get_collection_with_write_concern(self.datasource(resource)[0], resource)
+        with coll.locked() if len(docs) > 1 else contextlib.nullcontext():
+            try:
+                return coll.insert_many(docs, ordered=True).inserted_ids
+            except pymongo.errors.BulkWriteError as e:
+                # Ordered: exactly the first nInserted went in (pymongo gave each its _id).
+                done = docs[:e.details.get("nInserted", 0)]
+                for doc in done:
+                    coll.delete_one({"_id": doc["_id"], "_etag": doc.get("_etag")})
+                duplicates = [err for err in e.details.get("writeErrors") or [] if err.get("code") == 11000]
+                if not duplicates:
+                    raise
+                # MongoDB names the key (keyValue); FerretDB does not, but the document does.
+                key_value = duplicates[0].get("keyValue")
+                field, document = NAME_FIELDS.get(resource), docs[duplicates[0].get("index", 0)]
+                if not key_value and field in document:
+                    key_value = {field: document[field]}
+                raise DuplicateName(pymongo.errors.DuplicateKeyError(
+                    duplicates[0].get("errmsg", ""), 11000, duplicates[0]), key_value) from e
+
+    def remove(self, resource, lookup):
+        """Delete the item Eve checked, only in the version it checked (412 otherwise)."""
+        original = g.pop("rm_deleting", None)
+        if original is None or original[0] != resource:
+            return super().remove(resource, lookup)
+        _resource, _id, etag = original
+        coll = self.get_collection_with_write_concern(self.datasource(resource)[0], resource)
+        if coll.delete_one({"_id": _id, "_etag": etag}).deleted_count != 1:
+            abort(412, description="Client and server etags don't match")
+        return None
 
     def find(self, resource, req, sub_resource_lookup, perform_count=True):
         """Return (documents, total), counting only when the page itself cannot tell the total.
@@ -159,26 +209,10 @@ class Mongo(EveMongo):
         except pymongo.errors.PyMongoError:
             pass  # only a cache: the next listing counts again
 
-    def insert(self, resource, doc_or_docs):
-        """Insert like Eve, answering 409 naming the taken value when a unique index refuses a document.
-
-        The index decides, atomically, on every engine; single documents are not checked before
-        (see validation.py), so a duplicate POST costs one insert, not a query and an insert.
-        """
-        docs = [doc_or_docs] if isinstance(doc_or_docs, dict) else doc_or_docs
-        coll = self.get_collection_with_write_concern(self._datasource_ex(resource)[0], resource)
-        try:
-            return coll.insert_many(docs, ordered=True).inserted_ids
-        except pymongo.errors.BulkWriteError as e:
-            duplicates = [w for w in e.details.get("writeErrors", []) if w.get("code") == 11000]
-            if not duplicates:
-                raise
-            key_value = duplicates[0].get("keyValue")
-            field = NAME_FIELDS.get(resource)
-            document = docs[duplicates[0].get("index", 0)]
-            if not key_value and field in document:
-                key_value = {field: document[field]}
-            raise DuplicateName(e, key_value) from None
-
     def get_collection_with_write_concern(self, datasource, resource):
-        return _Collection(self.pymongo(resource).db[datasource])
+        return _Collection(engine(self.app).wrap(self.pymongo(resource).db)[datasource])
+
+
+def _remember_deleted(resource, original):
+    # Eve passes the checked original to hooks, but only the lookup to remove().
+    g.rm_deleting = (resource, original.get("_id"), original.get("_etag"))

@@ -34,7 +34,10 @@ _WRITE_ERRORS = error_responses(400, 401, 403, 415, 422, 503)
 SCHEMAS = {
     "Health": {"type": "object", "properties": {
         "status": {"type": "string", "enum": ["ok", "unavailable"]},
-        "database": {"type": "string", "enum": ["up", "down"]}, "version": {"type": "string"}}},
+        "database": {"type": "string", "enum": ["up", "down"]}, "version": {"type": "string"},
+        "engine": {"type": "string", "enum": ["mongodb", "ferretdb"]},
+        "engine_version": {"type": "string", "nullable": True},
+        "writes": {"type": "string", "description": "how conditional writes are made atomic on this engine"}}},
     "ReservationRequest": {"type": "object", "required": ["count", "owner"], "properties": {
         "count": {"type": "integer", "minimum": 1}, "owner": {"type": "string"}, "job_id": {"type": "string"},
         "where": {"type": "object", "additionalProperties": True,

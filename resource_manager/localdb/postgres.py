@@ -196,6 +196,14 @@ def allow_traversal(path, uid):
         log.warning("let the PostgreSQL user enter (o+x, no listing): %s", ", ".join(changed))
 
 
+def _tail(path, lines=5):
+    try:
+        with open(path, errors="replace") as fh:
+            return " | ".join(line.strip() for line in fh.readlines()[-lines:])
+    except OSError:
+        return "no log"
+
+
 def _chown_tree(path, user):
     for root, dirs, files in os.walk(path):
         for name in [root] + [os.path.join(root, n) for n in dirs + files]:
@@ -276,7 +284,7 @@ class Postgres:
                 initdb(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--locale=C", "--no-instructions"],
                        pgdata=staging, cwd=staging, **self._as(user))
             except subprocess.CalledProcessError as e:
-                raise PostgresError(f"initdb failed: {e}") from e
+                raise PostgresError(f"initdb failed: {e}: {(e.stderr or e.output or '').strip()[-500:]}") from e
             os.rename(staging, self.pgdata)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -312,7 +320,7 @@ class Postgres:
                 return
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise PostgresError(f"PostgreSQL did not start (see {self.log_path})")
+                raise PostgresError(f"PostgreSQL did not start (see {self.log_path}): {_tail(self.log_path)}")
             time.sleep(0.05)
 
     def _psql(self, database, sql):
