@@ -16,7 +16,6 @@ extend:   new expiry (if active, not ending, not yet expired): ordered against a
 
 import datetime
 import hashlib
-import itertools
 import json
 import time
 
@@ -25,6 +24,7 @@ from eve.utils import document_etag
 from pymongo.errors import DuplicateKeyError
 
 from . import history
+from .candidates import Candidates
 from .constraints import fingerprint
 from .history import utcnow
 
@@ -221,27 +221,27 @@ def _fill(db, res, grace):
 def _claim_candidates(db, res, need):
     """Claim up to `need` idle machines matching the reservation; return their fresh documents.
 
-    Candidates come a batch at a time in the database's own order, the lowest hostnames of each
-    batch first, and the cursor is closed as soon as `need` are claimed: no sort and no read of
-    every claim. On an engine that sorts in memory (FerretDB sorts and limits in Go, after
-    decoding every match) a sort by hostname read and decoded every idle machine to hand out one.
-    A machine held by another reservation fails its claim insert and is skipped.
+    Candidates come a batch at a time from this process's pass over the idle machines matching
+    the filter (candidates.py: one query serves many reservations, in the database's own order),
+    the lowest hostnames of each batch first; those not needed go back for the next reservation.
+    No sort and no read of every claim: on an engine that sorts and limits in memory (FerretDB)
+    that read and decoded every idle machine to hand out one. A machine held by another
+    reservation fails its claim insert and is skipped; one changed since the pass read it fails
+    the re-read.
     """
     if need <= 0:
         return []
     rid = res["_id"]
     query = dict(json.loads(res["where"]), state="idle")
-    batch = max(CANDIDATE_BATCH, 2 * need)
+    candidates = Candidates(db.machines, query, max(CANDIDATE_BATCH, 2 * need))
     got = []
-    # Not closed here: pymongo kills an abandoned cursor from its background thread, and on
-    # FerretDB that kill drains the rest of the SQL result (tens of ms at 10,000 idle machines).
-    cursor = db.machines.find(query, {"hostname": 1}, batch_size=batch)
     while len(got) < need:
-        chunk = list(itertools.islice(cursor, batch))
+        chunk = sorted(candidates.next_batch(), key=lambda m: m["hostname"])
         if not chunk:
             break
-        for candidate in sorted(chunk, key=lambda m: m["hostname"]):
+        for tried, candidate in enumerate(chunk):
             if len(got) == need:
+                candidates.give_back(chunk[tried:])
                 break
             if not claim_machine(db, candidate, rid):
                 continue

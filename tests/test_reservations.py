@@ -251,3 +251,17 @@ def test_rm_sweep_console_command(operator, anon, server, localdb, dbname, users
     assert anon.get("/machines/m1").json()["state"] == "idle"
     monkeypatch.delenv("MONGO_URI")
     assert sweep.main([]) == 2
+
+
+def test_one_pass_over_the_idle_machines_serves_many_reservations_and_misses_none(operator, server):
+    # 150 machines: more than two batches of candidates (64), handed out one reservation at a time.
+    add_machines(operator, *[f"p{i:03d}" for i in range(150)])
+    taken = [reserve(operator, count=1, job_id=f"j{i}")["hostnames"][0] for i in range(150)]
+    assert len(set(taken)) == 150
+    body = reserve(operator, expect=409, count=1)
+    assert body["_error"]["message"] == "requested 1, 0 available"
+    # Freed while the pass is young: a reservation that runs dry starts a pass afresh and finds them.
+    assert operator.delete("/reservations", params={"job_id": "j7"}).status_code == 200
+    assert operator.delete("/reservations", params={"job_id": "j99"}).status_code == 200
+    assert sorted(reserve(operator, count=2)["hostnames"]) == sorted([taken[7], taken[99]])
+    assert server.db.machines.count_documents({"state": "idle"}) == 0
