@@ -56,11 +56,9 @@ def diff(before, after):
     return changes
 
 
-def record(db, resource, doc, action, changes, user=None, reason=None, job_id=None, at=None):
-    """Store one history entry for the machine or address `doc`."""
-    if not changes and action in ("update",):
-        return
-    db[COLLECTION].insert_one({
+def entry(resource, doc, action, changes, user=None, reason=None, job_id=None, at=None):
+    """Return the history entry for the machine or address `doc` (not stored)."""
+    return {
         "resource": resource,
         "name": doc.get(NAME_FIELDS[resource]),
         "item_id": str(doc.get("_id")),
@@ -70,7 +68,14 @@ def record(db, resource, doc, action, changes, user=None, reason=None, job_id=No
         "changes": changes,
         "reason": reason,
         "job_id": job_id if job_id is not None else doc.get("job_id"),
-    })
+    }
+
+
+def record(db, resource, doc, action, changes, user=None, reason=None, job_id=None, at=None):
+    """Store one history entry for the machine or address `doc`."""
+    if not changes and action in ("update",):
+        return
+    db[COLLECTION].insert_one(entry(resource, doc, action, changes, user, reason, job_id, at))
 
 
 def _jsonable(value):
@@ -90,8 +95,11 @@ def _eve_hooks(resource):
         record(database(), resource, doc, action, changes, request_user(), request_reason(), job_id)
 
     def inserted(documents):
-        for doc in documents:
-            record_here(doc, "create", diff({}, doc))
+        # One insert for a bulk POST's entries, not one round trip per document.
+        user, reason, at = request_user(), request_reason(), utcnow()
+        entries = [entry(resource, doc, "create", diff({}, doc), user, reason, at=at) for doc in documents]
+        if entries:
+            database()[COLLECTION].insert_many(entries, ordered=False)
 
     def updated(updates, original):
         after = dict(original)
