@@ -65,6 +65,14 @@ def test_start_serves_on_loopback_and_stop_leaves_no_process(tmp_path):
     assert db.engine == "postgresql"
     pids = server_pids(db)
     assert len(pids) >= 3  # FerretDB, the postmaster, its background workers
+    postmaster = psutil.Process(db.postgres.process.pid)
+    # PostgreSQL has no TCP listener, only its socket; under root it runs as the system user.
+    assert [c for c in postmaster.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN] == []
+    assert os.path.exists(os.path.join(db.postgres.socket_dir, ".s.PGSQL.5432"))
+    if os.geteuid() == 0:
+        assert postmaster.username() == SYSTEM_USER
+        assert os.stat(db.postgres.pgdata).st_uid == postmaster.uids().real
+    assert psutil.Process(db.process.pid).environ()["DO_NOT_TRACK"] == "1"
     with pymongo.MongoClient(uri) as client:
         client.probe.things.insert_one({"_id": 1})
         assert client.probe.things.count_documents({}) == 1
@@ -73,34 +81,19 @@ def test_start_serves_on_loopback_and_stop_leaves_no_process(tmp_path):
     assert processes_on(str(tmp_path / "data")) == []
 
 
-def test_postgres_has_no_tcp_listener_and_runs_unprivileged_under_root(tmp_path):
-    with LocalDB(str(tmp_path / "data")) as db:
-        postmaster = psutil.Process(db.postgres.process.pid)
-        assert [c for c in postmaster.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN] == []
-        assert os.path.exists(os.path.join(db.postgres.socket_dir, ".s.PGSQL.5432"))
-        if os.geteuid() == 0:
-            assert postmaster.username() == SYSTEM_USER
-            assert os.stat(db.postgres.pgdata).st_uid == postmaster.uids().real
-        assert os.environ.get("DO_NOT_TRACK") == "1" or psutil.Process(db.process.pid).environ()["DO_NOT_TRACK"] == "1"
-
-
-def test_data_survives_a_restart_on_the_same_port(tmp_path):
+def test_data_survives_a_restart_on_the_same_port_and_a_second_launcher_is_refused(tmp_path):
     port = free_port()
     with LocalDB(str(tmp_path / "data"), port=port) as db:
         with pymongo.MongoClient(db.uri) as client:
             client.probe.things.insert_one({"_id": "kept"})
-    with LocalDB(str(tmp_path / "data"), port=port) as db:
-        assert db.port == port
-        with pymongo.MongoClient(db.uri) as client:
-            assert client.probe.things.find_one({"_id": "kept"}) == {"_id": "kept"}
-
-
-def test_a_second_launcher_on_the_same_data_is_refused(tmp_path):
-    with LocalDB(str(tmp_path / "data")) as db:
         with pytest.raises(LocalDBError, match="in use by another"):
             LocalDB(str(tmp_path / "data")).start()
         with pymongo.MongoClient(db.uri) as client:  # the first one is untouched
             assert client.admin.command("ping")["ok"] == 1
+    with LocalDB(str(tmp_path / "data"), port=port) as db:
+        assert db.port == port
+        with pymongo.MongoClient(db.uri) as client:
+            assert client.probe.things.find_one({"_id": "kept"}) == {"_id": "kept"}
 
 
 def test_a_crash_leaves_a_stale_postmaster_pid_that_does_not_block_the_next_start(tmp_path):
