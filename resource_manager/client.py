@@ -41,6 +41,9 @@ __all__ = [
 
 RESOURCE_TYPES = tuple(NAME_FIELDS)
 META_FIELDS = ("_id", "_etag", "_created", "_updated", "_links", "_status", "_deleted")
+# What the server sets on every write: dropped from a document sent back with put_resource().
+SERVER_FIELDS = ("_etag", "_created", "_updated", "_links", "_status", "_deleted")
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 BULK_CHUNK = 1000
 
 
@@ -65,6 +68,11 @@ def _projection(fields):
     return json.dumps({f: 1 for f in fields}, separators=(",", ":"))
 
 
+def _query(where, sort, fields):
+    params = {"where": _where(where), "sort": sort, "projection": _projection(fields)}
+    return {k: v for k, v in params.items() if v is not None}
+
+
 class ResourceManagerClient(AllocationMixin):
     """A client for one resource type (machines, public-addresses, private-addresses).
 
@@ -73,7 +81,17 @@ class ResourceManagerClient(AllocationMixin):
     else http://127.0.0.1:5000 and admin/admin, the defaults of the original tool.
     Every request goes through one requests.Session with a timeout (RM_TIMEOUT, 30 s by default).
     Errors raise ResourceManagerError subclasses (see client_errors.py).
+
+    The original client's attributes keep their original values: `endpoint` is the collection
+    URL (base_url + '/' + resource_type), `auth` the (username, password) tuple, `headers`
+    {'content-type': 'application/json'} (sent with every write), `fields` the original FIELDS
+    columns. `base_url` is the server's URL; `schema_fields` the resource's own fields.
     """
+
+    # The original client's columns per resource type, in its order (scripts read these).
+    FIELDS = {"machines": ["hostname", "owner", "state", "job_id", "tags", "_updated", "_id"],
+              "private-addresses": ["address", "owner", "tags", "_updated", "_id"],
+              "public-addresses": ["address", "owner", "tags", "_updated", "_id"]}
 
     def __init__(self, resource_type="machines", endpoint=None, username=None, password=None, *,
                  timeout=None, session=None, environ=None, config_file=None):
@@ -85,18 +103,41 @@ class ResourceManagerClient(AllocationMixin):
         if not settings["endpoint"].startswith(("http://", "https://")):
             raise ValueError(f"endpoint must start with http:// or https://, not {settings['endpoint']!r}")
         self.resource_type = resource_type
-        self.endpoint = settings["endpoint"]
+        self.base_url = settings["endpoint"]
         self.username = settings["username"]
         self.password = settings["password"]
         self.timeout = settings["timeout"]
         self.key = NAME_FIELDS[resource_type]
-        self.fields = list(DOMAIN[resource_type]["schema"])
+        self.fields = list(self.FIELDS[resource_type])
+        self.schema_fields = list(DOMAIN[resource_type]["schema"])
+        self.headers = {"content-type": "application/json"}
         self.session = session or requests.Session()
         self.session.auth = (self.username, self.password) if self.username else None
         self.session.headers["User-Agent"] = f"resource-manager-client/{__version__}"
 
+    @property
+    def endpoint(self):
+        """The collection URL, as in the original client: base_url + '/' + resource_type."""
+        return f"{self.base_url}/{self.resource_type}"
+
+    @endpoint.setter
+    def endpoint(self, url):
+        suffix = "/" + self.resource_type
+        if not url.rstrip("/").endswith(suffix):
+            raise ValueError(f"endpoint is the collection URL and must end with {suffix!r}; set base_url instead")
+        self.base_url = url.rstrip("/")[:-len(suffix)]
+
+    @property
+    def auth(self):
+        """The (username, password) every request sends, or None."""
+        return self.session.auth
+
+    @auth.setter
+    def auth(self, credentials):
+        self.session.auth = tuple(credentials) if credentials else None
+
     def __repr__(self):
-        return f"ResourceManagerClient({self.resource_type!r}, {self.endpoint!r})"
+        return f"ResourceManagerClient({self.resource_type!r}, {self.base_url!r})"
 
     def close(self):
         """Close the session's connections."""
@@ -117,15 +158,18 @@ class ResourceManagerClient(AllocationMixin):
         server cannot be reached or does not answer within the timeout.
         """
         timeout = self.timeout if timeout is None else timeout
+        if method in WRITE_METHODS:
+            headers = {**self.headers, **(headers or {})}
+        url = self.base_url
         try:
-            response = self.session.request(method, self.endpoint + path, params=params, json=json,
+            response = self.session.request(method, url + path, params=params, json=json,
                                             headers=headers, timeout=timeout)
         except requests.Timeout as e:
-            raise TransportError(f"{self.endpoint} did not answer within {timeout:g} s", self.endpoint, e) from e
+            raise TransportError(f"{url} did not answer within {timeout:g} s", url, e) from e
         except requests.ConnectionError as e:
-            raise TransportError(f"cannot connect to {self.endpoint}: {_connection_reason(e)}", self.endpoint, e) from e
+            raise TransportError(f"cannot connect to {url}: {_connection_reason(e)}", url, e) from e
         except requests.RequestException as e:
-            raise TransportError(f"cannot send to {self.endpoint}: {e}", self.endpoint, e) from e
+            raise TransportError(f"cannot send to {url}: {e}", url, e) from e
         if response.status_code >= 400:
             raise error_from_response(response)
         return response
@@ -154,26 +198,31 @@ class ResourceManagerClient(AllocationMixin):
 
     def page(self, page=1, page_size=100, where=None, sort=None, fields=None, path=None):
         """Return one page of the listing as Eve sends it (_items, _meta, _links)."""
-        params = {"page": page, "max_results": page_size, "where": _where(where), "sort": sort,
-                  "projection": _projection(fields)}
-        params = {k: v for k, v in params.items() if v is not None}
+        params = {"page": page, "max_results": page_size, **_query(where, sort, fields)}
         return self.call("GET", path or f"/{self.resource_type}", params=params)
 
     def iter(self, where=None, sort=None, fields=None, page_size=1000, limit=None, path=None):
-        """Yield every matching item, fetching one page at a time."""
+        """Yield every matching item, fetching one page at a time.
+
+        A server that does not paginate (the original one: Eve with PAGINATION = False) answers
+        without _meta and cuts at max_results; then the whole list is asked for in one request.
+        """
         number, seen = 1, 0
         # One page size throughout: page N starts at item (N-1)*size.
         size = page_size if limit is None else max(1, min(page_size, limit))
         while True:
             body = self.page(number, size, where, sort, fields, path)
             items = body.get("_items", []) if isinstance(body, dict) else body
+            if number == 1 and isinstance(body, dict) and "_meta" not in body and len(items) >= size:
+                body = self.call("GET", path or f"/{self.resource_type}", params=_query(where, sort, fields))
+                items = body.get("_items", [])
             for item in items:
                 yield item
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
             links = body.get("_links", {}) if isinstance(body, dict) else {}
-            if not items or "next" not in links:
+            if not items or "next" not in links or "_meta" not in body:
                 return
             number += 1
 
@@ -291,7 +340,7 @@ class ResourceManagerClient(AllocationMixin):
     # -- the original API, kept for old scripts ---------------------------------------------
 
     def print_resources(self, file=None):
-        """Print every item as a table."""
+        """Print every item as a table of the original columns (`fields`)."""
         from prettytable import PrettyTable
 
         table = PrettyTable(self.fields)
@@ -301,19 +350,43 @@ class ResourceManagerClient(AllocationMixin):
         print(table, file=file or sys.stdout)
 
     def create_resource(self, data):
-        """Create an item from a dict or JSON string; return it as stored."""
-        return self.create(data)
+        """Create an item from a dict or JSON string; return it with the _id and _etag the server gave it.
+
+        Like the original, only the status counts: an answer without a JSON body adds nothing.
+        """
+        doc = _as_dict(data)
+        response = self.request("POST", f"/{self.resource_type}", json=doc)
+        return _merge(doc, _json_object_or_empty(response))
 
     def get_resource(self, name):
         """Return the item by name (hostname/address) or _id. Raises NotFound."""
         return self.get(name)
 
     def update_resource(self, data):
-        """Find the item by the name in `data` and PATCH the other fields; return it as stored."""
-        data = dict(_as_dict(data))
-        name = self._name_of(data)
-        data.pop(self.key)
-        return self.update(name, data)
+        """PATCH the fields of `data` into the item its name field names (If-Match from a fresh read).
+
+        PATCH merges `tags` into the stored ones; put_resource() replaces them. Returns the item
+        as stored. Raises NotFound, ValidationError, PreconditionFailed (changed meanwhile).
+        """
+        changes = _without(_as_dict(data), SERVER_FIELDS + ("_id",))
+        name = self._name_of(changes)
+        current = self.get(name)
+        changes.pop(self.key)
+        self.call("PATCH", self.item_path(current["_id"]), json=changes, headers={"If-Match": current["_etag"]})
+        return self.get(name)
+
+    def put_resource(self, data):
+        """Replace the whole item (tags included) with `data`; return it as stored.
+
+        `data` names the item by its name field, or by `_id` when it has one (a document read with
+        get_resource() can be sent back as it is: _etag, _created, _updated and _links are dropped).
+        If-Match comes from a fresh read. Raises NotFound, ValidationError, PreconditionFailed.
+        """
+        doc = _without(_as_dict(data), SERVER_FIELDS)
+        current = self.get(doc.get("_id") or self._name_of(doc))
+        path = self.item_path(current["_id"])
+        self.call("PUT", path, json=doc, headers={"If-Match": current["_etag"]})
+        return self.call("GET", path)
 
     def delete_resource(self, data):
         """Delete the item named in `data` (a dict or JSON string with the name field, or the name)."""
@@ -324,7 +397,13 @@ class ResourceManagerClient(AllocationMixin):
         self.delete(name)
 
     def find_resources(self, field, value):
-        """Return the items whose `field` equals `value` (filtered by the server)."""
+        """Return the items whose `field` equals `value`, filtered by the server.
+
+        An empty value ('' or None) also matches items without the field or with null there:
+        the original tool wrote '' for "no owner", ours may leave it out.
+        """
+        if value in ("", None):
+            return self.list(where={"$or": [{field: {"$exists": False}}, {field: None}, {field: ""}]})
         return self.list(where={field: value})
 
     def get_all_resources(self):
@@ -341,6 +420,18 @@ def _merge(doc, meta):
     merged = dict(doc)
     merged.update({k: v for k, v in meta.items() if k not in ("_status", "_links")})
     return merged
+
+
+def _without(doc, fields):
+    return {k: v for k, v in doc.items() if k not in fields}
+
+
+def _json_object_or_empty(response):
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _reason_header(reason):
