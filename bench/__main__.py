@@ -74,7 +74,7 @@ def benchmarks():
     found = []
     if _has_route("/reservations"):
         found += [reserve_8, reserve_32]
-    found += [reads.get_by_hostname, reads.list_all]
+    found += [reads.get_by_hostname, reads.list_all, reads.list_unpaged]
     try:
         from .cli import startup
         found.append(startup)
