@@ -32,6 +32,7 @@ from .client_errors import (
     ValidationError,
     error_from_response,
 )
+from .client_original import OriginalAPIMixin, as_dict, merge
 from .settings import DOMAIN, NAME_FIELDS
 
 __all__ = [
@@ -41,19 +42,8 @@ __all__ = [
 
 RESOURCE_TYPES = tuple(NAME_FIELDS)
 META_FIELDS = ("_id", "_etag", "_created", "_updated", "_links", "_status", "_deleted")
-# What the server sets on every write: dropped from a document sent back with put_resource().
-SERVER_FIELDS = ("_etag", "_created", "_updated", "_links", "_status", "_deleted")
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 BULK_CHUNK = 1000
-
-
-def _as_dict(data):
-    """Return a document given as a dict or as a JSON string (what old scripts pass)."""
-    if isinstance(data, (str, bytes)):
-        data = json.loads(data)
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, not {type(data).__name__}")
-    return data
 
 
 def _where(where):
@@ -73,7 +63,7 @@ def _query(where, sort, fields):
     return {k: v for k, v in params.items() if v is not None}
 
 
-class ResourceManagerClient(AllocationMixin):
+class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
     """A client for one resource type (machines, public-addresses, private-addresses).
 
     Endpoint and credentials come from the arguments, else RM_ENDPOINT / RM_USERNAME /
@@ -87,11 +77,6 @@ class ResourceManagerClient(AllocationMixin):
     {'content-type': 'application/json'} (sent with every write), `fields` the original FIELDS
     columns. `base_url` is the server's URL; `schema_fields` the resource's own fields.
     """
-
-    # The original client's columns per resource type, in its order (scripts read these).
-    FIELDS = {"machines": ["hostname", "owner", "state", "job_id", "tags", "_updated", "_id"],
-              "private-addresses": ["address", "owner", "tags", "_updated", "_id"],
-              "public-addresses": ["address", "owner", "tags", "_updated", "_id"]}
 
     def __init__(self, resource_type="machines", endpoint=None, username=None, password=None, *,
                  timeout=None, session=None, environ=None, config_file=None):
@@ -236,9 +221,9 @@ class ResourceManagerClient(AllocationMixin):
 
     def create(self, doc, reason=None):
         """Create one item; return it with its _id and _etag. Raises ValidationError, Conflict."""
-        doc = _as_dict(doc)
+        doc = as_dict(doc)
         meta = self.call("POST", f"/{self.resource_type}", json=doc, headers=_reason_header(reason))
-        return _merge(doc, meta)
+        return merge(doc, meta)
 
     def create_many(self, docs, chunk_size=BULK_CHUNK, on_progress=None):
         """Create items in bulk POSTs; return, per document, the created item or the APIError that refused it.
@@ -280,7 +265,7 @@ class ResourceManagerClient(AllocationMixin):
             # Too large a body for the server: halve the batch until it fits.
             half = len(chunk) // 2
             return self._post_chunk(chunk[:half]) + self._post_chunk(chunk[half:])
-        return [_merge(doc, meta) for doc, meta in zip(chunk, body["_items"], strict=True)]
+        return [merge(doc, meta) for doc, meta in zip(chunk, body["_items"], strict=True)]
 
     @staticmethod
     def _try(fn, *args, **kwargs):
@@ -296,7 +281,7 @@ class ResourceManagerClient(AllocationMixin):
         patched again, up to `retries` times. `reason` goes to the item's history.
         Raises NotFound, ValidationError, PreconditionFailed.
         """
-        changes = _as_dict(changes)
+        changes = as_dict(changes)
         return self.modify(name, lambda doc: changes, retries=retries, etag=etag, reason=reason)
 
     def modify(self, name, change, retries=3, etag=None, reason=None):
@@ -323,7 +308,7 @@ class ResourceManagerClient(AllocationMixin):
 
     def replace(self, name, doc, etag=None, reason=None):
         """PUT a whole new version of the item and return it as stored."""
-        doc = _as_dict(doc)
+        doc = as_dict(doc)
         if etag is None:
             current = self.get(name)
             name, etag = current["_id"], current["_etag"]
@@ -337,103 +322,6 @@ class ResourceManagerClient(AllocationMixin):
             name, etag = current["_id"], current["_etag"]
         self.request("DELETE", self.item_path(name), headers={"If-Match": etag, **_reason_header(reason)})
 
-    # -- the original API, kept for old scripts ---------------------------------------------
-
-    def print_resources(self, file=None):
-        """Print every item as a table of the original columns (`fields`)."""
-        from prettytable import PrettyTable
-
-        table = PrettyTable(self.fields)
-        table.align = "l"
-        for item in self.iter():
-            table.add_row([_cell(item.get(f)) for f in self.fields])
-        print(table, file=file or sys.stdout)
-
-    def create_resource(self, data):
-        """Create an item from a dict or JSON string; return it with the _id and _etag the server gave it.
-
-        Like the original, only the status counts: an answer without a JSON body adds nothing.
-        """
-        doc = _as_dict(data)
-        response = self.request("POST", f"/{self.resource_type}", json=doc)
-        return _merge(doc, _json_object_or_empty(response))
-
-    def get_resource(self, name):
-        """Return the item by name (hostname/address) or _id. Raises NotFound."""
-        return self.get(name)
-
-    def update_resource(self, data):
-        """PATCH the fields of `data` into the item its name field names (If-Match from a fresh read).
-
-        PATCH merges `tags` into the stored ones; put_resource() replaces them. Returns the item
-        as stored. Raises NotFound, ValidationError, PreconditionFailed (changed meanwhile).
-        """
-        changes = _without(_as_dict(data), SERVER_FIELDS + ("_id",))
-        name = self._name_of(changes)
-        current = self.get(name)
-        changes.pop(self.key)
-        self.call("PATCH", self.item_path(current["_id"]), json=changes, headers={"If-Match": current["_etag"]})
-        return self.get(name)
-
-    def put_resource(self, data):
-        """Replace the whole item (tags included) with `data`; return it as stored.
-
-        `data` names the item by its name field, or by `_id` when it has one (a document read with
-        get_resource() can be sent back as it is: _etag, _created, _updated and _links are dropped).
-        If-Match comes from a fresh read. Raises NotFound, ValidationError, PreconditionFailed.
-        """
-        doc = _without(_as_dict(data), SERVER_FIELDS)
-        current = self.get(doc.get("_id") or self._name_of(doc))
-        path = self.item_path(current["_id"])
-        self.call("PUT", path, json=doc, headers={"If-Match": current["_etag"]})
-        return self.call("GET", path)
-
-    def delete_resource(self, data):
-        """Delete the item named in `data` (a dict or JSON string with the name field, or the name)."""
-        try:
-            name = self._name_of(_as_dict(data))
-        except ValueError:
-            name = data
-        self.delete(name)
-
-    def find_resources(self, field, value):
-        """Return the items whose `field` equals `value`, filtered by the server.
-
-        An empty value ('' or None) also matches items without the field or with null there:
-        the original tool wrote '' for "no owner", ours may leave it out.
-        """
-        if value in ("", None):
-            return self.list(where={"$or": [{field: {"$exists": False}}, {field: None}, {field: ""}]})
-        return self.list(where={field: value})
-
-    def get_all_resources(self):
-        """Return every item, across pages."""
-        return self.list()
-
-    def _name_of(self, data):
-        if not data.get(self.key):
-            raise ValueError(f"the document must name the {self.resource_type[:-1]} by '{self.key}'")
-        return data[self.key]
-
-
-def _merge(doc, meta):
-    merged = dict(doc)
-    merged.update({k: v for k, v in meta.items() if k not in ("_status", "_links")})
-    return merged
-
-
-def _without(doc, fields):
-    return {k: v for k, v in doc.items() if k not in fields}
-
-
-def _json_object_or_empty(response):
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _reason_header(reason):
     # Recorded in the item's history; HTTP headers carry Latin-1 only.
     return {"X-Reason": reason.encode("latin-1", "replace").decode("latin-1")} if reason else {}
@@ -445,14 +333,6 @@ def _items_of(response):
     except (ValueError, AttributeError):
         return []
     return items if isinstance(items, list) else []
-
-
-def _cell(value):
-    if value is None:
-        return ""
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
 
 
 def _connection_reason(error):
