@@ -107,18 +107,16 @@ class Mongo(EveMongo):
         return documents, count
 
     def update(self, resource, id_, updates, original):
-        try:
-            return super().update(resource, id_, updates, original)
-        except self.OriginalChangedError:
-            if not self._unchanged(resource, id_, updates, original):
-                raise
-        return None
+        return self._done_unless_changed(super().update, resource, id_, updates, original)
 
     def replace(self, resource, id_, document, original):
+        return self._done_unless_changed(super().replace, resource, id_, document, original)
+
+    def _done_unless_changed(self, write, resource, id_, new, original):
         try:
-            return super().replace(resource, id_, document, original)
+            return write(resource, id_, new, original)
         except self.OriginalChangedError:
-            if not self._unchanged(resource, id_, document, original):
+            if not self._unchanged(resource, id_, new, original):
                 raise
         return None
 
