@@ -6,6 +6,8 @@ that the routes answer with 422, so nothing changes on bad input.
 
 import json
 
+from .jsontext import check_value, loads_strict
+
 # Machine fields a reservation may be constrained on; tags.<name> are allowed too.
 WHERE_FIELDS = ("hostname", "owner", "job_id")
 # The safe operator set: no $where/$regex/$expr, nothing that runs code or scans text.
@@ -25,11 +27,15 @@ def check_where(where):
         return {}, None
     if isinstance(where, str):
         try:
-            where = json.loads(where) if where.strip() else {}
+            where = loads_strict(where) if where.strip() else {}
         except ValueError as e:
-            return None, f"not valid JSON: {e}"
+            return None, str(e)
     if not isinstance(where, dict):
         return None, "must be an object of field: condition"
+    try:
+        check_value(where)
+    except ValueError as e:
+        return None, str(e)
     for field, condition in where.items():
         if field == "state":
             return None, "'state' cannot be constrained: only idle machines are ever reserved"

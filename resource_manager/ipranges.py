@@ -18,6 +18,8 @@ def parse_pool(cidr, exclude):
     which may be an address, a range "a-b" or a CIDR inside the pool.
     """
     issues = {}
+    if "%" in str(cidr):
+        return None, None, {"cidr": "an IPv6 zone id ('%...') names an interface, not a network: leave it out"}
     try:
         network = ipaddress.ip_network(str(cidr).strip(), strict=True)
     except ValueError as e:
@@ -42,6 +44,8 @@ def _parse_range(entry):
     if not isinstance(entry, str):
         raise TypeError("must be a string")
     entry = entry.strip()
+    if "%" in entry:
+        raise ValueError("an IPv6 zone id ('%...') names an interface, not an address: leave it out")
     if "/" in entry:
         net = ipaddress.ip_network(entry, strict=True)
         return net[0], net[-1]

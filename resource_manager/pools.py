@@ -43,7 +43,7 @@ def _check_pool(body):
         if field not in ("name", "cidr", "kind", "exclude"):
             issues[field] = "unknown field"
     name = body.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # fullmatch: "$" lets "x\n" through
         issues["name"] = "required: letters, digits, '_', '.', '-' (at most 128)"
     if body.get("kind") not in KINDS:
         issues["kind"] = "required: public or private"

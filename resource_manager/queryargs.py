@@ -6,7 +6,7 @@ import re
 from eve.io.mongo.parser import parse
 from flask import request
 
-from .errors import error_response, loads_strict
+from .errors import check_value, error_response, loads_strict
 
 # The query operators a client may use. An allow-list, not Eve's deny-list: an
 # operator nobody thought of is refused rather than handed to the database.
@@ -46,6 +46,12 @@ def check_where(value):
         spec = parse(text)
     except Exception:  # Eve's parser raises many kinds on odd input; all mean "not a query"
         raise QueryError('?where is neither a JSON object nor an expression such as state=="idle"') from None
+    if not isinstance(spec, dict):
+        raise QueryError('?where is neither a JSON object nor an expression such as state=="idle"')
+    try:
+        check_value(spec)  # a == 10**23, a == 1e999: Python syntax reaches values JSON cannot hold
+    except ValueError as e:
+        raise QueryError(f"?where {e}") from None
     # Eve does not sanitize this form: '"$where" == "..."' parses to {"$where": "..."}.
     _check_operators(spec)
     return spec

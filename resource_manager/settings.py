@@ -69,8 +69,9 @@ NAME_FIELDS = {
 EVE_SETTINGS = {
     "RESOURCE_METHODS": ["GET", "POST"],
     "ITEM_METHODS": ["GET", "PATCH", "PUT", "DELETE"],
-    "PUBLIC_METHODS": ["GET"],
-    "PUBLIC_ITEM_METHODS": ["GET"],
+    # HEAD is GET without the body: open wherever GET is (it asked for credentials).
+    "PUBLIC_METHODS": ["GET", "HEAD"],
+    "PUBLIC_ITEM_METHODS": ["GET", "HEAD"],
     "ALLOWED_WRITE_ROLES": ["operator", "admin"],
     "ALLOWED_ITEM_WRITE_ROLES": ["operator", "admin"],
     "IF_MATCH": True,

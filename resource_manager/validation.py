@@ -7,10 +7,22 @@ from eve.io.mongo import Validator as EveValidator
 from flask import current_app, g, has_request_context, request
 
 
+def parse_ip(value):
+    """Return the IPv4Address/IPv6Address of `value`. Raises ValueError, also for an IPv6 zone id.
+
+    A zone (fe80::1%eth0) names an interface of the host that wrote it, not an address of
+    ours: Python parses it into a distinct address, so the same address could be stored twice.
+    """
+    ip = ipaddress.ip_address(value)
+    if getattr(ip, "scope_id", None) is not None:
+        raise ValueError(f"'{value}' has an IPv6 zone id ('%{ip.scope_id}'): give the address without it")
+    return ip
+
+
 def canonical_ip(value):
     """Return the canonical text of an IPv4/IPv6 address, or the value unchanged."""
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return str(parse_ip(value.strip()))
     except (AttributeError, ValueError):
         return value
 
@@ -61,8 +73,11 @@ class Validator(EveValidator):
         """{'type': 'boolean'}"""
         if not ip_address:
             return
+        if "%" in value:
+            self._error(field, f"'{value}' has an IPv6 zone id ('%...'): give the address without it")
+            return
         try:
-            ipaddress.ip_address(value)
+            parse_ip(value)
         except ValueError:
             self._error(field, f"'{value}' is not a valid IPv4 or IPv6 address")
 
