@@ -7,6 +7,7 @@ that the routes answer with 422, so nothing changes on bad input.
 import json
 
 from .jsontext import check_value, loads_strict
+from .names import canonical_hostname
 
 # Machine fields a reservation may be constrained on; tags.<name> are allowed too.
 WHERE_FIELDS = ("hostname", "owner", "job_id")
@@ -47,7 +48,17 @@ def check_where(where):
         issue = _check_condition(field, condition)
         if issue:
             return None, issue
+    if "hostname" in where:  # names are stored canonical (lowercase, no trailing dot): compare so
+        where = dict(where, hostname=_canonical_names(where["hostname"]))
     return where, None
+
+
+def _canonical_names(condition):
+    if isinstance(condition, dict):
+        return {op: _canonical_names(value) for op, value in condition.items()}
+    if isinstance(condition, list):
+        return [canonical_hostname(v) for v in condition]
+    return canonical_hostname(condition)
 
 
 def _is_tag_path(field):

@@ -1,30 +1,10 @@
 """Schema rules Eve's validator lacks: IP addresses in canonical form, storable key names."""
 
-import ipaddress
-
 import pymongo.errors
 from eve.io.mongo import Validator as EveValidator
 from flask import current_app, g, has_request_context, request
 
-
-def parse_ip(value):
-    """Return the IPv4Address/IPv6Address of `value`. Raises ValueError, also for an IPv6 zone id.
-
-    A zone (fe80::1%eth0) names an interface of the host that wrote it, not an address of
-    ours: Python parses it into a distinct address, so the same address could be stored twice.
-    """
-    ip = ipaddress.ip_address(value)
-    if getattr(ip, "scope_id", None) is not None:
-        raise ValueError(f"'{value}' has an IPv6 zone id ('%{ip.scope_id}'): give the address without it")
-    return ip
-
-
-def canonical_ip(value):
-    """Return the canonical text of an IPv4/IPv6 address, or the value unchanged."""
-    try:
-        return str(parse_ip(value.strip()))
-    except (AttributeError, ValueError):
-        return value
+from .names import canonical_hostname, canonical_ip, parse_ip  # noqa: F401  (canonical_ip: lookup, history)
 
 
 def _bulk_values(field):
@@ -40,6 +20,7 @@ def _bulk_values(field):
     if field not in g.rm_unique_values:
         values = {doc.get(field) for doc in g.rm_body if isinstance(doc, dict)} - {None}
         values |= {canonical_ip(v) for v in values if isinstance(v, str)}
+        values |= {canonical_hostname(v) for v in values if isinstance(v, str)}
         g.rm_unique_values[field] = sorted(values, key=str)
     return g.rm_unique_values[field]
 
@@ -92,6 +73,9 @@ class Validator(EveValidator):
 
     def _normalize_coerce_canonical_ip(self, value):
         return canonical_ip(value)
+
+    def _normalize_coerce_canonical_hostname(self, value):
+        return canonical_hostname(value)
 
     def _validate_mongo_keys(self, mongo_keys, field, value):
         """{'type': 'boolean'}"""

@@ -9,6 +9,7 @@ from flask import current_app
 
 from ..db import collection_name, database
 from ..jsontext import loads_strict
+from ..names import canonical_hostname
 from ..settings import MACHINE_STATES
 
 SORTS = ("hostname", "state", "owner", "job_id", "_updated")
@@ -148,8 +149,8 @@ def overview(query):
 
 
 def machine(hostname):
-    """Return the machine named `hostname`, or None."""
-    return machines().find_one({"hostname": hostname})
+    """Return the machine named `hostname` (any spelling of it), or None."""
+    return machines().find_one({"hostname": canonical_hostname(hostname)})
 
 
 def init_app(app):
