@@ -1,6 +1,6 @@
 """GET /healthz: for supervisors and load balancers."""
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from . import __version__, db
 
@@ -9,9 +9,15 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz():
-    """Answer 200 when the database answers, 503 when it does not."""
+    """Answer 200 when the database answers, 503 when it does not; say whether the accounts are stale.
+
+    A users file that cannot be read leaves the last good accounts serving: still 200, with
+    "status": "degraded" and "users_file" saying what is wrong, for a monitor to alert on.
+    """
     up = db.ping()
-    body = {"status": "ok" if up else "unavailable", "database": "up" if up else "down", "version": __version__}
+    users = current_app.extensions["rm_users"].status()
+    status = "unavailable" if not up else "degraded" if users["status"] == "stale" else "ok"
+    body = {"status": status, "database": "up" if up else "down", "users_file": users, "version": __version__}
     return jsonify(body), 200 if up else 503
 
 

@@ -33,8 +33,13 @@ _WRITE_ERRORS = error_responses(400, 401, 403, 415, 422, 503)
 
 SCHEMAS = {
     "Health": {"type": "object", "properties": {
-        "status": {"type": "string", "enum": ["ok", "unavailable"]},
-        "database": {"type": "string", "enum": ["up", "down"]}, "version": {"type": "string"}}},
+        "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
+        "database": {"type": "string", "enum": ["up", "down"]}, "version": {"type": "string"},
+        "users_file": {"type": "object", "description": "the accounts in use: status ok, stale (the file on disk "
+                       "is unusable: error, since; the last good accounts serve) or none", "properties": {
+                           "status": {"type": "string", "enum": ["ok", "stale", "none"]},
+                           "accounts": {"type": "integer"}, "error": {"type": "string"},
+                           "since": {"type": "string"}}}}},
     "ReservationRequest": {"type": "object", "required": ["count", "owner"], "properties": {
         "count": {"type": "integer", "minimum": 1}, "owner": {"type": "string"}, "job_id": {"type": "string"},
         "where": {"type": "object", "additionalProperties": True,
