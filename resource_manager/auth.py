@@ -15,7 +15,7 @@ from flask import abort, current_app, g, has_request_context, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import devices, ratelimit
-from .errors import error_response, loads_strict
+from .errors import add_body_gate, error_response, loads_strict
 
 ROLES = ("reader", "operator", "admin")
 WRITE_ROLES = ("operator", "admin")
@@ -252,3 +252,13 @@ def init_app(app):
     app.extensions["rm_users"] = UsersFile(path, app.config.get("AUTH_CACHE_SECONDS", 300))
     app.extensions["rm_users"].limiter = ratelimit.from_config(app.config)
     devices.init_app(app)
+    add_body_gate(app, _authenticate_first)
+
+
+def _authenticate_first():
+    # Every write of the API needs credentials (the dashboard has its own gate): check them
+    # before the body is read, so that an anonymous slow body is refused at once.
+    if request.blueprint == "web" or current_user() is not None:
+        return None
+    return error_response(401, "Please provide proper credentials (HTTP Basic)",
+                          headers={"WWW-Authenticate": 'Basic realm="resource_manager"'})

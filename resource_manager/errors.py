@@ -2,10 +2,12 @@
 
 import json
 import logging
+import socket
+import threading
 
 import bson.errors
 import pymongo.errors
-from flask import g, jsonify, request
+from flask import current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .jsontext import MAX_DEPTH, check_value, loads_strict  # noqa: F401  (re-exported for the routes)
@@ -94,12 +96,98 @@ def _unexpected(error):
     return error_response(500, "internal server error")
 
 
+class BodyTimeout(Exception):
+    """The client did not send its whole body within BODY_TIMEOUT seconds."""
+
+
+def add_body_gate(app, gate):
+    """Run `gate()` before any request body is read; a response it returns is the answer.
+
+    Gates refuse what needs no body to refuse (no credentials), so that an anonymous client
+    sending its body slowly never holds a worker thread while it does.
+    """
+    app.extensions.setdefault("rm_body_gates", []).append(gate)
+
+
+def read_body(seconds):
+    """Return the request body, read within `seconds` in all. Raises BodyTimeout.
+
+    The socket's timeout bounds a client that stops sending; a timer that shuts the socket's
+    reading side at the deadline bounds one that trickles a byte at a time (each read would
+    otherwise start a fresh timeout). Without the socket (another server), the body is read plainly.
+    """
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    if sock is None or not seconds:
+        return request.get_data(cache=True)
+    expired = threading.Event()
+
+    def cut():
+        expired.set()
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    prior = sock.gettimeout()
+    try:
+        sock.settimeout(seconds)
+        timer.start()
+        try:
+            raw = request.get_data(cache=True)
+        except Exception as e:  # what a cut-off read raises depends on the server (timeout, EOF, 400)
+            if expired.is_set() or isinstance(e, (TimeoutError, socket.timeout)):
+                raise BodyTimeout() from e
+            raise
+        if expired.is_set():
+            raise BodyTimeout()
+        return raw
+    finally:
+        timer.cancel()
+        try:
+            sock.settimeout(prior)
+        except OSError:
+            pass
+
+
+def _stop_reading():
+    # A refused request's body is never read: shut the reading side, so that the server does not
+    # drain it (gunicorn would, for up to 5 s, holding the thread) and the connection closes after
+    # the answer. The answer still goes out; the client sees it before the connection ends.
+    if not (request.content_length or request.headers.get("Transfer-Encoding")):
+        return
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+
 def check_body():
     """Refuse, before Eve parses it, a write body that is not a JSON object (or list of them)."""
     if request.method not in WRITE_METHODS:
         return None
-    # Not content_length: a chunked body has none, and must be checked all the same.
-    raw = request.get_data(cache=True)
+    if request.routing_exception is not None:
+        return None  # a 404 or 405 needs no body: Flask answers it next
+    for gate in current_app.extensions.get("rm_body_gates", ()):
+        try:
+            refused = gate()
+        except HTTPException as e:
+            refused = e
+        if refused is not None:
+            _stop_reading()
+            if isinstance(refused, HTTPException):
+                raise refused
+            return refused
+    seconds = float(current_app.config.get("BODY_TIMEOUT", 15))
+    try:
+        # Not content_length: a chunked body has none, and must be checked all the same.
+        raw = read_body(seconds)
+    except BodyTimeout:
+        log.warning("%s %s: body not received within %g s; connection closed", request.method, request.path, seconds)
+        return error_response(408, f"the request body did not arrive within {seconds:g} s")
     limit = request.max_content_length
     if request.content_length is None and limit and len(raw) >= limit:
         # Werkzeug stops reading a chunked body at the limit and hands over the truncated start.

@@ -83,37 +83,47 @@ class FailureLimiter:
                 self._changed.wait(left)
 
     def end(self, key, ok):
-        """Count the result of a check admitted by begin()."""
+        """Count the result of a check admitted by begin(): in one step, so no waiter sees it half done."""
         with self._changed:
             pending = self._pending.get(key, 1) - 1
             if pending:
                 self._pending[key] = pending
             else:
                 self._pending.pop(key, None)
+            if ok:
+                self._failures.pop(key, None)
+                count = delay = 0
+            else:
+                count, delay = self._count_failure(key)
             self._changed.notify_all()
-        if ok:
-            self.succeeded(key)
-        else:
-            self.failed(key)
+        self._log(key, count, delay)
 
     def failed(self, key):
         """Record a failed login for `key`; return the delay it now has to wait."""
         with self._changed:
-            now = self.clock()
-            count, last = self._failures.get(key, (0, now))
-            if now - last > self.window:
-                count = 0
-            count += 1
-            self._failures[key] = (count, now)
-            if len(self._failures) > self.max_keys:
-                self._prune(now)
-            delay = self._delay(count)
+            count, delay = self._count_failure(key)
             self._changed.notify_all()
+        self._log(key, count, delay)
+        return delay
+
+    def _count_failure(self, key):
+        # Lock held.
+        now = self.clock()
+        count, last = self._failures.get(key, (0, now))
+        if now - last > self.window:
+            count = 0
+        count += 1
+        self._failures[key] = (count, now)
+        if len(self._failures) > self.max_keys:
+            self._prune(now)
+        return count, self._delay(count)
+
+    @staticmethod
+    def _log(key, count, delay):
         if delay:
             # The username, never the password; truncated, as it may be anything a client sent.
             log.warning("%d failed logins for user %r from %s: refusing it for %.0f s",
-                        count, str(key[-2])[:64], key[-1], math.ceil(delay))
-        return delay
+                        count, str(key[0])[:64], key[1], math.ceil(delay))
 
     def succeeded(self, key):
         """Forget the failures of `key` after a successful login."""

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from resource_manager import auth
+from resource_manager.ratelimit import FailureLimiter
 from resource_manager.users import main as users_main
 
 from .support import PASSWORDS, LiveServer
@@ -237,3 +238,21 @@ def test_rm_users_refuses_to_touch_a_malformed_file(users, capsys, monkeypatch):
     with open(users, encoding="utf-8") as fh:
         assert fh.read() == '{"users": ['
 
+
+
+@pytest.mark.parametrize("threads", [8, 32])
+def test_the_limiter_admits_no_more_checks_than_the_allowance_under_contention(threads):
+    # Many rounds of a burst released at once, in process: exactly max_failures checks each time.
+    for _round in range(40):
+        limiter = FailureLimiter(max_failures=5, base_delay=60, admit_wait=10)
+        key = ("operator", "192.0.2.1")
+
+        def guess(_i, limiter=limiter, key=key):
+            if limiter.begin(key):
+                return "refused"
+            limiter.end(key, False)
+            return "checked"
+
+        results = burst(threads, guess)
+        assert results.count("checked") == 5, results
+        assert 0 < limiter.retry_after(key) <= 60
