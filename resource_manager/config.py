@@ -30,6 +30,8 @@ DEFAULTS = {
     "PAGINATION_DEFAULT": 100,
     "PAGINATION_LIMIT": 1000,
     "AUTH_CACHE_SECONDS": 300,
+    # A request body must arrive within this many seconds (408 after); see gunicorn_conf.py.
+    "BODY_TIMEOUT": 15,
 }
 
 ENV_PREFIX = "RM_"
