@@ -92,4 +92,8 @@ class Validator(EveValidator):
                         return
                     stack.append(sub)
             elif isinstance(item, list):
+                if any(isinstance(sub, list) for sub in item):
+                    # The embedded database stores no array inside an array (MongoDB would).
+                    self._error(field, "an array may not hold arrays; use objects inside it")
+                    return
                 stack.extend(item)
