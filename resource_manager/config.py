@@ -31,7 +31,7 @@ DEFAULTS = {
     "PAGINATION_LIMIT": 1000,
     "AUTH_CACHE_SECONDS": 300,
     # A request body must arrive within this many seconds (408 after); see gunicorn_conf.py.
-    "BODY_TIMEOUT": 15,
+    "BODY_TIMEOUT": 10,
 }
 
 ENV_PREFIX = "RM_"

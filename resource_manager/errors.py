@@ -151,11 +151,11 @@ def read_body(seconds):
             pass
 
 
-def _stop_reading():
+def _stop_reading(always=False):
     # A refused request's body is never read: shut the reading side, so that the server does not
     # drain it (gunicorn would, for up to 5 s, holding the thread) and the connection closes after
     # the answer. The answer still goes out; the client sees it before the connection ends.
-    if not (request.content_length or request.headers.get("Transfer-Encoding")):
+    if not (always or request.content_length or request.headers.get("Transfer-Encoding")):
         return
     sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
     if sock is not None:
@@ -181,11 +181,12 @@ def check_body():
             if isinstance(refused, HTTPException):
                 raise refused
             return refused
-    seconds = float(current_app.config.get("BODY_TIMEOUT", 15))
+    seconds = float(current_app.config.get("BODY_TIMEOUT", 10))
     try:
         # Not content_length: a chunked body has none, and must be checked all the same.
         raw = read_body(seconds)
     except BodyTimeout:
+        _stop_reading(always=True)  # or gunicorn drains the rest, holding the thread 5 s more
         log.warning("%s %s: body not received within %g s; connection closed", request.method, request.path, seconds)
         return error_response(408, f"the request body did not arrive within {seconds:g} s")
     limit = request.max_content_length

@@ -4,7 +4,7 @@ What matters against slow and heavy clients:
 - worker_class gthread: the main thread of each worker waits (without a thread) for a new
   connection's first bytes and for kept-alive connections; a pool thread is taken only once a
   request arrives. Sync workers would give each slow client a whole process.
-- The app reads a body within RM_BODY_TIMEOUT (15 s) and refuses a write without credentials
+- The app reads a body within RM_BODY_TIMEOUT (10 s) and refuses a write without credentials
   before reading its body at all; gunicorn cannot bound how long headers take to arrive, so
   behind the internet put a buffering proxy in front (e.g. nginx with client_header_timeout,
   client_body_timeout and proxy_request_buffering on).
