@@ -31,7 +31,7 @@ def parse_args():
 
 ARGS = parse_args()
 sys.path.insert(0, ARGS.root)
-logging.disable(logging.WARNING)
+logging.disable(logging.CRITICAL)
 
 import requests  # noqa: E402
 

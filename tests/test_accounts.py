@@ -256,3 +256,20 @@ def test_the_limiter_admits_no_more_checks_than_the_allowance_under_contention(t
         results = burst(threads, guess)
         assert results.count("checked") == 5, results
         assert 0 < limiter.retry_after(key) <= 60
+
+
+def test_behind_a_trusted_proxy_the_throttle_keys_on_the_forwarded_address(localdb, users, dbname):
+    server = LiveServer({"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users,
+                         "AUTH_MAX_FAILURES": 3, "AUTH_BACKOFF_BASE": 30, "TRUSTED_PROXIES": 1})
+
+    def post_from(address, password):
+        return requests.post(server.url + "/machines", json=MACHINE, auth=("operator", password),
+                             headers={"X-Forwarded-For": address}, timeout=30).status_code
+
+    try:
+        assert [post_from("192.0.2.1", "wrong") for _ in range(4)] == [401, 401, 401, 429]
+        assert post_from("192.0.2.2", PASSWORDS["operator"]) == 201  # another client behind the same proxy
+    finally:
+        server.stop()
+        with pymongo.MongoClient(localdb.uri) as client:
+            client.drop_database(dbname)
