@@ -160,7 +160,33 @@ def check_allocation(body, user, max_count):
     }
     if not isinstance(request["tags"], dict):
         issues["tags"] = "must be an object"
+    else:
+        issue = storable_keys(request["tags"])
+        if issue:
+            issues["tags"] = issue
     return request, issues
+
+
+def storable_keys(value):
+    """Return why `value`'s keys cannot be stored and queried as tags.<key>, or None.
+
+    The rule of the machines' and addresses' `tags` (validation.py): no empty key, none starting
+    with '$' or holding '.' or NUL, and no array directly inside an array (the embedded database
+    stores none).
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not key or key.startswith("$") or "." in key or "\0" in key:
+                    return f"key {key[:64]!r} may not be empty, start with '$' or contain '.'"
+                stack.append(sub)
+        elif isinstance(item, list):
+            if any(isinstance(sub, list) for sub in item):
+                return "an array may not hold arrays; use objects inside it"
+            stack.extend(item)
+    return None
 
 
 def fingerprint(request):

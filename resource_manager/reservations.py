@@ -148,7 +148,8 @@ def run_sweep():
         if user["role"] != "admin":
             return error_response(403, "only an admin may set ?grace=")
         try:
-            grace = max(0, int(request.args["grace"]))
+            # At most ten years: a timedelta past ~2.7 million years overflows (it was a 500).
+            grace = min(max(0, int(request.args["grace"])), 10 * 366 * 86400)
         except ValueError:
             return error_response(400, "grace must be a number of seconds")
     return jsonify(sweep.sweep(database(), grace, user["username"]))

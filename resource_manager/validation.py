@@ -4,6 +4,7 @@ import pymongo.errors
 from eve.io.mongo import Validator as EveValidator
 from flask import current_app, g, has_request_context, request
 
+from .constraints import storable_keys
 from .names import canonical_hostname, canonical_ip, parse_ip  # noqa: F401  (canonical_ip: lookup, history)
 
 
@@ -82,18 +83,6 @@ class Validator(EveValidator):
         if not mongo_keys:
             return
         # The database refuses "$..." keys, and a dotted key cannot be queried as tags.<key>.
-        stack = [value]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                for key, sub in item.items():
-                    if not key or key.startswith("$") or "." in key or "\0" in key:
-                        self._error(field, f"key {key!r} may not be empty, start with '$' or contain '.'")
-                        return
-                    stack.append(sub)
-            elif isinstance(item, list):
-                if any(isinstance(sub, list) for sub in item):
-                    # The embedded database stores no array inside an array (MongoDB would).
-                    self._error(field, "an array may not hold arrays; use objects inside it")
-                    return
-                stack.extend(item)
+        issue = storable_keys(value)
+        if issue:
+            self._error(field, issue)

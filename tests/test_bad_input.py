@@ -579,3 +579,33 @@ def test_a_bson_encoding_error_that_slips_through_is_400(server, operator, seede
     response = operator.post("/reservations?dry_run=1", json={"count": 1, "where": '{"tags.a\\u0000b": 1}'})
     assert_refused(response, 400, "cannot store")
     assert snapshot(server.db) == before
+
+
+# Found by a broader corpus (issue 13): each was a 500.
+
+@pytest.mark.parametrize("tags", [{"$set": 1}, {"a.b": 1}, {"a": [[1]]}, {"": 1}, {"x": {"$inc": 1}}],
+                         ids=["dollar-key", "dotted-key", "array-in-array", "empty-key", "nested-dollar"])
+def test_allocation_tags_the_database_cannot_hold_are_422(server, pool, tags):
+    before = snapshot(server.db)
+    with server.session(ADMIN) as admin:
+        response = admin.post("/address-pools/alloc/allocate", json={"owner": "x", "tags": tags})
+    body = assert_refused(response, 422)
+    assert "tags" in body["_issues"]
+    assert snapshot(server.db) == before
+
+
+@pytest.mark.parametrize("grace", ["9" * 30, "1000000000000"])
+def test_a_huge_sweep_grace_is_clamped_not_a_500(server, seeded, grace):
+    with server.session(ADMIN) as admin:
+        response = admin.post(f"/reservations/sweep?grace={grace}")
+    assert response.status_code == 200, response.text
+    assert response.json()["expired"] == 0
+
+
+@pytest.mark.parametrize("path", ["/machines/seed-1", "/machines"])
+def test_version_queries_are_400(anon, seeded, path):
+    assert_refused(anon.get(path, params={"version": "all"}), 400, "version")
+
+
+def test_an_empty_field_name_in_where_is_400(anon, seeded):
+    assert_refused(anon.get("/machines", params={"where": '{"": 1}'}), 400, "empty field name")
