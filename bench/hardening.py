@@ -330,6 +330,25 @@ def inputs_that_answered_500(db):
 
 
 @probe
+def broader_corpus(db):
+    live, _ = server(db)
+    try:
+        op, admin, anon = live.session(OPERATOR), live.session(ADMIN), live.session()
+        op.post("/machines", json={"hostname": "seed-1", "state": "idle"})
+        admin.post("/address-pools", json={"name": "p", "cidr": "10.9.0.0/24", "kind": "private"})
+        codes = [
+            admin.post("/reservations/sweep?grace=" + "9" * 30).status_code,
+            op.post("/address-pools/p/allocate", json={"tags": {"$set": 1}}).status_code,
+            op.post("/address-pools/p/allocate", json={"tags": {"a.b": 1}}).status_code,
+            op.post("/address-pools/p/allocate", json={"tags": {"a": [[1]]}}).status_code,
+            anon.get("/machines/seed-1", params={"version": "all"}).status_code,
+        ]
+    finally:
+        live.stop()
+    return f"sweep ?grace=10^30, allocation tags with $-key, dotted key, array in array, ?version=all: {codes}"
+
+
+@probe
 def nan_in_where(db):
     live, _ = server(db)
     try:
