@@ -29,7 +29,7 @@ _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "s
                 "description": "repeat a request with the same key to get the first answer, not a second grant"}
 _HISTORY = {"type": "object", "properties": {"_items": {"type": "array", "items": {
     "$ref": "#/components/schemas/HistoryEntry"}}}}
-_WRITE_ERRORS = error_responses(400, 401, 403, 415, 422, 503)
+_WRITE_ERRORS = error_responses(400, 401, 403, 408, 415, 422, 503)
 
 SCHEMAS = {
     "Health": {"type": "object", "properties": {
@@ -66,9 +66,10 @@ SCHEMAS = {
         "expired": {"type": "integer"}, "repaired": {"type": "integer"},
         "released": {"type": "array", "items": {"type": "string"}}}},
     "PoolInput": {"type": "object", "required": ["name", "cidr", "kind"], "properties": {
-        "name": {"type": "string"}, "cidr": {"type": "string"},
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"}, "cidr": {"type": "string"},
         "kind": {"type": "string", "enum": ["public", "private"]},
-        "exclude": {"type": "array", "items": {"type": "string"}}}},
+        "exclude": {"type": "array", "items": {"type": "string"}, "maxItems": 1024,
+                    "description": "addresses, ranges a-b and CIDRs inside the pool; stored merged into ranges"}}},
     "Pool": {"type": "object", "properties": {
         "name": {"type": "string"}, "cidr": {"type": "string"}, "kind": {"type": "string"},
         "exclude": {"type": "array", "items": {"type": "string"}},
