@@ -7,6 +7,7 @@ for slow clients) and prints what happened. --root runs the same probes on anoth
 
 import argparse
 import base64
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -40,6 +41,14 @@ from resource_manager import auth  # noqa: E402
 from resource_manager.localdb import LocalDB  # noqa: E402
 from tests.support import ADMIN, OPERATOR, PASSWORDS, LiveServer, write_users_file  # noqa: E402
 
+try:
+    from tests.support import run_together
+except ImportError:  # --root on a checkout older than the helper: this checkout's, on that code
+    _spec = importlib.util.spec_from_file_location("_support_here", os.path.join(ROOT, "tests", "support.py"))
+    _here = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_here)
+    run_together = _here.run_together
+
 TMP = tempfile.mkdtemp(prefix="rm-hardening-")
 PROBES = []
 
@@ -47,22 +56,6 @@ PROBES = []
 def probe(fn):
     PROBES.append(fn)
     return fn
-
-
-def burst(count, fn):
-    barrier = threading.Barrier(count)
-    results = [None] * count
-
-    def run(i):
-        barrier.wait()
-        results[i] = fn(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
 
 
 def server(db, **overrides):
@@ -108,7 +101,7 @@ def burst_of_guesses(db):
     for count in (24, 64):
         live, _ = server(db)
         try:
-            codes = burst(count, lambda i, live=live: post(live, ("operator", f"guess-{i}")).status_code)
+            codes = run_together(count, lambda i, live=live: post(live, ("operator", f"guess-{i}")).status_code)
         finally:
             live.stop()
         out.append(f"{count} guesses at once: {codes.count(401)} checked (401), {codes.count(429)} refused (429)")

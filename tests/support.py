@@ -94,3 +94,21 @@ def seeded_server(mongo_uri, users_file, name, seeds, auth, **overrides):
         live.stop()
         with pymongo.MongoClient(mongo_uri) as client:
             client.drop_database(dbname)
+
+
+def run_together(n, target, timeout=120):
+    """Run target(i) in n threads released together by a barrier; return their results in order."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def body(i):
+        barrier.wait()
+        results[i] = target(i)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads)
+    return results

@@ -15,7 +15,7 @@ from resource_manager import auth
 from resource_manager.ratelimit import FailureLimiter
 from resource_manager.users import main as users_main
 
-from .support import PASSWORDS, LiveServer
+from .support import PASSWORDS, LiveServer, run_together
 from .test_web import HTML, token
 
 MACHINE = {"hostname": "h1", "state": "idle"}
@@ -46,23 +46,6 @@ def post(live, auth_pair, hostname="h1", session=None):
     with requests.Session() if session is None else contextlib.nullcontext(session) as s:
         return s.post(live.url + "/machines", json={"hostname": hostname, "state": "idle"}, auth=auth_pair,
                       timeout=30)
-
-
-def burst(count, fn):
-    """Run fn(i) in `count` threads released together; return the results in order."""
-    barrier = threading.Barrier(count)
-    results = [None] * count
-
-    def run(i):
-        barrier.wait()
-        results[i] = fn(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 # 1. Rotation.
@@ -97,7 +80,7 @@ def test_a_rotated_password_is_refused_once_the_new_file_is_read(live, users, mo
 @pytest.mark.parametrize("round_", range(3))
 def test_a_burst_of_guesses_gets_only_the_allowance_checked(live, round_):
     user = ("operator", "admin", "reader")[round_]
-    codes = burst(24, lambda i: post(live, (user, f"guess-{i}")).status_code)
+    codes = run_together(24, lambda i: post(live, (user, f"guess-{i}")).status_code)
     assert codes.count(401) == 3, codes  # AUTH_MAX_FAILURES checked; every other guess refused unchecked
     assert codes.count(429) == 21, codes
     assert post(live, (user, PASSWORDS[user])).status_code == 429  # and the backoff holds
@@ -106,7 +89,7 @@ def test_a_burst_of_guesses_gets_only_the_allowance_checked(live, round_):
 
 def test_a_burst_with_the_right_password_is_not_refused(live):
     # The same burst from a legitimate client (a CI job starting 24 requests): no 429.
-    codes = burst(24, lambda i: post(live, ("operator", PASSWORDS["operator"]), f"m{i}").status_code)
+    codes = run_together(24, lambda i: post(live, ("operator", PASSWORDS["operator"]), f"m{i}").status_code)
     assert codes == [201] * 24
     assert live.db.machines.count_documents({}) == 24
 
@@ -253,7 +236,7 @@ def test_the_limiter_admits_no_more_checks_than_the_allowance_under_contention(t
             limiter.end(key, False)
             return "checked"
 
-        results = burst(threads, guess)
+        results = run_together(threads, guess)
         assert results.count("checked") == 5, results
         assert 0 < limiter.retry_after(key) <= 60
 
