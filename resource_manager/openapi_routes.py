@@ -78,7 +78,10 @@ SCHEMAS = {
     "PoolList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
         "$ref": "#/components/schemas/Pool"}}}},
     "AllocateRequest": {"type": "object", "required": ["owner"], "properties": {
-        "owner": {"type": "string"}, "count": {"type": "integer", "minimum": 1, "default": 1}}},
+        "owner": {"type": "string"}, "count": {"type": "integer", "minimum": 1, "default": 1},
+        "tags": {"type": "object", "additionalProperties": True,
+                 "description": "stored on each address; keys as for an address's tags"},
+        "reason": {"type": "string", "nullable": True}}},
     "Allocation": {"type": "object", "properties": {
         "pool": {"type": "string"}, "owner": {"type": "string"},
         "addresses": {"type": "array", "items": {"type": "string"}}}},
