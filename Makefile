@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install localdb browser run test soak bench lint clean
+.PHONY: install localdb browser run test soak bench lint lock clean
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -43,6 +43,14 @@ bench: localdb
 
 lint: install
 	$(BIN)/python -m ruff check resource_manager tests $(wildcard bench)
+
+# Regenerates the pins from pyproject.toml (the one declaration), keeping every pin that still fits.
+# UPGRADE=1 moves every package to its newest version allowed.
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --extra server -o requirements.txt --custom-compile-command "make lock" \
+	  --python-version 3.11 --quiet $(if $(UPGRADE),--upgrade)
+	$(BIN)/uv pip compile pyproject.toml --extra server --extra dev -c requirements.txt -o requirements-dev.txt \
+	  --custom-compile-command "make lock" --python-version 3.11 --quiet $(if $(UPGRADE),--upgrade)
 
 clean:
 	rm -rf $(VENV) resource_manager/localdb/.build .pytest_cache artifacts

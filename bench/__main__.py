@@ -39,11 +39,11 @@ class Env:
         self.client.drop_database(name)
         return self.client[name]
 
-    def api(self, dbname):
-        """The API on `dbname`, started on first use."""
+    def api(self, dbname, environ=None):
+        """The API on `dbname` (with extra environment variables `environ`), started on first use."""
         if dbname not in self._apis:
             server = Gunicorn(self.uri, dbname, self.users_file, os.path.join(self.workdir, f"gunicorn-{dbname}.log"),
-                              workers=self.workers, threads=self.threads)
+                              workers=self.workers, threads=self.threads, env=environ)
             self._apis[dbname] = server.start()
         return self._apis[dbname]
 
@@ -63,7 +63,7 @@ class Env:
 
 def benchmarks():
     """Every benchmark available on this branch, in the order of the issue."""
-    from . import reads, reservations
+    from . import reads, reservations, writes
 
     def reserve_8(env, runs):
         return reservations.reserve(env, runs, clients=8)
@@ -74,7 +74,8 @@ def benchmarks():
     found = []
     if _has_route("/reservations"):
         found += [reserve_8, reserve_32]
-    found += [reads.get_by_hostname, reads.list_all]
+    found += [reads.get_by_hostname, reads.list_all, reads.list_unpaged, writes.patch_1, writes.patch_8,
+              writes.patch_32]
     try:
         from .cli import startup
         found.append(startup)

@@ -15,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 from . import history, pool_hints
 from .allocation import (
     ADDRESS_CLAIMS,
+    NOT_ENDING,
     AllocationError,
     Shortfall,
     address_claim_id,
@@ -23,6 +24,7 @@ from .allocation import (
     drop_address_claim,
     request_id,
     stamp,
+    take_over_pending,
 )
 from .constraints import fingerprint
 from .history import utcnow
@@ -124,7 +126,7 @@ def _fill(db, pool, alloc, req, grace):
             claimed = []
         addresses = [address for address, _doc_id, _created in taken]
         pool_hints.mark(db, pool, network, claimed=[int(ipaddress.ip_address(a)) for a in addresses] + busy)
-        result = db[ALLOCATIONS].update_one({"_id": alloc["_id"], "state": "pending"},
+        result = db[ALLOCATIONS].update_one({"_id": alloc["_id"], "state": "pending", "ending": NOT_ENDING},
                                             {"$set": {"state": "done", "addresses": addresses}})
         if result.matched_count != 1:
             raise AllocationError("allocation was repaired by a sweep while being made; retry", 503)
@@ -178,18 +180,20 @@ def undo(db, alloc, entries=None):
     for address, doc_id, _created in entries:
         doc = coll.find_one({"_id": doc_id})
         if doc is not None and doc.get("owner") == alloc["owner"]:
+            # Only the version we read: a write in between (its owner handed on by PATCH) wins.
+            version = {"_id": doc_id, "_etag": doc.get("_etag")}
             if doc.get("_created") and doc["_created"] >= alloc["_created"]:
-                coll.delete_one({"_id": doc_id})
-                history.record(db, resource_of(kind), doc, "release", history.diff(doc, {}),
-                               reason="allocation not completed")
+                if coll.delete_one(version).deleted_count:
+                    history.record(db, resource_of(kind), doc, "release", history.diff(doc, {}),
+                                   reason="allocation not completed")
             else:
                 now = utcnow()
-                coll.update_one({"_id": doc_id}, {"$set": stamp(doc, {"owner": None}, now)})
-                after = dict(doc, owner=None)
-                history.record(db, resource_of(kind), after, "release", history.diff(doc, after),
-                               reason="allocation not completed", at=now)
+                if coll.update_one(version, {"$set": stamp(doc, {"owner": None}, now)}).matched_count:
+                    after = dict(doc, owner=None)
+                    history.record(db, resource_of(kind), after, "release", history.diff(doc, after),
+                                   reason="allocation not completed", at=now)
         drop_address_claim(db, kind, address, holder=aid)
-    db[ALLOCATIONS].delete_one({"_id": aid})
+    db[ALLOCATIONS].delete_one({"_id": aid, "state": "pending"})
 
 
 def repair(db, cutoff):
@@ -201,8 +205,9 @@ def repair(db, cutoff):
     """
     repaired = 0
     for alloc in list(db[ALLOCATIONS].find({"state": "pending", "_created": {"$lt": cutoff}})):
-        undo(db, alloc)
-        repaired += 1
+        if alloc.get("ending") or take_over_pending(db, ALLOCATIONS, alloc["_id"]):
+            undo(db, alloc)
+            repaired += 1
     pending = {a["_id"] for a in db[ALLOCATIONS].find({"state": "pending"}, {"_id": 1})}
     for kind in ("public", "private"):
         coll = db[collection_of(kind)]

@@ -1,15 +1,17 @@
 """Claims and reservations: the only code that grants exclusivity.
 
-A machine or an address belongs to whoever inserted its claim document
-(`_id` = hostname, or "<kind>/<address>"): the insert of an existing `_id`
-fails atomically (E11000) on MongoDB and FerretDB alike, so two claimants can
-never both win, whatever reads they made before. Everything else here is
-bookkeeping around that one fact, ordered so that a crash at any point leaves
-a visible, repairable state (see sweep.py):
+A machine or an address belongs to whoever inserted its claim document (`_id` = the
+machine's `_id`, or "<kind>/<canonical address>": identities that never change, so a
+rename cannot open a second claim). The insert of an existing `_id` fails atomically
+(E11000) on MongoDB and FerretDB alike, so two claimants can never both win, whatever
+reads they made before. Everything else here is bookkeeping around that one fact, with
+each step a conditional write that is atomic on every engine (atomic.py), ordered so
+that a crash at any point leaves a visible, repairable state (see sweep.py):
 
-reserve:  insert reservation (pending) -> claims -> machines in_use -> active
-end:      insert end marker (one ender) -> machines idle -> claims deleted -> released/expired
-undo:     machines idle -> claims deleted -> reservation deleted
+reserve:  insert reservation (pending) -> claims -> machines in_use (if unchanged) -> active (if still pending)
+end:      mark `ending` (if active and not ending: one ender) -> machines idle -> claims deleted -> released/expired
+undo:     mark `ending` (the sweep, if still pending) -> machines idle -> claims deleted -> reservation deleted
+extend:   new expiry (if active, not ending, not yet expired): ordered against an ending either way
 """
 
 import datetime
@@ -28,7 +30,8 @@ from .history import utcnow
 MACHINE_CLAIMS = "machine_claims"
 ADDRESS_CLAIMS = "address_claims"
 RESERVATIONS = "reservations"
-ENDS = "reservation_ends"
+ENDS = "reservation_ends"  # end markers of earlier versions; the sweep finishes what they started
+NOT_ENDING = {"$exists": False}
 REPLAY_POLL = 0.05
 
 
@@ -56,18 +59,35 @@ def request_id(prefix, user, key):
     return prefix + hashlib.sha256(f"{user}\0{key}".encode()).hexdigest()[:32]
 
 
-def claim_machine(db, hostname, holder):
-    """Insert the machine's claim; return whether we won it."""
+def claim_machine(db, machine, holder):
+    """Insert the claim on `machine` (keyed by its _id); return whether we won it."""
     try:
-        db[MACHINE_CLAIMS].insert_one({"_id": hostname, "holder": holder, "at": utcnow()})
+        db[MACHINE_CLAIMS].insert_one({"_id": machine["_id"], "hostname": machine.get("hostname"),
+                                       "holder": holder, "at": utcnow()})
         return True
     except DuplicateKeyError:
         return False
 
 
-def drop_machine_claim(db, hostname, holder):
-    """Delete the machine's claim, only if `holder` holds it."""
-    db[MACHINE_CLAIMS].delete_one({"_id": hostname, "holder": holder})
+def drop_machine_claim(db, machine_id, holder):
+    """Delete the claim on machine `machine_id`, only if `holder` holds it."""
+    db[MACHINE_CLAIMS].delete_one({"_id": machine_id, "holder": holder})
+
+
+def rekey_legacy_claims(db):
+    """Move claims keyed by hostname (before 1.1) to the machine's _id; return how many moved."""
+    moved = 0
+    for claim in list(db[MACHINE_CLAIMS].find({"hostname": {"$exists": False}})):
+        machine = db.machines.find_one({"hostname": claim["_id"]}, {"hostname": 1})
+        if machine is not None:
+            try:
+                db[MACHINE_CLAIMS].insert_one({"_id": machine["_id"], "hostname": machine["hostname"],
+                                               "holder": claim["holder"], "at": claim["at"]})
+            except DuplicateKeyError:
+                pass  # already claimed under its _id; the sweep judges which holder is real
+        db[MACHINE_CLAIMS].delete_one({"_id": claim["_id"], "holder": claim["holder"]})
+        moved += 1
+    return moved
 
 
 def address_claim_id(kind, address):
@@ -174,18 +194,20 @@ def _fill(db, res, grace):
                 raise AllocationError("reservation took too long; nothing reserved, retry", 503)
             fields = {"state": "in_use", "owner": res["owner"], "job_id": res["job_id"], "reservation": rid}
             for machine in claimed:
-                # Matching the _etag we read just after claiming: an Eve write in between makes us let go.
-                if _set_machine(db, machine, fields, {"_etag": machine.get("_etag")}, "reserve",
+                # Still idle in the version we read just after claiming: a write in between makes us let go.
+                if _set_machine(db, machine, fields, {"_etag": machine.get("_etag"), "state": "idle"}, "reserve",
                                 res["user"], res["reason"], res["job_id"]):
                     taken.append(machine)
                 else:
-                    drop_machine_claim(db, machine["hostname"], rid)
+                    drop_machine_claim(db, machine["_id"], rid)
             claimed = []
         now = utcnow()
         expires = now + datetime.timedelta(seconds=res["lease_seconds"]) if res["lease_seconds"] else None
         update = {"state": "active", "hostnames": sorted(m["hostname"] for m in taken),
                   "machine_ids": [m["_id"] for m in taken], "expires": expires, "_updated": now}
-        result = db[RESERVATIONS].update_one({"_id": rid, "state": "pending"}, {"$set": update})
+        # Only if still pending and not being undone by a sweep that judged us dead.
+        result = db[RESERVATIONS].update_one({"_id": rid, "state": "pending", "ending": NOT_ENDING},
+                                             {"$set": update})
         if result.matched_count != 1:
             raise AllocationError("reservation was repaired by a sweep while being made; retry", 503)
         return dict(res, **update)
@@ -202,21 +224,27 @@ def _claim_candidates(db, res, need):
     busy = {c["_id"] for c in db[MACHINE_CLAIMS].find({}, {"_id": 1})}
     query = dict(json.loads(res["where"]), state="idle")
     candidates = [m for m in db.machines.find(query, {"hostname": 1}).sort("hostname", 1)
-                  if m["hostname"] not in busy]
+                  if m["_id"] not in busy]
     got = []
     for candidate in candidates:
         if len(got) == need:
             break
-        hostname = candidate["hostname"]
-        if not claim_machine(db, hostname, rid):
+        if not claim_machine(db, candidate, rid):
             continue
         # Re-read after winning: the machine may have changed between our query and our claim.
         fresh = db.machines.find_one({"_id": candidate["_id"]})
-        if fresh is None or fresh.get("state") != "idle" or fresh.get("hostname") != hostname:
-            drop_machine_claim(db, hostname, rid)
+        if fresh is None or fresh.get("state") != "idle" or fresh.get("hostname") != candidate["hostname"]:
+            drop_machine_claim(db, candidate["_id"], rid)
             continue
         got.append(fresh)
     return got
+
+
+def take_over_pending(db, collection, _id):
+    """Mark a pending request as being undone by us (the sweep); return whether we won it."""
+    result = db[collection].update_one({"_id": _id, "state": "pending", "ending": NOT_ENDING},
+                                       {"$set": {"ending": "undone", "_updated": utcnow()}})
+    return result.matched_count == 1
 
 
 def undo(db, res, machines=None):
@@ -224,18 +252,18 @@ def undo(db, res, machines=None):
     rid = res["_id"]
     if machines is None:
         machines = list(db.machines.find({"reservation": rid}))
-        hostnames = [c["_id"] for c in db[MACHINE_CLAIMS].find({"holder": rid}, {"_id": 1})]
+        machine_ids = [c["_id"] for c in db[MACHINE_CLAIMS].find({"holder": rid}, {"_id": 1})]
     else:
-        hostnames = [m["hostname"] for m in machines]
+        machine_ids = [m["_id"] for m in machines]
     freed = []
     for machine in machines:
         current = db.machines.find_one({"_id": machine["_id"]})
         if current is not None and current.get("reservation") == rid:
             if free_machine(db, current, rid, "release", None, "reservation not completed"):
                 freed.append(current["hostname"])
-    for hostname in set(hostnames) | {m["hostname"] for m in machines}:
-        drop_machine_claim(db, hostname, rid)
-    db[RESERVATIONS].delete_one({"_id": rid})
+    for machine_id in set(machine_ids) | {m["_id"] for m in machines}:
+        drop_machine_claim(db, machine_id, rid)
+    db[RESERVATIONS].delete_one({"_id": rid, "state": "pending"})
     return freed
 
 
@@ -244,11 +272,17 @@ def undo(db, res, machines=None):
 def end_reservation(db, res, why, user=None, reason=None):
     """End an active reservation (why: released/expired); return its freed hostnames.
 
-    Returns None when another request is ending it: the end marker makes one ender.
+    Returns None when it is not ours to end: another request is ending it, or (for an
+    expiry) it was extended meanwhile. The conditional `ending` mark makes one ender,
+    and orders every ending against every extension.
     """
-    try:
-        db[ENDS].insert_one({"_id": res["_id"], "why": why, "user": user, "at": utcnow()})
-    except DuplicateKeyError:
+    now = utcnow()
+    condition = {"_id": res["_id"], "state": "active", "ending": NOT_ENDING}
+    if why == "expired":
+        condition["expires"] = {"$lt": now}
+    result = db[RESERVATIONS].update_one(condition, {"$set": {"ending": why, "ended": now, "ended_by": user,
+                                                              "_updated": now}})
+    if result.matched_count != 1:
         return None
     return finish_end(db, res, why, user, reason)
 
@@ -262,11 +296,10 @@ def finish_end(db, res, why, user=None, reason=None):
         if machine is not None and machine.get("reservation") == rid:
             if free_machine(db, machine, rid, "expire" if why == "expired" else "release", user, reason):
                 released.append(machine["hostname"])
-    for hostname in res.get("hostnames", []):
-        drop_machine_claim(db, hostname, rid)
+        drop_machine_claim(db, machine_id, rid)
     now = utcnow()
-    db[RESERVATIONS].update_one({"_id": rid}, {"$set": {"state": why, "ended": now, "ended_by": user,
-                                                        "_updated": now}})
+    db[RESERVATIONS].update_one({"_id": rid, "state": "active"},
+                                {"$set": {"state": why, "ending": why, "_updated": now}})
     return sorted(released)
 
 
@@ -294,22 +327,28 @@ def reclaim_expired(db, user=None):
 
 
 def extend(db, rid, lease_seconds):
-    """Set the lease to end `lease_seconds` from now (never earlier); return the reservation."""
+    """Set the lease to end `lease_seconds` from now (never earlier); return the reservation.
+
+    Raises AllocationError: 404 unknown, 409 not active, ending, lease-less or expired.
+    """
+    now = utcnow()
+    expires = now + datetime.timedelta(seconds=lease_seconds)
+    # $max: never earlier, even against a concurrent extension; the condition orders us against endings.
+    result = db[RESERVATIONS].update_one(
+        {"_id": rid, "state": "active", "ending": NOT_ENDING, "expires": {"$gt": now}},
+        {"$max": {"expires": expires}, "$set": {"_updated": now}})
     res = db[RESERVATIONS].find_one({"_id": rid})
+    if result.matched_count == 1:
+        return res
     if res is None:
         raise AllocationError(f"no reservation {rid}", 404)
     if res["state"] != "active":
         raise AllocationError(f"reservation {rid} is {res['state']}")
-    now = utcnow()
+    if res.get("ending"):
+        raise AllocationError(f"reservation {rid} is being {res['ending']}")
     if res.get("expires") is None:
         raise AllocationError(f"reservation {rid} has no lease to extend")
-    if res["expires"] <= now:
-        raise AllocationError(f"the lease of reservation {rid} has expired")
-    expires = max(res["expires"], now + datetime.timedelta(seconds=lease_seconds))
-    db[RESERVATIONS].update_one({"_id": rid, "state": "active"}, {"$set": {"expires": expires, "_updated": now}})
-    if db[ENDS].find_one({"_id": rid}) is not None:
-        raise AllocationError(f"reservation {rid} ended meanwhile")
-    return db[RESERVATIONS].find_one({"_id": rid})
+    raise AllocationError(f"the lease of reservation {rid} has expired")
 
 
 def explain(db, req):
@@ -321,7 +360,7 @@ def explain(db, req):
     states = {}
     for m in matching:
         states[m.get("state")] = states.get(m.get("state"), 0) + 1
-    free = sorted(m["hostname"] for m in matching if m.get("state") == "idle" and m["hostname"] not in busy)
+    free = sorted(m["hostname"] for m in matching if m.get("state") == "idle" and m["_id"] not in busy)
     reclaimable = sorted(m["hostname"] for m in matching if m.get("reservation") in expired)
     available = free + reclaimable
     count = req["count"]

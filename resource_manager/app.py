@@ -5,7 +5,7 @@ import logging
 from eve import Eve
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, config, db, errors, guards, health, history, lookup, pools, queryargs, reservations, web
+from . import auth, config, db, errors, guards, health, history, listing, lookup, pools, queryargs, reservations, web
 from .datalayer import Mongo
 from .settings import DOMAIN, EVE_SETTINGS
 from .validation import Validator
@@ -26,6 +26,7 @@ def create_app(overrides=None, environ=None):
     auth.init_app(app)
     db.init_app(app)
     lookup.init_app(app)
+    listing.init_app(app)
     health.init_app(app)
     history.init_app(app)
     guards.init_app(app)

@@ -92,7 +92,7 @@ def cmd_list(client, args, env):
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
     items = client.iter(where or None, args.sort, fields, limit=args.limit)
     fmt = output_format(args, env)
-    columns = fields or client.fields
+    columns = fields or client.schema_fields
     if fmt == "csv":
         wanted = {f.split(".", 1)[0] for f in fields or ()}
         items = [{k: v for k, v in item.items() if k not in META_FIELDS and (not wanted or k in wanted)}

@@ -1,19 +1,33 @@
-"""Eve's Mongo data layer, with three corrections.
+"""Eve's Mongo data layer, with these corrections.
 
+- Conditional writes are atomic on every engine (atomic.py): Eve's `{_id, _etag}` updates
+  then really are compare-and-set, so of two writers holding one If-Match, one gets 412.
+- A DELETE removes the version it checked (`{_id, _etag}`), or answers 412: Eve deletes by
+  `_id` alone, so a delete racing a reservation could remove a machine just handed out.
+- A bulk POST stores all of its documents or none: Eve's ordered insert keeps the documents
+  before a duplicate. On FerretDB the insert and its undo hold the write lock, so nobody
+  writes those documents in between; on MongoDB the undo spares a document changed meanwhile.
 - Writes use the write concern of MONGO_URI (`w=majority` on a replica set); Eve would force w=1.
 - A change that hits a unique index (a PATCH or PUT renaming onto a taken name) answers 409,
   as an insert does; Eve answers a bare 400.
 - Listings count the matches only when they must (see Mongo.find): Eve counts on every page,
   and on the embedded database a count scans the whole collection.
+- A PUT or PATCH that changes nothing succeeds (Eve answered 412 when it came within the
+  second of the last write; see Mongo._unchanged).
 """
 
+import contextlib
 import json
 import threading
 import time
 
 import pymongo.errors
 from eve.io.mongo import Mongo as EveMongo
+from eve.utils import config
+from flask import abort, g
 from werkzeug.exceptions import Conflict
+
+from .db import engine
 
 
 class DuplicateName(Conflict):
@@ -34,7 +48,7 @@ def is_duplicate(error):
 
 
 class _Collection:
-    """A pymongo Collection whose update/replace raise DuplicateName (which Eve lets through)."""
+    """An atomic Collection whose update/replace raise DuplicateName (which Eve lets through)."""
 
     def __init__(self, collection):
         self._collection = collection
@@ -70,6 +84,36 @@ class Mongo(EveMongo):
         super().init_app(app)
         self._counts = {}
         self._counts_lock = threading.Lock()
+        app.on_delete_item += _remember_deleted
+
+    def insert(self, resource, doc_or_docs):
+        """Insert one document or a list of them, all or nothing; return their _ids."""
+        docs = [doc_or_docs] if isinstance(doc_or_docs, dict) else list(doc_or_docs)
+        coll = self.get_collection_with_write_concern(self.datasource(resource)[0], resource)
+        with coll.locked() if len(docs) > 1 else contextlib.nullcontext():
+            try:
+                return coll.insert_many(docs, ordered=True).inserted_ids
+            except pymongo.errors.BulkWriteError as e:
+                # Ordered: exactly the first nInserted went in (pymongo gave each its _id).
+                done = docs[:e.details.get("nInserted", 0)]
+                for doc in done:
+                    coll.delete_one({"_id": doc["_id"], "_etag": doc.get("_etag")})
+                errors = e.details.get("writeErrors") or [{}]
+                if any(err.get("code") == 11000 for err in errors):
+                    raise DuplicateName(pymongo.errors.DuplicateKeyError(
+                        errors[0].get("errmsg", ""), 11000, errors[0])) from e
+                raise
+
+    def remove(self, resource, lookup):
+        """Delete the item Eve checked, only in the version it checked (412 otherwise)."""
+        original = g.pop("rm_deleting", None)
+        if original is None or original[0] != resource:
+            return super().remove(resource, lookup)
+        _resource, _id, etag = original
+        coll = self.get_collection_with_write_concern(self.datasource(resource)[0], resource)
+        if coll.delete_one({"_id": _id, "_etag": etag}).deleted_count != 1:
+            abort(412, description="Client and server etags don't match")
+        return None
 
     def find(self, resource, req, sub_resource_lookup, perform_count=True):
         """Return (documents, total), counting only when the page itself cannot tell the total.
@@ -103,5 +147,39 @@ class Mongo(EveMongo):
             self._counts[key] = (count, now, now)
         return documents, count
 
+    def update(self, resource, id_, updates, original):
+        return self._done_unless_changed(super().update, resource, id_, updates, original)
+
+    def replace(self, resource, id_, document, original):
+        return self._done_unless_changed(super().replace, resource, id_, document, original)
+
+    def _done_unless_changed(self, write, resource, id_, new, original):
+        try:
+            return write(resource, id_, new, original)
+        except self.OriginalChangedError:
+            if not self._unchanged(resource, id_, new, original):
+                raise
+        return None
+
+    def _unchanged(self, resource, id_, new, original):
+        """Return whether a write that modified nothing left the very version it was meant for.
+
+        Eve takes "nothing modified" for "changed meanwhile" (412). A PUT or PATCH that sends
+        what is stored within the second of the last write modifies nothing too: its new
+        _etag, a hash of the content with _updated to the second, is the old one. That is
+        done, not a conflict, when the item still has that _etag.
+        """
+        etag = original.get(config.ETAG)
+        if etag is None or new.get(config.ETAG) != etag:
+            return False
+        datasource = self.datasource(resource)[0]
+        current = self.pymongo(resource).db[datasource].find_one({"_id": id_}, {config.ETAG: 1})
+        return current is not None and current.get(config.ETAG) == etag
+
     def get_collection_with_write_concern(self, datasource, resource):
-        return _Collection(self.pymongo(resource).db[datasource])
+        return _Collection(engine(self.app).wrap(self.pymongo(resource).db)[datasource])
+
+
+def _remember_deleted(resource, original):
+    # Eve passes the checked original to hooks, but only the lookup to remove().
+    g.rm_deleting = (resource, original.get("_id"), original.get("_etag"))

@@ -1,4 +1,4 @@
-"""The database behind the API: unique indexes, and whether it answers."""
+"""The database behind the API: its engine, unique indexes, and whether it answers."""
 
 import logging
 import threading
@@ -7,6 +7,7 @@ import pymongo
 import pymongo.errors
 from flask import current_app, request
 
+from . import atomic
 from .errors import error_response
 from .settings import NAME_FIELDS
 
@@ -14,9 +15,37 @@ log = logging.getLogger(__name__)
 
 
 def database(app=None):
-    """Return the pymongo Database the app serves."""
+    """Return the Database the app serves, its conditional writes atomic on this engine (see atomic.py).
+
+    Raises PyMongoError when the engine is not known yet and the database does not answer.
+    """
     app = app or current_app
-    return app.data.driver.db
+    return engine(app).wrap(app.data.driver.db)
+
+
+def engine(app=None):
+    """Return the app's atomic.Engine, asking the database what it is on first use."""
+    return (app or current_app).extensions["rm_engine"].get()
+
+
+class EngineProbe:
+    """Detects the engine once per process (at start, or when the database first answers)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.engine = None
+        self._lock = threading.Lock()
+
+    def get(self):
+        if self.engine is None:
+            with self._lock:
+                if self.engine is None:
+                    config = self.app.config
+                    with self.app.app_context():
+                        self.engine = atomic.detect(self.app.data.driver.db,
+                                                    config.get("WRITE_SERIALISATION", "auto"),
+                                                    config.get("WRITE_LOCK_DIR"))
+        return self.engine
 
 
 def collection_name(app, resource):
@@ -50,7 +79,7 @@ class Indexes:
             if self.ready:
                 return True
             with self.app.app_context():
-                db = database(self.app)
+                db = self.app.data.driver.db
                 for coll, keys, options in self.specs:
                     db[coll].create_index(keys, **options)
             self.ready = True
@@ -61,7 +90,7 @@ class Indexes:
 def ping(app=None):
     """Return whether the database answers a ping."""
     try:
-        database(app).client.admin.command("ping")
+        (app or current_app).data.driver.db.client.admin.command("ping")
         return True
     except pymongo.errors.PyMongoError:
         return False
@@ -72,6 +101,7 @@ def _ensure_before_write():
     if indexes.ready or request.endpoint == "health.healthz":
         return None
     try:
+        engine()
         indexes.ensure()
     except pymongo.errors.PyMongoError as e:
         log.warning("cannot create indexes yet: %s", e)
@@ -80,11 +110,14 @@ def _ensure_before_write():
 
 
 def init_app(app):
-    """Create the unique indexes now if the database answers, else before the first request."""
+    """Learn the engine and create the unique indexes now if the database answers, else on first use."""
+    probe = EngineProbe(app)
+    app.extensions["rm_engine"] = probe
     indexes = Indexes(app)
     app.extensions["rm_indexes"] = indexes
     app.before_request(_ensure_before_write)
     try:
+        probe.get()
         indexes.ensure()
     except pymongo.errors.PyMongoError as e:
         log.warning("database not reachable at start (%s); will retry on each request", e)

@@ -2,7 +2,10 @@
 
 Machines: while a machine's claim exists, a write through Eve may not change
 its hostname, state, owner or job_id, nor delete it (409 naming the
-reservation): release the reservation instead.
+reservation): release the reservation instead. The check and the write are
+one decision: Eve writes only the version it checked (`{_id, _etag}`, atomic
+on every engine), and the allocator changes a machine's _etag when it takes
+it, so a reservation landing in between turns the write into a 412.
 Addresses: an address with an owner always holds its claim. A write through
 Eve that gives an address an owner takes the claim first (409 if another
 holds it); one that takes the owner away, or deletes the address, drops it.
@@ -23,7 +26,7 @@ GUARDED_FIELDS = ("hostname", "state", "owner", "job_id")
 
 def _holding_reservation(original):
     db = database()
-    claim = db[MACHINE_CLAIMS].find_one({"_id": original.get("hostname")})
+    claim = db[MACHINE_CLAIMS].find_one({"_id": original.get("_id")})
     if claim is None:
         return None
     res = db[RESERVATIONS].find_one({"_id": claim["holder"]}, {"owner": 1, "job_id": 1, "state": 1}) or {}

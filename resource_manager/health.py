@@ -1,6 +1,7 @@
 """GET /healthz: for supervisors and load balancers."""
 
 from flask import Blueprint, current_app, jsonify
+from pymongo.errors import PyMongoError
 
 from . import __version__, db
 
@@ -18,6 +19,12 @@ def healthz():
     users = current_app.extensions["rm_users"].status()
     status = "unavailable" if not up else "degraded" if users["status"] == "stale" else "ok"
     body = {"status": status, "database": "up" if up else "down", "users_file": users, "version": __version__}
+    probe = current_app.extensions["rm_engine"]
+    if up or probe.engine is not None:
+        try:
+            body.update(probe.get().describe())
+        except PyMongoError:
+            pass  # went down between the ping and the probe: the ping's answer stands
     return jsonify(body), 200 if up else 503
 
 

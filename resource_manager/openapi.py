@@ -137,10 +137,13 @@ def _common_components(app):
                  "description": "fields to sort by, comma-separated; '-' for descending"},
         "projection": {"name": "projection", "in": "query", "schema": {"type": "string"},
                        "example": '{"hostname": 1}', "description": "fields to include (1) or exclude (0), JSON"},
-        "page": {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+        "page": {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1},
+                 "description": "the page to answer; without page and max_results every match is answered"},
         "max_results": {"name": "max_results", "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": limit,
-                                   "default": app.config.get("PAGINATION_DEFAULT", 25)}},
+                        "schema": {"type": "integer", "minimum": 1, "maximum": limit},
+                        "description": f"items per page ({app.config.get('PAGINATION_DEFAULT', 25)} when only page "
+                                       "is given); without page and max_results every match is answered, "
+                                       "streamed, with _meta.total at the end"},
         "IfMatch": {"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
                     "description": "the item's current _etag (from its ETag header); 428 without it, 412 if stale"},
         "IfNoneMatch": {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
@@ -209,7 +212,8 @@ def resource_paths(app, resource, settings):
             f"list{camel(resource)}", f"List {resource}", tag, _security(settings, "GET", False), None,
             parameters=[{"$ref": f"#/components/parameters/{p}"}
                         for p in ("where", "sort", "projection", "page", "max_results")],
-            responses={"200": {"description": f"a page of {resource}",
+            responses={"200": {"description": f"every matching item of {resource}, or one page of them "
+                                              "with page/max_results (then _links.next leads on)",
                                "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{name}List"}}}},
                        **error_responses(400, 503)})
     if "POST" in settings["resource_methods"]:

@@ -39,7 +39,10 @@ SCHEMAS = {
                        "is unusable: error, since; the last good accounts serve) or none", "properties": {
                            "status": {"type": "string", "enum": ["ok", "stale", "none"]},
                            "accounts": {"type": "integer"}, "error": {"type": "string"},
-                           "since": {"type": "string"}}}}},
+                           "since": {"type": "string"}}},
+        "engine": {"type": "string", "enum": ["mongodb", "ferretdb"]},
+        "engine_version": {"type": "string", "nullable": True},
+        "writes": {"type": "string", "description": "how conditional writes are made atomic on this engine"}}},
     "ReservationRequest": {"type": "object", "required": ["count", "owner"], "properties": {
         "count": {"type": "integer", "minimum": 1}, "owner": {"type": "string"}, "job_id": {"type": "string"},
         "where": {"type": "object", "additionalProperties": True,

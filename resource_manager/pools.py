@@ -5,7 +5,7 @@ import re
 from flask import Blueprint, current_app, jsonify, request
 from pymongo.errors import DuplicateKeyError
 
-from . import address_allocation, pool_hints, sweep
+from . import address_allocation, mutex, pool_hints, sweep
 from .address_allocation import POOLS
 from .allocation import ADDRESS_CLAIMS, AllocationError
 from .auth import require_role
@@ -90,18 +90,22 @@ def create():
     if issues:
         return invalid("pool", issues)
     db = database()
-    refused = _too_many(db)
-    if refused is not None:
-        return refused
-    other = _overlapping(db, body["kind"], network)
-    if other:
-        return error_response(409, f"{network} overlaps pool {other}")
     now = utcnow()
     pool = {"name": body["name"], "kind": body["kind"], **_stored_form(network, body), "_created": now, "_updated": now}
     try:
-        db[POOLS].insert_one(pool)
+        # One pool definition of a kind at a time, so that the overlap check still holds at the insert.
+        with mutex.holding(db, f"pools/{body['kind']}"):
+            refused = _too_many(db)
+            if refused is not None:
+                return refused
+            other = _overlapping(db, body["kind"], network)
+            if other:
+                return error_response(409, f"{network} overlaps pool {other}")
+            db[POOLS].insert_one(pool)
     except DuplicateKeyError:
         return error_response(409, f"pool {body['name']} exists")
+    except mutex.Busy:
+        return error_response(503, "another pool is being defined; retry", headers={"Retry-After": "1"})
     return created(render(pool), f"/address-pools/{pool['name']}")
 
 

@@ -12,22 +12,25 @@ import json
 import sys
 
 import pymongo.errors
-from pymongo.errors import DuplicateKeyError
 
-from . import address_allocation
+from . import address_allocation, mutex
 from .allocation import (
     ENDS,
     MACHINE_CLAIMS,
+    NOT_ENDING,
     RESERVATIONS,
     drop_machine_claim,
+    end_reservation,
     finish_end,
     free_machine,
     reclaim_expired,
+    rekey_legacy_claims,
+    take_over_pending,
     undo,
 )
+from .db import database
 from .history import utcnow
 
-LOCKS = "locks"
 DEFAULT_GRACE = 120
 STALE_LOCK = datetime.timedelta(minutes=10)
 
@@ -39,7 +42,7 @@ def grace_seconds(app):
 
 def sweep(db, grace, user=None):
     """Expire leases and repair half-done work; return {"expired", "repaired", "released"}."""
-    if not _lock(db):
+    if not mutex.try_take(db, "sweep", STALE_LOCK):
         return {"expired": 0, "repaired": 0, "released": [], "skipped": "another sweep is running"}
     try:
         expired, released = reclaim_expired(db, user)
@@ -48,36 +51,29 @@ def sweep(db, grace, user=None):
         repaired += address_allocation.repair(db, cutoff)
         return {"expired": expired, "repaired": repaired, "released": sorted(set(released + freed))}
     finally:
-        db[LOCKS].delete_one({"_id": "sweep"})
-
-
-def _lock(db):
-    # One sweep at a time; a lock left by a crashed sweep goes stale.
-    for _attempt in range(2):
-        try:
-            db[LOCKS].insert_one({"_id": "sweep", "at": utcnow()})
-            return True
-        except DuplicateKeyError:
-            lock = db[LOCKS].find_one({"_id": "sweep"})
-            if lock is not None and utcnow() - lock["at"] < STALE_LOCK:
-                return False
-            if lock is not None:
-                db[LOCKS].delete_one({"_id": "sweep", "at": lock["at"]})
-    return False
+        mutex.give_back(db, "sweep")
 
 
 def _repair_reservations(db, cutoff):
-    repaired, freed = 0, []
-    # A reserver that died mid-way: its reservation stays pending. Undo it.
+    repaired, freed = rekey_legacy_claims(db), []
+    # A reserver that died mid-way: its reservation stays pending. Take it over (so that a reserver
+    # still alive cannot make it active after all), then undo it.
     for res in list(db[RESERVATIONS].find({"state": "pending", "_created": {"$lt": cutoff}})):
-        freed += undo(db, res)
-        repaired += 1
-    # An ender that died mid-way: its end marker exists, the reservation is still active. Finish it.
-    active = {r["_id"]: r for r in db[RESERVATIONS].find({"state": "active"})}
-    for marker in db[ENDS].find({"_id": {"$in": list(active)}}):
-        if marker["at"] < cutoff:
-            freed += finish_end(db, active.pop(marker["_id"]), marker["why"], marker.get("user"))
+        if res.get("ending") or take_over_pending(db, RESERVATIONS, res["_id"]):
+            freed += undo(db, res)
             repaired += 1
+    # An ender that died mid-way: the reservation is still active, marked `ending`. Finish it.
+    for res in list(db[RESERVATIONS].find({"state": "active", "ending": {"$exists": True},
+                                           "ended": {"$lt": cutoff}})):
+        freed += finish_end(db, res, res["ending"], res.get("ended_by"))
+        repaired += 1
+    # The same left by an earlier version: an end marker on a still-active reservation.
+    for marker in list(db[ENDS].find({"at": {"$lt": cutoff}})):
+        res = db[RESERVATIONS].find_one({"_id": marker["_id"], "state": "active", "ending": NOT_ENDING})
+        if res is not None:
+            freed += end_reservation(db, res, "released", marker.get("user")) or []
+            repaired += 1
+        db[ENDS].delete_one({"_id": marker["_id"]})
     # Claims whose reservation is gone or over, or does not list the machine; and machines that name
     # a reservation which does not hold them. Each is judged on a fresh read of its reservation, so
     # one that started after this sweep did is never mistaken for a stray.
@@ -87,7 +83,7 @@ def _repair_reservations(db, cutoff):
             repaired += 1
     for machine in list(db.machines.find({"reservation": {"$nin": [None]}})):
         rid = machine["reservation"]
-        if _holds(db, rid, machine["hostname"]):
+        if _holds(db, rid, machine["_id"]):
             continue
         if free_machine(db, machine, rid, "release", None, "sweep: held without a reservation"):
             freed.append(machine["hostname"])
@@ -95,11 +91,11 @@ def _repair_reservations(db, cutoff):
     return repaired, freed
 
 
-def _holds(db, rid, hostname):
-    res = db[RESERVATIONS].find_one({"_id": rid}, {"state": 1, "hostnames": 1})
+def _holds(db, rid, machine_id):
+    res = db[RESERVATIONS].find_one({"_id": rid}, {"state": 1, "machine_ids": 1})
     if res is None:
         return False
-    return res["state"] == "pending" or (res["state"] == "active" and hostname in res["hostnames"])
+    return res["state"] == "pending" or (res["state"] == "active" and machine_id in res.get("machine_ids", []))
 
 
 def main(argv=None):
@@ -115,7 +111,7 @@ def main(argv=None):
         app = create_app()
         with app.app_context():
             app.extensions["rm_indexes"].ensure()
-            db = app.data.driver.db
+            db = database(app)
             result = sweep(db, grace_seconds(app) if args.grace is None else args.grace, "rm-sweep")
             for client, _db in app.extensions["pymongo"].values():
                 client.close()

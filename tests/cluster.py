@@ -1,8 +1,15 @@
 """Several API server processes (gunicorn) sharing one database, for the concurrency proofs."""
 
 import os
+import random
+import threading
+
+import pymongo
 
 from bench.deployed import Gunicorn
+
+COLLECTIONS = ("machines", "reservations", "reservation_ends", "machine_claims", "address_claims",
+               "address_pools", "allocations", "public_addresses", "private_addresses", "history", "locks")
 
 
 class Cluster:
@@ -28,3 +35,42 @@ class Cluster:
     def stop(self):
         for server in self.servers:
             server.stop()
+
+
+def shared_cluster(localdb, users_file, log_dir, prefix):
+    """Yield (Cluster, Database): two gunicorn servers over one fresh database, dropped afterwards."""
+    dbname = f"test_{prefix}_{random.randrange(1 << 32):08x}"
+    cluster = Cluster(localdb.uri, dbname, users_file, log_dir)
+    client = pymongo.MongoClient(localdb.uri, tz_aware=True)
+    try:
+        yield cluster, client[dbname]
+    finally:
+        cluster.stop()
+        client.drop_database(dbname)
+        client.close()
+
+
+def emptied(shared):
+    """Return `shared` with every collection emptied (indexes kept)."""
+    _cluster, db = shared
+    for name in COLLECTIONS:
+        db[name].delete_many({})
+    return shared
+
+
+def run_threads(n, target):
+    """Run target(i) in n threads released together by a barrier; return their results in order."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def body(i):
+        barrier.wait()
+        results[i] = target(i)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    return results

@@ -16,59 +16,30 @@ import pymongo
 import pytest
 import requests
 
-from .cluster import Cluster
+from .cluster import Cluster, emptied, run_threads, shared_cluster
 from .support import ADMIN, OPERATOR
 
 THREADS = 32
 ROUNDS = 3
 MACHINES = 40
-COLLECTIONS = ("machines", "reservations", "reservation_ends", "machine_claims", "address_claims",
-               "address_pools", "allocations", "public_addresses", "private_addresses", "history", "locks")
 
 
 @pytest.fixture(scope="module")
 def shared(localdb, users_file, tmp_path_factory):
     """Two gunicorn servers over one database, for the whole module."""
-    dbname = f"test_conc_{random.randrange(1 << 32):08x}"
-    cluster = Cluster(localdb.uri, dbname, users_file, str(tmp_path_factory.mktemp("cluster")))
-    client = pymongo.MongoClient(localdb.uri, tz_aware=True)
-    yield cluster, client[dbname]
-    cluster.stop()
-    client.drop_database(dbname)
-    client.close()
+    yield from shared_cluster(localdb, users_file, str(tmp_path_factory.mktemp("cluster")), "conc")
 
 
 @pytest.fixture
 def cluster(shared):
     """The shared servers, over emptied collections (indexes kept)."""
-    cluster, db = shared
-    for name in COLLECTIONS:
-        db[name].delete_many({})
-    return cluster, db
+    return emptied(shared)
 
 
 def session(auth=OPERATOR):
     s = requests.Session()
     s.auth = auth
     return s
-
-
-def run_threads(n, target):
-    """Run target(i) in n threads started together; return their results in order."""
-    barrier = threading.Barrier(n)
-    results = [None] * n
-
-    def body(i):
-        barrier.wait()
-        results[i] = target(i)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads)
-    return results
 
 
 def add_machines(url, n, prefix="m"):
@@ -84,7 +55,8 @@ def check_machines(db):
     held = [h for r in active for h in r["hostnames"]]
     assert len(held) == len(set(held)), "a machine is in two reservations"
     machines = {m["hostname"]: m for m in db.machines.find()}
-    claims = {c["_id"]: c["holder"] for c in db.machine_claims.find()}
+    names = {m["_id"]: m["hostname"] for m in machines.values()}
+    claims = {names.get(c["_id"], c["_id"]): c["holder"] for c in db.machine_claims.find()}
     for res in active:
         assert len(res["hostnames"]) == res["count"], "an incomplete reservation"
         for hostname in res["hostnames"]:
@@ -230,10 +202,12 @@ def test_crashed_reserver_leaves_nothing_held_after_the_sweep(cluster):
     db.reservations.insert_one({"_id": "crashed", "state": "pending", "owner": "x", "job_id": "j", "count": 3,
                                 "where": "{}", "hostnames": [], "machine_ids": [], "_created": long_ago,
                                 "_updated": long_ago, "user": "operator"})
-    db.machine_claims.insert_many([{"_id": h, "holder": "crashed", "at": long_ago} for h in ("m000", "m001")])
+    ids = {m["hostname"]: m["_id"] for m in db.machines.find()}
+    db.machine_claims.insert_many([{"_id": ids[h], "hostname": h, "holder": "crashed", "at": long_ago}
+                                   for h in ("m000", "m001")])
     db.machines.update_one({"hostname": "m000"}, {"$set": {"state": "in_use", "owner": "x", "reservation": "crashed"}})
     # A claim nobody holds.
-    db.machine_claims.insert_one({"_id": "m002", "holder": "vanished", "at": long_ago})
+    db.machine_claims.insert_one({"_id": ids["m002"], "hostname": "m002", "holder": "vanished", "at": long_ago})
     with session() as s:
         s.post(url + "/address-pools", json={"name": "p", "cidr": "10.1.0.0/24", "kind": "public"})
         kept = s.post(url + "/reservations", json={"count": 2}).json()

@@ -318,6 +318,7 @@ def test_worker_killed_while_reserving_leaves_nothing_held_after_the_sweep(local
                 assert str(machine.get("reservation")) == holder[hostname]
             else:
                 assert hostname not in holder and not machine.get("reservation"), hostname
-        claims = {c["_id"]: str(c.get("holder")) for c in db.machine_claims.find()}
+        names = {m["_id"]: hostname for hostname, m in machines.items()}
+        claims = {names.get(c["_id"], c["_id"]): str(c.get("holder")) for c in db.machine_claims.find()}
         assert claims == holder, "claims and active reservations disagree"
         print(f"\n{len(acked)} reservations held, {len(released)} released, {len(reservations)} in all")

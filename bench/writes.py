@@ -1,0 +1,64 @@
+"""What atomic writes cost: PATCH/s through the API, serialised by the host lock, against the same API with
+serialisation switched off (WRITE_SERIALISATION=off: the unsafe behaviour before), in the same run."""
+
+import random
+
+import requests
+
+from .load import throughput
+from .reads import seed_machines
+from .reservations import OPERATOR
+
+MACHINES = 200
+SECONDS = 5
+
+
+def api_patch_machine(url, auth, ids):
+    """Client set-up: PATCH a random machine's tags by _id, with its current If-Match (retried on 412)."""
+    session = requests.Session()
+    session.auth = auth
+    rng = random.Random()
+
+    def once():
+        path = f"{url}/machines/{rng.choice(ids)}"
+        for _attempt in range(10):
+            doc = session.get(path, timeout=30).json()
+            response = session.patch(path, json={"tags": {"n": rng.randrange(1 << 30)}},
+                                     headers={"If-Match": doc["_etag"]}, timeout=30)
+            if response.status_code == 200:
+                return
+            if response.status_code != 412:
+                raise RuntimeError(response.status_code)
+        raise RuntimeError("412 ten times")
+
+    return once
+
+
+def patch_rate(env, runs, clients):
+    """PATCH/s at `clients` clients, serialised (ours) and not (baseline)."""
+    rates = {}
+    for mode in ("auto", "off"):
+        dbname = f"bench_writes_{mode}"
+        db = env.database(dbname)
+        seed_machines(db, MACHINES)
+        ids = [str(d["_id"]) for d in db.machines.find({}, {"_id": 1})]
+        url = env.api(dbname, {"RM_WRITE_SERIALISATION": mode}).url
+        rates[mode] = [throughput(api_patch_machine, (url, OPERATOR, ids), clients, SECONDS)[0]
+                       for _ in range(runs)]
+        env.stop_api(dbname)
+    return {"name": f"PATCH a machine (GET + PATCH If-Match), {clients} clients", "ours": rates["auto"],
+            "baseline": rates["off"], "baseline_name": "same API, writes not serialised (unsafe)",
+            "unit": "PATCH/s", "higher_is_better": True,
+            "notes": f"{MACHINES} machines, by _id; the cost of the host write lock on the embedded database"}
+
+
+def patch_1(env, runs):
+    return patch_rate(env, runs, 1)
+
+
+def patch_8(env, runs):
+    return patch_rate(env, runs, 8)
+
+
+def patch_32(env, runs):
+    return patch_rate(env, runs, 32)
