@@ -31,10 +31,13 @@ def name_filter(resource, value):
     """
     field = NAME_FIELDS[resource]
     name = canonical_name(resource, value)
+    collection = database()[collection_name(current_app, resource)]
     if not ObjectId.is_valid(value):
+        if name != value and collection.find_one({field: name}, {"_id": 1}) is None:
+            # Stored before names were canonicalised (say H.example.com): still found by its spelling.
+            return {field: value}
         return {field: name}
     oid = ObjectId(value)
-    collection = database()[collection_name(current_app, resource)]
     found = list(collection.find({"$or": [{"_id": oid}, {field: name}]}, {field: 1}).limit(2))
     if len(found) > 1:
         named = next(d for d in found if d["_id"] != oid)

@@ -97,3 +97,12 @@ def test_zone_ids_in_pools_are_refused(server, admin):
         assert response.status_code == 422, response.text
         assert "zone id" in response.text
     assert server.db.address_pools.count_documents({}) == 0
+
+
+def test_a_name_stored_before_canonicalisation_is_still_found_by_its_spelling(server, operator):
+    server.db.machines.insert_one({"hostname": "Legacy.Example.COM", "state": "idle", "tags": {}})  # an old row
+    assert operator.get("/machines/Legacy.Example.COM").json()["hostname"] == "Legacy.Example.COM"
+    # Renaming it to its canonical form makes every spelling find it.
+    assert operator.write("PATCH", "/machines/Legacy.Example.COM", json={"hostname": "legacy.example.com"}
+                          ).status_code == 200
+    assert operator.get("/machines/LEGACY.example.com.").json()["hostname"] == "legacy.example.com"
