@@ -3,6 +3,7 @@
 import logging
 
 from eve import Eve
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, config, db, errors, guards, health, history, listing, lookup, pools, queryargs, reservations, web
 from .datalayer import Mongo
@@ -32,6 +33,10 @@ def create_app(overrides=None, environ=None):
     reservations.init_app(app)
     pools.init_app(app)
     web.init_app(app)
+    proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if proxies:
+        # The client address (the throttle's key) from X-Forwarded-For, as set by that many proxies.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app
 
 

@@ -32,7 +32,9 @@ ERRORS = {
     403: "The user's role may not do this",
     404: "No such item",
     405: "Method not allowed here",
-    409: "Conflict: a unique field (name or address) is taken",
+    408: "The request body did not arrive within BODY_TIMEOUT seconds",
+    409: "Conflict: a unique field (name or address) is taken, or a 24-hex item URL is one item's _id "
+         "and another's name",
     412: "If-Match does not match the item's current ETag: read it again",
     413: "Body too large",
     415: "Body is not application/json",
@@ -222,7 +224,7 @@ def resource_paths(app, resource, settings):
                 input_ref, {"type": "array", "items": input_ref, "minItems": 1}]}}}},
             responses={"201": {"description": "created",
                                "content": {JSON: {"schema": {"$ref": "#/components/schemas/WriteResult"}}}},
-                       **error_responses(400, 401, 403, 409, 413, 415, 422, 503)})
+                       **error_responses(400, 401, 403, 408, 409, 413, 415, 422, 503)})
     field = NAME_FIELDS.get(resource, "_id")
     param = {"name": field.lstrip("_") or "id", "in": "path", "required": True, "schema": {"type": "string"},
              "description": f"the {name}'s {field}" + (", or its _id" if field != "_id" else "")}
@@ -236,8 +238,8 @@ def resource_paths(app, resource, settings):
             responses={"200": {"description": f"the {name}", "headers": etag_header,
                                "content": {JSON: {"schema": {"$ref": ref}}}},
                        "304": {"description": "not modified since If-None-Match"},
-                       **error_responses(404, 503)})
-    write_errors = error_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 503)
+                       **error_responses(404, 409, 503)})
+    write_errors = error_responses(400, 401, 403, 404, 408, 409, 412, 413, 415, 422, 428, 503)
     for method, verb, body_ref in (("PATCH", "update", f"{name}Patch"), ("PUT", "replace", f"{name}Input")):
         if method in item_methods:
             item[method.lower()] = _operation(
@@ -252,7 +254,7 @@ def resource_paths(app, resource, settings):
         item["delete"] = _operation(
             f"delete{name}", f"Delete one {name}", tag, _security(settings, "DELETE", True),
             _roles(settings, "DELETE", True), parameters=[{"$ref": "#/components/parameters/IfMatch"}],
-            responses={"204": {"description": "deleted"}, **error_responses(401, 403, 404, 412, 428, 503)})
+            responses={"204": {"description": "deleted"}, **error_responses(401, 403, 404, 409, 412, 428, 503)})
     paths = {url: collection, f"{url}/{{{param['name']}}}": item}
     return {p: v for p, v in paths.items() if set(v) - {"parameters"}}, schemas
 
