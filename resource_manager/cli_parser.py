@@ -12,7 +12,12 @@ DESCRIPTION = """Manage ResourceManager machines and addresses from the shell.
 
 Endpoint and credentials: --endpoint/--username/--password, else RM_ENDPOINT/RM_USERNAME/RM_PASSWORD,
 else the config file ($RM_CONFIG or ~/.config/resource-manager/client.ini, section [client]),
-else http://127.0.0.1:5000 with admin/admin."""
+else http://127.0.0.1:5000 with admin/admin.
+
+Server restarts are ridden out: connection errors and 502/503/504 are retried (--max-retries, 5; none
+later than --retry-time, 30 s, after the first failure; waits as Retry-After says, else from
+--retry-backoff, 0.5 s, doubling), each retry noted on stderr. Only requests safe to repeat are repeated;
+reserve and allocate-address carry an Idempotency-Key so a repeat never reserves twice."""
 
 EPILOG = """examples:
   {prog} list
@@ -96,7 +101,33 @@ def _common(parser, top):
     parser.add_argument("-p", "--password", default=default(None),
                         help="password (RM_PASSWORD; prefer the variable or the config file)")
     parser.add_argument("--timeout", type=float, default=default(None), help="seconds per request (RM_TIMEOUT)")
+    parser.add_argument("--max-retries", type=_count, default=default(None), metavar="N",
+                        help="retries after a connection error or 502/503/504 (RM_MAX_RETRIES, 5; 0: none)")
+    parser.add_argument("--retry-time", type=_seconds, default=default(None), metavar="SECONDS",
+                        help="no retry later than this after the first failure (RM_RETRY_TIME, 30)")
+    parser.add_argument("--retry-backoff", type=_seconds, default=default(None), metavar="SECONDS",
+                        help="first wait between retries, doubling, unless Retry-After says (RM_RETRY_BACKOFF, 0.5)")
     parser.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks")
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
 
 
 def _output(parser, extra=()):
