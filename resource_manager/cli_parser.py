@@ -70,6 +70,7 @@ examples:
     "reserve": ("reserve idle machines (exclusive, with a lease)", """examples:
   {prog} reserve --count 2 --lease 2h --job-id build-42
   hosts=$({prog} reserve --count 4 --where '{{"tags.cpucores": {{"$gte": 8}}}}' --format plain)
+  {prog} reserve --count 2 --job-id "$BUILD_TAG" --idempotency-key "$BUILD_TAG-hosts"
   {prog} reserve --count 10 --dry-run"""),
     "release": ("release a reservation, or every reservation of a job", """examples:
   {prog} release 6650c0ffee0000000000abcd
@@ -128,6 +129,13 @@ def _seconds(text):
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
+
+
+def _idempotency(parser, what):
+    parser.add_argument("--idempotency-key", metavar="KEY",
+                        help=f"the same KEY again answers the same {what} instead of making another, "
+                             "e.g. $BUILD_TAG when the whole job step may be re-run (default: a new key "
+                             "per command, kept across its own retries)")
 
 
 def _output(parser, extra=()):
@@ -198,6 +206,7 @@ def build(prog):
     p.add_argument("--owner", help="owner to record (default: your user name)")
     p.add_argument("--reason", help="free text kept in the history")
     p.add_argument("--dry-run", action="store_true", help="show what would be reserved")
+    _idempotency(p, "reserve")
     _output(p, extra=("plain",))
 
     p = commands["release"]
@@ -220,6 +229,7 @@ def build(prog):
     p.add_argument("pool", help="address pool name")
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--owner", help="owner to record (default: your user name)")
+    _idempotency(p, "allocation")
     _output(p, extra=("plain",))
 
     _output(commands["pools"])

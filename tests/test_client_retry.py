@@ -349,3 +349,12 @@ def test_cli_flags_win_over_the_environment_and_retries_are_noted_on_stderr():
                         lines[2]) and len(lines) == 3
     code, _out, err = cli(["list", "--max-retries", "-1"], url)
     assert code == 2 and "--max-retries: must not be negative" in err
+
+
+def test_a_job_step_run_twice_with_its_own_key_reserves_once(seeded):
+    argv = ["reserve", "--count", "2", "--job-id", "build-7", "--idempotency-key", "build-7-hosts", "--format", "json"]
+    first, again = cli(argv, seeded.url), cli(argv, seeded.url)
+    assert first[0] == again[0] == 0, (first, again)
+    assert json.loads(first[1])["_id"] == json.loads(again[1])["_id"]
+    assert seeded.db.reservations.count_documents({"job_id": "build-7"}) == 1
+    assert seeded.db.machines.count_documents({"state": "in_use"}) == 2
