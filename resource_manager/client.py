@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import requests
 
-from . import __version__, client_config
+from . import __version__, client_config, client_retry
 from .client_alloc import AllocationMixin
 from .client_errors import (
     APIError,
@@ -72,6 +72,12 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
     Every request goes through one requests.Session with a timeout (RM_TIMEOUT, 30 s by default).
     Errors raise ResourceManagerError subclasses (see client_errors.py).
 
+    Restarts are ridden out (client_retry.py): connection errors and 502/503/504 are retried, up to
+    `max_retries` times (RM_MAX_RETRIES, 5), none later than `retry_time` seconds after the first
+    failure (RM_RETRY_TIME, 30), waiting what Retry-After says, else `retry_backoff` (RM_RETRY_BACKOFF,
+    0.5 s) doubling. Only requests that are safe to repeat are sent again once they may have reached
+    the server. `on_retry(RetryEvent)` is called before each wait. max_retries=0 turns this off.
+
     The original client's attributes keep their original values: `endpoint` is the collection
     URL (base_url + '/' + resource_type), `auth` the (username, password) tuple, `headers`
     {'content-type': 'application/json'} (sent with every write), `fields` the original FIELDS
@@ -79,11 +85,13 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
     """
 
     def __init__(self, resource_type="machines", endpoint=None, username=None, password=None, *,
-                 timeout=None, session=None, environ=None, config_file=None):
+                 timeout=None, session=None, environ=None, config_file=None, max_retries=None,
+                 retry_time=None, retry_backoff=None, on_retry=None):
         if resource_type not in NAME_FIELDS:
             raise ValueError(f"unknown resource type {resource_type!r}: use one of {', '.join(RESOURCE_TYPES)}")
         settings = client_config.resolve(
-            {"endpoint": endpoint, "username": username, "password": password, "timeout": timeout},
+            {"endpoint": endpoint, "username": username, "password": password, "timeout": timeout,
+             "max_retries": max_retries, "retry_time": retry_time, "retry_backoff": retry_backoff},
             environ, config_file)
         if not settings["endpoint"].startswith(("http://", "https://")):
             raise ValueError(f"endpoint must start with http:// or https://, not {settings['endpoint']!r}")
@@ -92,6 +100,9 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
         self.username = settings["username"]
         self.password = settings["password"]
         self.timeout = settings["timeout"]
+        self.max_retries = settings["max_retries"]
+        self.retry_time = settings["retry_time"]
+        self.retry_backoff = settings["retry_backoff"]
         self.key = NAME_FIELDS[resource_type]
         self.fields = list(self.FIELDS[resource_type])
         self.schema_fields = list(DOMAIN[resource_type]["schema"])
@@ -99,6 +110,10 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
         self.session = session or requests.Session()
         self.session.auth = (self.username, self.password) if self.username else None
         self.session.headers["User-Agent"] = f"resource-manager-client/{__version__}"
+        if self.max_retries:
+            retry = client_retry.policy(self.max_retries, self.retry_time, self.retry_backoff, on_retry)
+            for prefix in ("http://", "https://"):
+                self.session.mount(prefix, client_retry.RetryingAdapter(retry))
 
     @property
     def endpoint(self):
@@ -149,25 +164,26 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
         try:
             response = self.session.request(method, url + path, params=params, json=json,
                                             headers=headers, timeout=timeout)
-        except requests.Timeout as e:
-            raise TransportError(f"{url} did not answer within {timeout:g} s", url, e) from e
-        except requests.ConnectionError as e:
-            raise TransportError(f"cannot connect to {url}: {_connection_reason(e)}", url, e) from e
         except requests.RequestException as e:
-            raise TransportError(f"cannot send to {url}: {e}", url, e) from e
+            raise client_retry.transport_error(e, method, path, url, timeout) from e
         if response.status_code >= 400:
             raise error_from_response(response)
         return response
 
     def call(self, method, path, **kwargs):
         """Send one request and return its JSON body ({} when it has none)."""
-        response = self.request(method, path, **kwargs)
+        return self.body_of(self.request(method, path, **kwargs))
+
+    @staticmethod
+    def body_of(response):
+        """Return a response's JSON body ({} when it has none). Raises ResourceManagerError when it is not JSON."""
         if not response.content:
             return {}
         try:
             return response.json()
         except ValueError as e:
-            raise ResourceManagerError(f"{method} {path}: the server did not answer JSON "
+            request = response.request
+            raise ResourceManagerError(f"{request.method} {request.path_url}: the server did not answer JSON "
                                        f"({response.headers.get('Content-Type', 'no content type')})",
                                        response) from e
 
@@ -297,14 +313,12 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
             # By _id once we know it: on our database only {_id: x} lookups avoid a scan.
             path = self.item_path(name if doc is None else doc["_id"])
             try:
-                self.call("PATCH", path, json=changes,
-                          headers={"If-Match": etag if doc is None else doc["_etag"], **_reason_header(reason)})
+                return (self.write_item("PATCH", path, changes, etag if doc is None else doc["_etag"], reason)
+                        or self.call("GET", path))
             except PreconditionFailed:
                 if attempt >= retries:
                     raise
                 attempt += 1
-                continue
-            return self.call("GET", path)
 
     def replace(self, name, doc, etag=None, reason=None):
         """PUT a whole new version of the item and return it as stored."""
@@ -312,15 +326,39 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
         if etag is None:
             current = self.get(name)
             name, etag = current["_id"], current["_etag"]
-        self.call("PUT", self.item_path(name), json=doc, headers={"If-Match": etag, **_reason_header(reason)})
-        return self.get(name)
+        return self.write_item("PUT", self.item_path(name), doc, etag, reason) or self.get(name)
 
     def delete(self, name, etag=None, reason=None):
         """Delete the item. Raises NotFound, PreconditionFailed."""
         if etag is None:
             current = self.get(name)
             name, etag = current["_id"], current["_etag"]
-        self.request("DELETE", self.item_path(name), headers={"If-Match": etag, **_reason_header(reason)})
+        self.write_item("DELETE", self.item_path(name), None, etag, reason)
+
+    def write_item(self, method, path, body, etag, reason=None):
+        """PATCH, PUT or DELETE an item with If-Match; return None, or the stored item when it was re-read.
+
+        When the answer to a first attempt was lost (or was a 5xx) and the retry got 412 (PATCH/PUT)
+        or 404 (DELETE), that attempt may well have done it: the item is re-read, and if it already
+        holds every value sent (or is gone), that is the answer. Otherwise the 412 or 404 is raised:
+        someone else changed or deleted the item.
+        """
+        headers = {"If-Match": etag, **_reason_header(reason)}
+        try:
+            self.request(method, path, json=body, headers=headers)
+        except (PreconditionFailed, NotFound) as e:
+            if not client_retry.replayed(e.response):
+                raise
+            if method == "DELETE" and isinstance(e, NotFound):
+                return None  # gone, as asked
+            if method == "DELETE" or isinstance(e, NotFound):
+                raise
+            stored = self.call("GET", path)
+            if not client_retry.holds(stored, body, merge=method == "PATCH"):
+                raise
+            return stored
+        return None
+
 
 def _reason_header(reason):
     # Recorded in the item's history; HTTP headers carry Latin-1 only.
@@ -333,13 +371,3 @@ def _items_of(response):
     except (ValueError, AttributeError):
         return []
     return items if isinstance(items, list) else []
-
-
-def _connection_reason(error):
-    # requests nests the socket error a few levels deep; name the innermost cause.
-    text = str(error)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host",
-                   "Temporary failure in name resolution", "Connection reset"):
-        if marker in text:
-            return marker[0].lower() + marker[1:]
-    return text.split(": ")[-1].rstrip(")'\"") if ": " in text else text

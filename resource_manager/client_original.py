@@ -12,7 +12,7 @@ SERVER_FIELDS = ("_etag", "_created", "_updated", "_links", "_status", "_deleted
 
 
 class OriginalAPIMixin:
-    """create_resource ... get_all_resources and print_resources; needs `get`, `call`, `request`, `list`."""
+    """create_resource ... get_all_resources and print_resources; needs `get`, `request`, `write_item`, `list`."""
 
     FIELDS = FIELDS
 
@@ -49,7 +49,7 @@ class OriginalAPIMixin:
         name = self._name_of(changes)
         current = self.get(name)
         changes.pop(self.key)
-        self.call("PATCH", self.item_path(current["_id"]), json=changes, headers={"If-Match": current["_etag"]})
+        self.write_item("PATCH", self.item_path(current["_id"]), changes, current["_etag"])
         return self.get(name)
 
     def put_resource(self, data):
@@ -62,8 +62,7 @@ class OriginalAPIMixin:
         doc = _without(as_dict(data), SERVER_FIELDS)
         current = self.get(doc.get("_id") or self._name_of(doc))
         path = self.item_path(current["_id"])
-        self.call("PUT", path, json=doc, headers={"If-Match": current["_etag"]})
-        return self.call("GET", path)
+        return self.write_item("PUT", path, doc, current["_etag"]) or self.call("GET", path)
 
     def delete_resource(self, data):
         """Delete the item named in `data` (a dict or JSON string with the name field, or the name)."""

@@ -46,6 +46,12 @@ class LiveServer:
                                         daemon=True)
         self._thread.start()
 
+    def wrap(self, middleware):
+        """Put a WSGI middleware in front of the app (fault injection); return the middleware."""
+        middleware.app = self._server.app
+        self._server.app = middleware
+        return middleware
+
     @property
     def db(self):
         """The pymongo Database behind the app, to check what really got stored."""

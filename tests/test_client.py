@@ -176,15 +176,15 @@ def test_addresses_by_any_spelling(server):
 
 def test_connection_refused_and_timeout_are_transport_errors():
     port = free_port()
-    client = ResourceManagerClient(endpoint=f"http://127.0.0.1:{port}", environ={})
-    with pytest.raises(TransportError, match=f"cannot connect to http://127.0.0.1:{port}: connection refused") as e:
+    client = ResourceManagerClient(endpoint=f"http://127.0.0.1:{port}", environ={}, max_retries=0)
+    with pytest.raises(TransportError, match=f"cannot connect to http://127.0.0.1:{port}: connection refused$") as e:
         client.get_all_resources()
     assert isinstance(e.value, RequestFailureException) and e.value.response is None
     client.close()
     silent = SilentServer()
     try:
-        client = ResourceManagerClient(endpoint=silent.url, timeout=0.3, environ={})
-        with pytest.raises(TransportError, match="did not answer within 0.3 s"):
+        client = ResourceManagerClient(endpoint=silent.url, timeout=0.3, environ={}, max_retries=0)
+        with pytest.raises(TransportError, match="did not answer within 0.3 s$"):
             client.get("h1")
         client.close()
     finally:
@@ -198,10 +198,18 @@ def test_one_session_with_a_default_timeout(client):
 
 def test_config_precedence_argument_env_file_default(tmp_path):
     path = tmp_path / "client.ini"
-    path.write_text("[client]\nendpoint = http://file:1\nusername = fileuser\npassword = filepw\ntimeout = 7\n")
-    env = {"RM_ENDPOINT": "http://env:2", "RM_USERNAME": "envuser"}
-    got = resolve({"endpoint": "http://arg:3"}, env, str(path))
-    assert got == {"endpoint": "http://arg:3", "username": "envuser", "password": "filepw", "timeout": 7.0}
+    path.write_text("[client]\nendpoint = http://file:1\nusername = fileuser\npassword = filepw\ntimeout = 7\n"
+                    "max_retries = 9\nretry_time = 90\nretry_backoff = 2\n")
+    env = {"RM_ENDPOINT": "http://env:2", "RM_USERNAME": "envuser", "RM_RETRY_TIME": "120"}
+    got = resolve({"endpoint": "http://arg:3", "retry_backoff": 0.25}, env, str(path))
+    assert got == {"endpoint": "http://arg:3", "username": "envuser", "password": "filepw", "timeout": 7.0,
+                   "max_retries": 9, "retry_time": 120.0, "retry_backoff": 0.25}
+    defaults = resolve({}, {}, str(tmp_path / "missing.ini"))
+    assert (defaults["max_retries"], defaults["retry_time"], defaults["retry_backoff"]) == (5, 30.0, 0.5)
+    for name, value in (("RM_MAX_RETRIES", "-1"), ("RM_MAX_RETRIES", "2.5"), ("RM_RETRY_TIME", "soon"),
+                        ("RM_RETRY_BACKOFF", "nan")):
+        with pytest.raises(ValueError, match=name[3:].lower()):
+            resolve({}, {name: value}, str(tmp_path / "missing.ini"))
     assert resolve({}, {}, str(tmp_path / "missing.ini"))["endpoint"] == "http://127.0.0.1:5000"
     # RM_CONFIG points at the file when no path is given.
     client = ResourceManagerClient(environ={"RM_CONFIG": str(path)})
