@@ -156,7 +156,7 @@ def allocate(name):
             database(), pool, req, user, key, sweep.grace_seconds(current_app),
             current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", 10))
     except AllocationError as e:
-        return error_response(e.status, e.message)
+        return error_response(e.status, e.message, headers=e.headers())
     return created({"pool": name, "addresses": alloc["addresses"], "owner": alloc["owner"], "_id": alloc["_id"]})
 
 

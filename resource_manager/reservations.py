@@ -40,7 +40,7 @@ def _json_body():
 
 
 def _failure(e):
-    return error_response(e.status, e.message)
+    return error_response(e.status, e.message, headers=e.headers())
 
 
 def _flag(name):
