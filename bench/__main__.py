@@ -75,7 +75,8 @@ def benchmarks():
     found = []
     if _has_route("/reservations"):
         found += [reserve_8, reserve_32]
-    found += [reads.get_by_hostname, reads.list_all, writes.patch_1, writes.patch_8, writes.patch_32]
+    found += [reads.get_by_hostname, reads.list_all, reads.list_unpaged, writes.patch_1, writes.patch_8,
+              writes.patch_32]
     try:
         from .cli import startup
         found.append(startup)

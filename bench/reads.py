@@ -100,3 +100,49 @@ def list_all(env, runs, count=10_000, page_size=1000):
     return {"name": f"list {count:,} machines, all pages ({page_size}/page)", "unit": "s", "ours": api,
             "baseline": raw, "baseline_name": "pymongo list(find({}))", "higher_is_better": False,
             "errors": 0, "notes": f"{count // page_size} pages"}
+
+
+def _peak_rss(pid):
+    """The process's peak resident memory so far (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def list_unpaged(env, runs, count=10_000):
+    """Seconds to list `count` machines with one bare GET (streamed), against the driver; worker memory growth."""
+    db = env.database("bench_list_unpaged")
+    seed_machines(db, count)
+    api = env.api(db.name)
+    url = api.url
+    ours, raw = [], []
+    client = pymongo.MongoClient(env.uri)
+    session = requests.Session()
+    try:
+        for _ in range(30):  # every worker has served a small listing before its peak memory is read
+            session.get(f"{url}/machines", params={"max_results": 10}, timeout=30).raise_for_status()
+        before = {pid: _peak_rss(pid) for pid in api.worker_pids()}
+        size = 0
+        for _ in range(runs):
+            start = time.perf_counter()
+            response = session.get(f"{url}/machines", timeout=120)
+            items = response.json()["_items"]
+            ours.append(time.perf_counter() - start)
+            assert len(items) == count, len(items)
+            size = len(response.content)
+            start = time.perf_counter()
+            docs = list(client[db.name].machines.find({}))
+            raw.append(time.perf_counter() - start)
+            assert len(docs) == count
+        after = {pid: _peak_rss(pid) for pid in before}
+        growth = max(after[pid] - peak for pid, peak in before.items())
+    finally:
+        client.close()
+        session.close()
+    return {"name": f"list {count:,} machines, one bare GET (streamed)", "unit": "s", "ours": ours,
+            "baseline": raw, "baseline_name": "pymongo list(find({}))", "higher_is_better": False,
+            "errors": 0, "notes": f"one answer of {size / 1e6:.1f} MB; workers' peak RSS "
+                                  f"{max(after.values()) / 1e6:.0f} MB, grown by {max(growth, 0) // 1024:,} kB "
+                                  "at most while listing"}

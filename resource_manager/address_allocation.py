@@ -28,7 +28,7 @@ from .allocation import (
 )
 from .constraints import fingerprint
 from .history import utcnow
-from .ipranges import count_usable, free_addresses, from_key, ipkey, key_bounds, parse_pool, size
+from .ipranges import count_usable, free_addresses, from_key, ipkey, key_bounds, size, stored_ranges
 
 POOLS = "address_pools"
 ALLOCATIONS = "allocations"
@@ -45,9 +45,8 @@ def collection_of(kind):
 
 
 def pool_ranges(pool):
-    """Return (network, excluded ranges) of a stored pool."""
-    network, excluded, _issues = parse_pool(pool["cidr"], pool.get("exclude") or [])
-    return network, excluded
+    """Return (network, excluded ranges) of a stored pool (stored merged: nothing is re-parsed)."""
+    return stored_ranges(pool)
 
 
 def taken_numbers(db, kind, network):

@@ -38,12 +38,17 @@ CANDIDATE_BATCH = 64  # idle machines read at a time when reserving (see _claim_
 
 
 class AllocationError(Exception):
-    """A request the allocator cannot meet; `status` is the HTTP answer."""
+    """A request the allocator cannot meet; `status` is the HTTP answer (503: retry after `retry_after` s)."""
 
-    def __init__(self, message, status=409):
+    def __init__(self, message, status=409, retry_after=None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.retry_after = retry_after if retry_after is not None else (1 if status == 503 else None)
+
+    def headers(self):
+        """Return the headers of the HTTP answer."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else None
 
 
 class Shortfall(AllocationError):
@@ -172,7 +177,9 @@ def await_settled(collection, _id, wait):
         if doc is None or doc.get("state") != "pending":
             return doc
         if time.monotonic() > deadline:
-            raise AllocationError(f"a request with this Idempotency-Key is still in progress ({_id}); retry later")
+            # 503, not 409: the first request may yet succeed, and a client retrying with this key must retry.
+            raise AllocationError(f"a request with this Idempotency-Key is still in progress ({_id}); retry later",
+                                  503)
         time.sleep(REPLAY_POLL)
 
 
@@ -323,7 +330,7 @@ def release(db, rid, user=None, reason=None):
     if res is None:
         return None
     if res["state"] == "pending":
-        raise AllocationError(f"reservation {rid} is still being made; retry shortly")
+        raise AllocationError(f"reservation {rid} is still being made; retry shortly", 503)
     if res["state"] != "active":
         return []
     return end_reservation(db, res, "released", user, reason) or []

@@ -3,8 +3,9 @@
 import logging
 
 from eve import Eve
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, config, db, errors, guards, health, history, lookup, pools, queryargs, reservations, web
+from . import auth, config, db, errors, guards, health, history, listing, lookup, pools, queryargs, reservations, web
 from .datalayer import Mongo
 from .settings import DOMAIN, EVE_SETTINGS
 from .validation import Validator
@@ -25,12 +26,17 @@ def create_app(overrides=None, environ=None):
     auth.init_app(app)
     db.init_app(app)
     lookup.init_app(app)
+    listing.init_app(app)
     health.init_app(app)
     history.init_app(app)
     guards.init_app(app)
     reservations.init_app(app)
     pools.init_app(app)
     web.init_app(app)
+    proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if proxies:
+        # The client address (the throttle's key) from X-Forwarded-For, as set by that many proxies.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app
 
 

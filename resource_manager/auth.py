@@ -14,8 +14,8 @@ from eve.auth import BasicAuth
 from flask import abort, current_app, g, has_request_context, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import ratelimit
-from .errors import error_response
+from . import devices, ratelimit
+from .errors import add_body_gate, error_response, loads_strict
 
 ROLES = ("reader", "operator", "admin")
 WRITE_ROLES = ("operator", "admin")
@@ -26,15 +26,26 @@ log = logging.getLogger(__name__)
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
 
 
+class UsersFileError(ValueError):
+    """The users file cannot be read as accounts; the message says why."""
+
+
 class UsersFile:
-    """The accounts in a JSON users file, reloaded when the file changes."""
+    """The accounts in a JSON users file, reloaded when the file changes.
+
+    A file that cannot be read as accounts (a hand edit gone wrong, a partial copy, "users" as a
+    list) never takes the accounts away: the last good ones keep serving, the problem is logged
+    as an error once per version of the file and shown by status() (and so by /healthz).
+    """
 
     def __init__(self, path, cache_seconds=300):
         self.path = path
         self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
-        self._mtime = None
+        self._version = None
         self._users = {}
+        self.loaded = None  # when the accounts in use were read (time.time()), or None
+        self.problem = None  # {"error", "since"} while the file on disk is unusable
         # Verifying a scrypt hash costs tens of milliseconds: remember recent
         # successes by a keyed digest of the password, never the password.
         self._key = secrets.token_bytes(32)
@@ -45,15 +56,48 @@ class UsersFile:
         if not self.path:
             return {}
         try:
-            mtime = os.stat(self.path).st_mtime_ns
+            st = os.stat(self.path)
         except FileNotFoundError:
-            return {}
+            return self._unusable(None, "the file does not exist")
+        # The inode changes on every atomic replace (rm-users); mtime alone can repeat within a tick.
+        version = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
         with self._lock:
-            if mtime != self._mtime:
-                self._users = read_users(self.path)
-                self._mtime = mtime
-                self._verified.clear()
+            if version != self._version:
+                self._version = version
+                try:
+                    self._users = read_users(self.path)
+                except (OSError, UsersFileError) as e:
+                    self._record_problem(str(e))
+                else:
+                    self.loaded = time.time()
+                    if self.problem:
+                        log.warning("users file %s is usable again: %d accounts", self.path, len(self._users))
+                    self.problem = None
             return self._users
+
+    def _unusable(self, version, reason):
+        with self._lock:
+            if version != self._version or self.problem is None:
+                self._version = version
+                self._record_problem(reason)
+            return self._users
+
+    def _record_problem(self, reason):
+        # Lock held. Loud, once per version of the file: every request would otherwise repeat it.
+        self.problem = {"error": reason, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        log.error("users file %s is unusable (%s): %s", self.path, reason,
+                  f"still serving the {len(self._users)} accounts read before" if self.loaded
+                  else "no accounts: every write is refused")
+
+    def status(self):
+        """Return {"status": "ok"|"stale"|"none", ...} of the accounts in use, for /healthz."""
+        users = self._load()
+        if not self.path:
+            return {"status": "none", "accounts": 0, "error": "no users file configured"}
+        body = {"status": "stale" if self.problem else "ok", "accounts": len(users)}
+        if self.problem:
+            body.update(self.problem)
+        return body
 
     def get(self, username):
         """Return the stored record of an account, or None."""
@@ -62,24 +106,28 @@ class UsersFile:
     def verify(self, username, password):
         """Return the user's record if the password is right, else None.
 
-        Inside a request, repeated failures of one username from one address are throttled
-        (ratelimit.py), whoever asks: HTTP Basic, the dashboard's sign-in, any later caller.
-        Raises an HTTPException answering 429 with Retry-After while the pair must wait.
+        Inside a request, repeated failures are throttled (ratelimit.py), whoever asks: HTTP
+        Basic, the dashboard's sign-in, any later caller. The key is the client's device token
+        when it has a valid one for this account (devices.py: a neighbour's guesses cannot lock
+        it out), else the username and client address. Raises an HTTPException answering 429
+        with Retry-After while the key must wait.
         """
         if self.limiter is None or not has_request_context():
             return self._verify(username, password)
-        key = (username, request.remote_addr or "")
-        wait = self.limiter.retry_after(key)
+        key = devices.throttle_key(self, username)
+        wait = self.limiter.begin(key)
         if wait:
             # Refused without checking the password: during the wait, guesses teach nothing.
             seconds = str(math.ceil(wait))
             abort(error_response(429, f"too many failed logins for '{username[:64]}'; retry in {seconds} s",
                                  headers={"Retry-After": seconds}))
-        record = self._verify(username, password)
-        if record is None:
-            self.limiter.failed(key)
-        else:
-            self.limiter.succeeded(key)
+        record = None
+        try:
+            record = self._verify(username, password)
+        finally:
+            self.limiter.end(key, record is not None)
+        if record is not None:
+            devices.remember(username, record)
         return record
 
     def _verify(self, username, password):
@@ -90,19 +138,36 @@ class UsersFile:
             return None
         digest = hmac.new(self._key, f"{username}\0{password}".encode(), hashlib.sha256).digest()
         cached = self._verified.get(username)
-        if cached and cached[1] > time.monotonic() and hmac.compare_digest(cached[0], digest):
+        # Bound to the stored hash: after a rotation the old password's entry matches nothing,
+        # even one stored by a check that began before the new file was read.
+        if (cached and cached[1] > time.monotonic() and cached[2] == record["password"]
+                and hmac.compare_digest(cached[0], digest)):
             return record
         if not check_password_hash(record["password"], password or ""):
             return None
-        self._verified[username] = (digest, time.monotonic() + self.cache_seconds)
+        self._verified[username] = (digest, time.monotonic() + self.cache_seconds, record["password"])
         return record
 
 
 def read_users(path):
-    """Return {username: {"password": hash, "role": role}} from a users file."""
+    """Return {username: {"password": hash, "role": role}} from a users file.
+
+    Raises UsersFileError when the file is not JSON or not accounts, OSError when unreadable.
+    """
     with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    return data.get("users", {})
+        text = fh.read()
+    try:
+        data = loads_strict(text)
+    except ValueError as e:
+        raise UsersFileError(f"it {e}") from None
+    users = data.get("users") if isinstance(data, dict) else None
+    if not isinstance(users, dict):
+        raise UsersFileError('it must be a JSON object {"users": {name: {"password": hash, "role": role}}}')
+    for name, record in users.items():
+        if not name or not isinstance(record, dict) or not isinstance(record.get("password"), str) \
+                or record.get("role", "reader") not in ROLES:
+            raise UsersFileError(f"account {name[:64]!r} needs a password hash and a role ({', '.join(ROLES)})")
+    return users
 
 
 def write_users(path, users):
@@ -186,3 +251,14 @@ def init_app(app):
         log.warning("USERS_FILE is not set: every write will be refused (401)")
     app.extensions["rm_users"] = UsersFile(path, app.config.get("AUTH_CACHE_SECONDS", 300))
     app.extensions["rm_users"].limiter = ratelimit.from_config(app.config)
+    devices.init_app(app)
+    add_body_gate(app, _authenticate_first)
+
+
+def _authenticate_first():
+    # Every write of the API needs credentials (the dashboard has its own gate): check them
+    # before the body is read, so that an anonymous slow body is refused at once.
+    if request.blueprint == "web" or current_user() is not None:
+        return None
+    return error_response(401, "Please provide proper credentials (HTTP Basic)",
+                          headers={"WWW-Authenticate": 'Basic realm="resource_manager"'})

@@ -29,7 +29,8 @@ def cmd_reserve(client, args, env):
     where = parse_json_object(args.where, "--where") if args.where else None
     lease = parse_duration(args.lease) if args.lease else None
     result = client.reserve(args.count, where=where, owner=args.owner, job_id=args.job_id,
-                            lease_seconds=lease, reason=args.reason, dry_run=args.dry_run)
+                            lease_seconds=lease, reason=args.reason, dry_run=args.dry_run,
+                            idempotency_key=args.idempotency_key)
     fmt = output_format(args, env)
     if fmt == "plain":
         _write_names(result.get("would_reserve" if args.dry_run else "hostnames", []), env)
@@ -64,7 +65,7 @@ def cmd_reservations(client, args, env):
 def cmd_allocate_address(client, args, env):
     if args.count < 1:
         raise UsageError("--count must be at least 1")
-    result = client.allocate_address(args.pool, args.count, owner=args.owner)
+    result = client.allocate_address(args.pool, args.count, owner=args.owner, idempotency_key=args.idempotency_key)
     fmt = output_format(args, env)
     if fmt == "plain":
         _write_names(result.get("addresses", []), env)

@@ -28,11 +28,23 @@ def make_client(args, env):
     try:
         client = ResourceManagerClient(args.resource, args.endpoint, args.username, args.password,
                                        timeout=args.timeout, environ=env.environ,
-                                       config_file=client_config.config_path(env.environ, env.config_dir))
+                                       config_file=client_config.config_path(env.environ, env.config_dir),
+                                       max_retries=args.max_retries, retry_time=args.retry_time,
+                                       retry_backoff=args.retry_backoff, on_retry=lambda e: note_retry(e, env))
     except ValueError as e:  # a bad config file or RM_TIMEOUT
         raise UsageError(str(e)) from e
     env.username = client.username
     return client
+
+
+def note_retry(event, env):
+    """Say on stderr that a request is retried, why and after how long (a CI log shows the blip)."""
+    from urllib.parse import unquote, urlsplit
+
+    from .client_retry import describe_failure
+
+    env.error(f"{event.method} {unquote(urlsplit(event.url).path)}: {describe_failure(event)}; "
+              f"retry {event.attempt} of {event.max_retries} in {event.wait:.1f} s")
 
 
 def output_format(args, env):
@@ -92,7 +104,7 @@ def cmd_list(client, args, env):
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
     items = client.iter(where or None, args.sort, fields, limit=args.limit)
     fmt = output_format(args, env)
-    columns = fields or client.fields
+    columns = fields or client.schema_fields
     if fmt == "csv":
         wanted = {f.split(".", 1)[0] for f in fields or ()}
         items = [{k: v for k, v in item.items() if k not in META_FIELDS and (not wanted or k in wanted)}

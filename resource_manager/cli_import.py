@@ -235,11 +235,11 @@ def cmd_export(client, args, env):
     fmt = args.file_format or guess_format(args.file) or "json"
     docs = [clean(doc, keep_meta=False) for doc in client.iter(where)]
     if args.file == "-":
-        _write(docs, env.stdout, fmt, client.fields)
+        _write(docs, env.stdout, fmt, client.schema_fields)
     else:
         try:
             with open(args.file, "w", encoding="utf-8", newline="") as fh:
-                _write(docs, fh, fmt, client.fields)
+                _write(docs, fh, fmt, client.schema_fields)
         except OSError as e:
             raise UsageError(f"cannot write {args.file}: {e.strerror}") from e
         env.note(f"exported {len(docs)} {client.resource_type} to {args.file}")

@@ -12,7 +12,12 @@ DESCRIPTION = """Manage ResourceManager machines and addresses from the shell.
 
 Endpoint and credentials: --endpoint/--username/--password, else RM_ENDPOINT/RM_USERNAME/RM_PASSWORD,
 else the config file ($RM_CONFIG or ~/.config/resource-manager/client.ini, section [client]),
-else http://127.0.0.1:5000 with admin/admin."""
+else http://127.0.0.1:5000 with admin/admin.
+
+Server restarts are ridden out: connection errors and 502/503/504 are retried (--max-retries, 5; none
+later than --retry-time, 30 s, after the first failure; waits as Retry-After says, else from
+--retry-backoff, 0.5 s, doubling), each retry noted on stderr. Only requests safe to repeat are repeated;
+reserve and allocate-address carry an Idempotency-Key so a repeat never reserves twice."""
 
 EPILOG = """examples:
   {prog} list
@@ -65,6 +70,7 @@ examples:
     "reserve": ("reserve idle machines (exclusive, with a lease)", """examples:
   {prog} reserve --count 2 --lease 2h --job-id build-42
   hosts=$({prog} reserve --count 4 --where '{{"tags.cpucores": {{"$gte": 8}}}}' --format plain)
+  {prog} reserve --count 2 --job-id "$BUILD_TAG" --idempotency-key "$BUILD_TAG-hosts"
   {prog} reserve --count 10 --dry-run"""),
     "release": ("release a reservation, or every reservation of a job", """examples:
   {prog} release 6650c0ffee0000000000abcd
@@ -96,7 +102,40 @@ def _common(parser, top):
     parser.add_argument("-p", "--password", default=default(None),
                         help="password (RM_PASSWORD; prefer the variable or the config file)")
     parser.add_argument("--timeout", type=float, default=default(None), help="seconds per request (RM_TIMEOUT)")
+    parser.add_argument("--max-retries", type=_count, default=default(None), metavar="N",
+                        help="retries after a connection error or 502/503/504 (RM_MAX_RETRIES, 5; 0: none)")
+    parser.add_argument("--retry-time", type=_seconds, default=default(None), metavar="SECONDS",
+                        help="no retry later than this after the first failure (RM_RETRY_TIME, 30)")
+    parser.add_argument("--retry-backoff", type=_seconds, default=default(None), metavar="SECONDS",
+                        help="first wait between retries, doubling, unless Retry-After says (RM_RETRY_BACKOFF, 0.5)")
     parser.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks")
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _idempotency(parser, what):
+    parser.add_argument("--idempotency-key", metavar="KEY",
+                        help=f"the same KEY again answers the same {what} instead of making another, "
+                             "e.g. $BUILD_TAG when the whole job step may be re-run (default: a new key "
+                             "per command, kept across its own retries)")
 
 
 def _output(parser, extra=()):
@@ -167,6 +206,7 @@ def build(prog):
     p.add_argument("--owner", help="owner to record (default: your user name)")
     p.add_argument("--reason", help="free text kept in the history")
     p.add_argument("--dry-run", action="store_true", help="show what would be reserved")
+    _idempotency(p, "reserve")
     _output(p, extra=("plain",))
 
     p = commands["release"]
@@ -189,6 +229,7 @@ def build(prog):
     p.add_argument("pool", help="address pool name")
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--owner", help="owner to record (default: your user name)")
+    _idempotency(p, "allocation")
     _output(p, extra=("plain",))
 
     _output(commands["pools"])

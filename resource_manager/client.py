@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import requests
 
-from . import __version__, client_config
+from . import __version__, client_config, client_retry
 from .client_alloc import AllocationMixin
 from .client_errors import (
     APIError,
@@ -32,6 +32,7 @@ from .client_errors import (
     ValidationError,
     error_from_response,
 )
+from .client_original import OriginalAPIMixin, as_dict, merge
 from .settings import DOMAIN, NAME_FIELDS
 
 __all__ = [
@@ -41,16 +42,8 @@ __all__ = [
 
 RESOURCE_TYPES = tuple(NAME_FIELDS)
 META_FIELDS = ("_id", "_etag", "_created", "_updated", "_links", "_status", "_deleted")
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 BULK_CHUNK = 1000
-
-
-def _as_dict(data):
-    """Return a document given as a dict or as a JSON string (what old scripts pass)."""
-    if isinstance(data, (str, bytes)):
-        data = json.loads(data)
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, not {type(data).__name__}")
-    return data
 
 
 def _where(where):
@@ -65,7 +58,12 @@ def _projection(fields):
     return json.dumps({f: 1 for f in fields}, separators=(",", ":"))
 
 
-class ResourceManagerClient(AllocationMixin):
+def _query(where, sort, fields):
+    params = {"where": _where(where), "sort": sort, "projection": _projection(fields)}
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
     """A client for one resource type (machines, public-addresses, private-addresses).
 
     Endpoint and credentials come from the arguments, else RM_ENDPOINT / RM_USERNAME /
@@ -73,30 +71,73 @@ class ResourceManagerClient(AllocationMixin):
     else http://127.0.0.1:5000 and admin/admin, the defaults of the original tool.
     Every request goes through one requests.Session with a timeout (RM_TIMEOUT, 30 s by default).
     Errors raise ResourceManagerError subclasses (see client_errors.py).
+
+    Restarts are ridden out (client_retry.py): connection errors and 502/503/504 are retried, up to
+    `max_retries` times (RM_MAX_RETRIES, 5), none later than `retry_time` seconds after the first
+    failure (RM_RETRY_TIME, 30), waiting what Retry-After says, else `retry_backoff` (RM_RETRY_BACKOFF,
+    0.5 s) doubling. Only requests that are safe to repeat are sent again once they may have reached
+    the server. `on_retry(RetryEvent)` is called before each wait. max_retries=0 turns this off.
+
+    The original client's attributes keep their original values: `endpoint` is the collection
+    URL (base_url + '/' + resource_type), `auth` the (username, password) tuple, `headers`
+    {'content-type': 'application/json'} (sent with every write), `fields` the original FIELDS
+    columns. `base_url` is the server's URL; `schema_fields` the resource's own fields.
     """
 
     def __init__(self, resource_type="machines", endpoint=None, username=None, password=None, *,
-                 timeout=None, session=None, environ=None, config_file=None):
+                 timeout=None, session=None, environ=None, config_file=None, max_retries=None,
+                 retry_time=None, retry_backoff=None, on_retry=None):
         if resource_type not in NAME_FIELDS:
             raise ValueError(f"unknown resource type {resource_type!r}: use one of {', '.join(RESOURCE_TYPES)}")
         settings = client_config.resolve(
-            {"endpoint": endpoint, "username": username, "password": password, "timeout": timeout},
+            {"endpoint": endpoint, "username": username, "password": password, "timeout": timeout,
+             "max_retries": max_retries, "retry_time": retry_time, "retry_backoff": retry_backoff},
             environ, config_file)
         if not settings["endpoint"].startswith(("http://", "https://")):
             raise ValueError(f"endpoint must start with http:// or https://, not {settings['endpoint']!r}")
         self.resource_type = resource_type
-        self.endpoint = settings["endpoint"]
+        self.base_url = settings["endpoint"]
         self.username = settings["username"]
         self.password = settings["password"]
         self.timeout = settings["timeout"]
+        self.max_retries = settings["max_retries"]
+        self.retry_time = settings["retry_time"]
+        self.retry_backoff = settings["retry_backoff"]
         self.key = NAME_FIELDS[resource_type]
-        self.fields = list(DOMAIN[resource_type]["schema"])
+        self.fields = list(self.FIELDS[resource_type])
+        self.schema_fields = list(DOMAIN[resource_type]["schema"])
+        self.headers = {"content-type": "application/json"}
         self.session = session or requests.Session()
         self.session.auth = (self.username, self.password) if self.username else None
         self.session.headers["User-Agent"] = f"resource-manager-client/{__version__}"
+        if self.max_retries:
+            retry = client_retry.policy(self.max_retries, self.retry_time, self.retry_backoff, on_retry)
+            for prefix in ("http://", "https://"):
+                self.session.mount(prefix, client_retry.RetryingAdapter(retry))
+
+    @property
+    def endpoint(self):
+        """The collection URL, as in the original client: base_url + '/' + resource_type."""
+        return f"{self.base_url}/{self.resource_type}"
+
+    @endpoint.setter
+    def endpoint(self, url):
+        suffix = "/" + self.resource_type
+        if not url.rstrip("/").endswith(suffix):
+            raise ValueError(f"endpoint is the collection URL and must end with {suffix!r}; set base_url instead")
+        self.base_url = url.rstrip("/")[:-len(suffix)]
+
+    @property
+    def auth(self):
+        """The (username, password) every request sends, or None."""
+        return self.session.auth
+
+    @auth.setter
+    def auth(self, credentials):
+        self.session.auth = tuple(credentials) if credentials else None
 
     def __repr__(self):
-        return f"ResourceManagerClient({self.resource_type!r}, {self.endpoint!r})"
+        return f"ResourceManagerClient({self.resource_type!r}, {self.base_url!r})"
 
     def close(self):
         """Close the session's connections."""
@@ -117,28 +158,32 @@ class ResourceManagerClient(AllocationMixin):
         server cannot be reached or does not answer within the timeout.
         """
         timeout = self.timeout if timeout is None else timeout
+        if method in WRITE_METHODS:
+            headers = {**self.headers, **(headers or {})}
+        url = self.base_url
         try:
-            response = self.session.request(method, self.endpoint + path, params=params, json=json,
+            response = self.session.request(method, url + path, params=params, json=json,
                                             headers=headers, timeout=timeout)
-        except requests.Timeout as e:
-            raise TransportError(f"{self.endpoint} did not answer within {timeout:g} s", self.endpoint, e) from e
-        except requests.ConnectionError as e:
-            raise TransportError(f"cannot connect to {self.endpoint}: {_connection_reason(e)}", self.endpoint, e) from e
         except requests.RequestException as e:
-            raise TransportError(f"cannot send to {self.endpoint}: {e}", self.endpoint, e) from e
+            raise client_retry.transport_error(e, method, path, url, timeout) from e
         if response.status_code >= 400:
             raise error_from_response(response)
         return response
 
     def call(self, method, path, **kwargs):
         """Send one request and return its JSON body ({} when it has none)."""
-        response = self.request(method, path, **kwargs)
+        return self.body_of(self.request(method, path, **kwargs))
+
+    @staticmethod
+    def body_of(response):
+        """Return a response's JSON body ({} when it has none). Raises ResourceManagerError when it is not JSON."""
         if not response.content:
             return {}
         try:
             return response.json()
         except ValueError as e:
-            raise ResourceManagerError(f"{method} {path}: the server did not answer JSON "
+            request = response.request
+            raise ResourceManagerError(f"{request.method} {request.path_url}: the server did not answer JSON "
                                        f"({response.headers.get('Content-Type', 'no content type')})",
                                        response) from e
 
@@ -154,26 +199,31 @@ class ResourceManagerClient(AllocationMixin):
 
     def page(self, page=1, page_size=100, where=None, sort=None, fields=None, path=None):
         """Return one page of the listing as Eve sends it (_items, _meta, _links)."""
-        params = {"page": page, "max_results": page_size, "where": _where(where), "sort": sort,
-                  "projection": _projection(fields)}
-        params = {k: v for k, v in params.items() if v is not None}
+        params = {"page": page, "max_results": page_size, **_query(where, sort, fields)}
         return self.call("GET", path or f"/{self.resource_type}", params=params)
 
     def iter(self, where=None, sort=None, fields=None, page_size=1000, limit=None, path=None):
-        """Yield every matching item, fetching one page at a time."""
+        """Yield every matching item, fetching one page at a time.
+
+        A server that does not paginate (the original one: Eve with PAGINATION = False) answers
+        without _meta and cuts at max_results; then the whole list is asked for in one request.
+        """
         number, seen = 1, 0
         # One page size throughout: page N starts at item (N-1)*size.
         size = page_size if limit is None else max(1, min(page_size, limit))
         while True:
             body = self.page(number, size, where, sort, fields, path)
             items = body.get("_items", []) if isinstance(body, dict) else body
+            if number == 1 and isinstance(body, dict) and "_meta" not in body and len(items) >= size:
+                body = self.call("GET", path or f"/{self.resource_type}", params=_query(where, sort, fields))
+                items = body.get("_items", [])
             for item in items:
                 yield item
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
             links = body.get("_links", {}) if isinstance(body, dict) else {}
-            if not items or "next" not in links:
+            if not items or "next" not in links or "_meta" not in body:
                 return
             number += 1
 
@@ -187,9 +237,9 @@ class ResourceManagerClient(AllocationMixin):
 
     def create(self, doc, reason=None):
         """Create one item; return it with its _id and _etag. Raises ValidationError, Conflict."""
-        doc = _as_dict(doc)
+        doc = as_dict(doc)
         meta = self.call("POST", f"/{self.resource_type}", json=doc, headers=_reason_header(reason))
-        return _merge(doc, meta)
+        return merge(doc, meta)
 
     def create_many(self, docs, chunk_size=BULK_CHUNK, on_progress=None):
         """Create items in bulk POSTs; return, per document, the created item or the APIError that refused it.
@@ -231,7 +281,7 @@ class ResourceManagerClient(AllocationMixin):
             # Too large a body for the server: halve the batch until it fits.
             half = len(chunk) // 2
             return self._post_chunk(chunk[:half]) + self._post_chunk(chunk[half:])
-        return [_merge(doc, meta) for doc, meta in zip(chunk, body["_items"], strict=True)]
+        return [merge(doc, meta) for doc, meta in zip(chunk, body["_items"], strict=True)]
 
     @staticmethod
     def _try(fn, *args, **kwargs):
@@ -247,7 +297,7 @@ class ResourceManagerClient(AllocationMixin):
         patched again, up to `retries` times. `reason` goes to the item's history.
         Raises NotFound, ValidationError, PreconditionFailed.
         """
-        changes = _as_dict(changes)
+        changes = as_dict(changes)
         return self.modify(name, lambda doc: changes, retries=retries, etag=etag, reason=reason)
 
     def modify(self, name, change, retries=3, etag=None, reason=None):
@@ -263,84 +313,51 @@ class ResourceManagerClient(AllocationMixin):
             # By _id once we know it: on our database only {_id: x} lookups avoid a scan.
             path = self.item_path(name if doc is None else doc["_id"])
             try:
-                self.call("PATCH", path, json=changes,
-                          headers={"If-Match": etag if doc is None else doc["_etag"], **_reason_header(reason)})
+                return (self.write_item("PATCH", path, changes, etag if doc is None else doc["_etag"], reason)
+                        or self.call("GET", path))
             except PreconditionFailed:
                 if attempt >= retries:
                     raise
                 attempt += 1
-                continue
-            return self.call("GET", path)
 
     def replace(self, name, doc, etag=None, reason=None):
         """PUT a whole new version of the item and return it as stored."""
-        doc = _as_dict(doc)
+        doc = as_dict(doc)
         if etag is None:
             current = self.get(name)
             name, etag = current["_id"], current["_etag"]
-        self.call("PUT", self.item_path(name), json=doc, headers={"If-Match": etag, **_reason_header(reason)})
-        return self.get(name)
+        return self.write_item("PUT", self.item_path(name), doc, etag, reason) or self.get(name)
 
     def delete(self, name, etag=None, reason=None):
         """Delete the item. Raises NotFound, PreconditionFailed."""
         if etag is None:
             current = self.get(name)
             name, etag = current["_id"], current["_etag"]
-        self.request("DELETE", self.item_path(name), headers={"If-Match": etag, **_reason_header(reason)})
+        self.write_item("DELETE", self.item_path(name), None, etag, reason)
 
-    # -- the original API, kept for old scripts ---------------------------------------------
+    def write_item(self, method, path, body, etag, reason=None):
+        """PATCH, PUT or DELETE an item with If-Match; return None, or the stored item when it was re-read.
 
-    def print_resources(self, file=None):
-        """Print every item as a table."""
-        from prettytable import PrettyTable
-
-        table = PrettyTable(self.fields)
-        table.align = "l"
-        for item in self.iter():
-            table.add_row([_cell(item.get(f)) for f in self.fields])
-        print(table, file=file or sys.stdout)
-
-    def create_resource(self, data):
-        """Create an item from a dict or JSON string; return it as stored."""
-        return self.create(data)
-
-    def get_resource(self, name):
-        """Return the item by name (hostname/address) or _id. Raises NotFound."""
-        return self.get(name)
-
-    def update_resource(self, data):
-        """Find the item by the name in `data` and PATCH the other fields; return it as stored."""
-        data = dict(_as_dict(data))
-        name = self._name_of(data)
-        data.pop(self.key)
-        return self.update(name, data)
-
-    def delete_resource(self, data):
-        """Delete the item named in `data` (a dict or JSON string with the name field, or the name)."""
+        When the answer to a first attempt was lost (or was a 5xx) and the retry got 412 (PATCH/PUT)
+        or 404 (DELETE), that attempt may well have done it: the item is re-read, and if it already
+        holds every value sent (or is gone), that is the answer. Otherwise the 412 or 404 is raised:
+        someone else changed or deleted the item.
+        """
+        headers = {"If-Match": etag, **_reason_header(reason)}
         try:
-            name = self._name_of(_as_dict(data))
-        except ValueError:
-            name = data
-        self.delete(name)
-
-    def find_resources(self, field, value):
-        """Return the items whose `field` equals `value` (filtered by the server)."""
-        return self.list(where={field: value})
-
-    def get_all_resources(self):
-        """Return every item, across pages."""
-        return self.list()
-
-    def _name_of(self, data):
-        if not data.get(self.key):
-            raise ValueError(f"the document must name the {self.resource_type[:-1]} by '{self.key}'")
-        return data[self.key]
-
-
-def _merge(doc, meta):
-    merged = dict(doc)
-    merged.update({k: v for k, v in meta.items() if k not in ("_status", "_links")})
-    return merged
+            self.request(method, path, json=body, headers=headers)
+        except (PreconditionFailed, NotFound) as e:
+            if not client_retry.replayed(e.response):
+                raise
+            if method == "DELETE" and isinstance(e, NotFound):
+                return None  # gone, as asked
+            if method == "DELETE" or isinstance(e, NotFound):
+                raise
+            stored = self.call("GET", path)
+            if not client_retry.holds(stored, body, merge=method == "PATCH"):
+                raise
+            return stored
+        return None
 
 
 def _reason_header(reason):
@@ -354,21 +371,3 @@ def _items_of(response):
     except (ValueError, AttributeError):
         return []
     return items if isinstance(items, list) else []
-
-
-def _cell(value):
-    if value is None:
-        return ""
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
-
-
-def _connection_reason(error):
-    # requests nests the socket error a few levels deep; name the innermost cause.
-    text = str(error)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host",
-                   "Temporary failure in name resolution", "Connection reset"):
-        if marker in text:
-            return marker[0].lower() + marker[1:]
-    return text.split(": ")[-1].rstrip(")'\"") if ": " in text else text

@@ -1,6 +1,14 @@
 """Allocation calls of the client: reservations, address pools, history (see allocation-api.md)."""
 
+import uuid
 from urllib.parse import quote
+
+from . import client_retry
+
+
+def new_idempotency_key():
+    """Return a fresh Idempotency-Key: the same one goes with every retry of one call, never with another call."""
+    return f"rmc-{uuid.uuid4().hex}"
 
 
 class AllocationMixin:
@@ -10,13 +18,15 @@ class AllocationMixin:
                 idempotency_key=None, dry_run=False):
         """Reserve `count` idle machines matching `where`; return the reservation (hostnames, expires).
 
+        Every call carries an Idempotency-Key (a new one unless given), so the retries of a call
+        whose answer was lost get the same reservation back instead of a second one.
         Raises Conflict ("requested N, M available") when not enough are free.
         """
         body = {"count": count}
         optional = {"where": where, "owner": owner or self.username, "job_id": job_id,
                     "lease_seconds": lease_seconds, "reason": reason}
         body.update({k: v for k, v in optional.items() if v is not None})
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
         params = {"dry_run": 1} if dry_run else None
         return self.call("POST", "/reservations", json=body, headers=headers, params=params)
 
@@ -31,12 +41,26 @@ class AllocationMixin:
         return self.call("GET", f"/reservations/{quote(reservation_id, safe='')}")
 
     def release(self, reservation_id=None, *, job_id=None):
-        """Release a reservation, or every reservation of `job_id`; return {"released": [...], ...}."""
+        """Release a reservation, or every reservation of `job_id`; return {"released": [...], ...}.
+
+        `released` names the machines this call freed. When a release by id was retried after its
+        answer was lost, the lost attempt freed them: the reservation is re-read and, once released,
+        its machines are reported (with "replayed": true). A retried release by job reports only what
+        the retry itself freed.
+        """
         if bool(reservation_id) == bool(job_id):
             raise ValueError("release needs a reservation id or a job id (not both)")
         if job_id:
             return self.call("DELETE", "/reservations", params={"job_id": job_id})
-        return self.call("DELETE", f"/reservations/{quote(reservation_id, safe='')}")
+        path = f"/reservations/{quote(reservation_id, safe='')}"
+        response = self.request("DELETE", path)
+        result = self.body_of(response)
+        if client_retry.replayed(response) and not result.get("released"):
+            res = self.call("GET", path)
+            if res.get("state") == "released":
+                result = {"released": sorted(res.get("hostnames") or []), "reservations": [reservation_id],
+                          "replayed": True}
+        return result
 
     def extend(self, reservation_id, lease_seconds):
         """Extend a reservation's lease by `lease_seconds` from now; return the reservation."""
@@ -65,9 +89,10 @@ class AllocationMixin:
     def allocate_address(self, pool, count=1, *, owner=None, idempotency_key=None):
         """Allocate `count` free addresses of `pool`; return {"pool", "addresses", "owner"}.
 
+        Carries an Idempotency-Key (a new one unless given), as reserve() does.
         Raises Conflict when the pool cannot satisfy it.
         """
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
         return self.call("POST", f"/address-pools/{quote(pool, safe='')}/allocate",
                          json={"owner": owner or self.username, "count": count}, headers=headers)
 

@@ -8,6 +8,11 @@ DEFAULTS = {
     "username": "admin",
     "password": "admin",
     "timeout": "30",
+    # Riding out restarts (client_retry.py): at most 5 retries, none starting later than 30 s
+    # after the first failure, waits from 0.5 s doubling (or what Retry-After says).
+    "max_retries": "5",
+    "retry_time": "30",
+    "retry_backoff": "0.5",
 }
 
 ENV_NAMES = {
@@ -15,6 +20,17 @@ ENV_NAMES = {
     "username": "RM_USERNAME",
     "password": "RM_PASSWORD",
     "timeout": "RM_TIMEOUT",
+    "max_retries": "RM_MAX_RETRIES",
+    "retry_time": "RM_RETRY_TIME",
+    "retry_backoff": "RM_RETRY_BACKOFF",
+}
+
+# Numeric settings: (type, what the error message says a value must be).
+NUMBERS = {
+    "timeout": (float, "a number of seconds"),
+    "max_retries": (int, "a whole number of retries (0: never retry)"),
+    "retry_time": (float, "a number of seconds"),
+    "retry_backoff": (float, "a number of seconds"),
 }
 
 SECTION = "client"
@@ -54,7 +70,10 @@ def read_file(path):
 
 
 def resolve(arguments=None, environ=None, path=None, directory=None):
-    """Return endpoint, username, password and timeout, each from the first layer that sets it."""
+    """Return endpoint, username, password, timeout and the retry settings, each from the first layer that sets it.
+
+    Raises ValueError naming the setting when a number is not one, or is negative.
+    """
     environ = os.environ if environ is None else environ
     layers = [
         {k: v for k, v in (arguments or {}).items() if v is not None},
@@ -66,8 +85,11 @@ def resolve(arguments=None, environ=None, path=None, directory=None):
     for key in DEFAULTS:
         settings[key] = next(layer[key] for layer in layers if key in layer)
     settings["endpoint"] = str(settings["endpoint"]).rstrip("/")
-    try:
-        settings["timeout"] = float(settings["timeout"])
-    except ValueError as e:
-        raise ValueError(f"timeout must be a number of seconds, not {settings['timeout']!r}") from e
+    for key, (kind, what) in NUMBERS.items():
+        try:
+            settings[key] = kind(settings[key])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{key} must be {what}, not {settings[key]!r}") from e
+        if settings[key] < 0 or settings[key] != settings[key]:  # negative or NaN
+            raise ValueError(f"{key} must be {what}, not {settings[key]!r}")
     return settings

@@ -10,6 +10,8 @@ import json
 import os
 import runpy
 
+from .jsontext import loads_strict
+
 DEFAULTS = {
     "MONGO_URI": None,
     "MONGO_DBNAME": "resource_manager",
@@ -28,6 +30,8 @@ DEFAULTS = {
     "PAGINATION_DEFAULT": 100,
     "PAGINATION_LIMIT": 1000,
     "AUTH_CACHE_SECONDS": 300,
+    # A request body must arrive within this many seconds (408 after); see gunicorn_conf.py.
+    "BODY_TIMEOUT": 10,
 }
 
 ENV_PREFIX = "RM_"
@@ -35,7 +39,7 @@ ENV_PREFIX = "RM_"
 
 def _parse(value):
     try:
-        return json.loads(value)
+        return loads_strict(value)  # NaN or 1e999 stay text, and the setting that reads it refuses it
     except ValueError:
         return value
 
@@ -44,7 +48,7 @@ def load_file(path):
     """Return the upper-case settings of a Python or JSON settings file."""
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+            data = loads_strict(fh.read())
     else:
         data = runpy.run_path(path)
     return {k: v for k, v in data.items() if k.isupper()}

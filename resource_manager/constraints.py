@@ -6,6 +6,9 @@ that the routes answer with 422, so nothing changes on bad input.
 
 import json
 
+from .jsontext import check_value, loads_strict
+from .names import canonical_hostname
+
 # Machine fields a reservation may be constrained on; tags.<name> are allowed too.
 WHERE_FIELDS = ("hostname", "owner", "job_id")
 # The safe operator set: no $where/$regex/$expr, nothing that runs code or scans text.
@@ -25,11 +28,15 @@ def check_where(where):
         return {}, None
     if isinstance(where, str):
         try:
-            where = json.loads(where) if where.strip() else {}
+            where = loads_strict(where) if where.strip() else {}
         except ValueError as e:
-            return None, f"not valid JSON: {e}"
+            return None, str(e)
     if not isinstance(where, dict):
         return None, "must be an object of field: condition"
+    try:
+        check_value(where)
+    except ValueError as e:
+        return None, str(e)
     for field, condition in where.items():
         if field == "state":
             return None, "'state' cannot be constrained: only idle machines are ever reserved"
@@ -41,7 +48,17 @@ def check_where(where):
         issue = _check_condition(field, condition)
         if issue:
             return None, issue
+    if "hostname" in where:  # names are stored canonical (lowercase, no trailing dot): compare so
+        where = dict(where, hostname=_canonical_names(where["hostname"]))
     return where, None
+
+
+def _canonical_names(condition):
+    if isinstance(condition, dict):
+        return {op: _canonical_names(value) for op, value in condition.items()}
+    if isinstance(condition, list):
+        return [canonical_hostname(v) for v in condition]
+    return canonical_hostname(condition)
 
 
 def _is_tag_path(field):
@@ -143,7 +160,33 @@ def check_allocation(body, user, max_count):
     }
     if not isinstance(request["tags"], dict):
         issues["tags"] = "must be an object"
+    else:
+        issue = storable_keys(request["tags"])
+        if issue:
+            issues["tags"] = issue
     return request, issues
+
+
+def storable_keys(value):
+    """Return why `value`'s keys cannot be stored and queried as tags.<key>, or None.
+
+    The rule of the machines' and addresses' `tags` (validation.py): no empty key, none starting
+    with '$' or holding '.' or NUL, and no array directly inside an array (the embedded database
+    stores none).
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not key or key.startswith("$") or "." in key or "\0" in key:
+                    return f"key {key[:64]!r} may not be empty, start with '$' or contain '.'"
+                stack.append(sub)
+        elif isinstance(item, list):
+            if any(isinstance(sub, list) for sub in item):
+                return "an array may not hold arrays; use objects inside it"
+            stack.extend(item)
+    return None
 
 
 def fingerprint(request):

@@ -13,6 +13,8 @@
   renaming onto a taken name (Eve answers a bare 400 there; FerretDB does not even say E11000).
 - Listings count the matches only when they must, and reuse a recent count (see Mongo.find): Eve
   counts on every page, and on the embedded database a count decodes every match.
+- A PUT or PATCH that changes nothing succeeds (Eve answered 412 when it came within the
+  second of the last write; see Mongo._unchanged).
 """
 
 import contextlib
@@ -24,6 +26,7 @@ import time
 
 import pymongo.errors
 from eve.io.mongo import Mongo as EveMongo
+from eve.utils import config
 from flask import abort, g
 from werkzeug.exceptions import Conflict
 
@@ -208,6 +211,35 @@ class Mongo(EveMongo):
                 upsert=True)
         except pymongo.errors.PyMongoError:
             pass  # only a cache: the next listing counts again
+
+    def update(self, resource, id_, updates, original):
+        return self._done_unless_changed(super().update, resource, id_, updates, original)
+
+    def replace(self, resource, id_, document, original):
+        return self._done_unless_changed(super().replace, resource, id_, document, original)
+
+    def _done_unless_changed(self, write, resource, id_, new, original):
+        try:
+            return write(resource, id_, new, original)
+        except self.OriginalChangedError:
+            if not self._unchanged(resource, id_, new, original):
+                raise
+        return None
+
+    def _unchanged(self, resource, id_, new, original):
+        """Return whether a write that modified nothing left the very version it was meant for.
+
+        Eve takes "nothing modified" for "changed meanwhile" (412). A PUT or PATCH that sends
+        what is stored within the second of the last write modifies nothing too: its new
+        _etag, a hash of the content with _updated to the second, is the old one. That is
+        done, not a conflict, when the item still has that _etag.
+        """
+        etag = original.get(config.ETAG)
+        if etag is None or new.get(config.ETAG) != etag:
+            return False
+        datasource = self.datasource(resource)[0]
+        current = self.pymongo(resource).db[datasource].find_one({"_id": id_}, {config.ETAG: 1})
+        return current is not None and current.get(config.ETAG) == etag
 
     def get_collection_with_write_concern(self, datasource, resource):
         return _Collection(engine(self.app).wrap(self.pymongo(resource).db)[datasource])

@@ -2,16 +2,20 @@
 
 import json
 import logging
+import socket
+import threading
+import time
 
+import bson.errors
 import pymongo.errors
-from flask import g, jsonify, request
+from flask import current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+
+from .jsontext import MAX_DEPTH, check_value, loads_strict  # noqa: F401  (re-exported for the routes)
 
 log = logging.getLogger(__name__)
 
 WRITE_METHODS = ("POST", "PUT", "PATCH")
-# Deeper documents are refused: no real one comes close, and every layer below recurses.
-MAX_DEPTH = 32
 QUERY_ARGS = {"where", "sort", "projection"}
 
 
@@ -56,9 +60,33 @@ def _database_error(error):
     return None
 
 
+def _unstorable(error):
+    """Return the message of a BSON encoding error that client data caused, else None.
+
+    Only errors the encoder raises on values it cannot represent: a key with NUL or '$',
+    an integer beyond 64 bits, a string that is not UTF-8. Anything else stays a 500.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (bson.errors.InvalidDocument, bson.errors.InvalidStringData)):
+            return str(error)
+        if isinstance(error, OverflowError) and "8-byte ints" in str(error):
+            return "an integer does not fit in 64 bits"
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _unexpected(error):
     if isinstance(error, HTTPException):
         return _http_error(error)
+    unstorable = _unstorable(error)
+    if unstorable is not None:
+        # Every input path checks values before they reach the encoder; one that did not is
+        # still the client's value, but a check is missing: say so in the log.
+        log.warning("value refused by the BSON encoder on %s %s (a missing input check): %s",
+                    request.method, request.path, unstorable)
+        return error_response(400, f"the request holds a value the database cannot store: {unstorable[:200]}")
     cause = _database_error(error)
     if isinstance(cause, pymongo.errors.ConnectionFailure):
         return _database_unavailable(cause)
@@ -69,67 +97,102 @@ def _unexpected(error):
     return error_response(500, "internal server error")
 
 
-class _BadJSON(ValueError):
-    """JSON that parses but that no client should send (NaN, duplicate keys)."""
+class BodyTimeout(Exception):
+    """The client did not send its whole body within BODY_TIMEOUT seconds."""
 
 
-def _no_constants(name):
-    # NaN and Infinity are not JSON; the database drops the connection on them.
-    raise _BadJSON(f"contains {name}, which is not JSON")
+def add_body_gate(app, gate):
+    """Run `gate()` before any request body is read; a response it returns is the answer.
 
-
-def _no_duplicates(pairs):
-    seen = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _BadJSON(f"has the key '{key}' twice in one object")
-        seen[key] = value
-    return seen
-
-
-def loads_strict(text):
-    """Parse JSON refusing NaN/Infinity, duplicate keys, lone surrogates and deep nesting.
-
-    Raises ValueError whose message completes "<what> ...", e.g. "is not valid JSON: ...".
+    Gates refuse what needs no body to refuse (no credentials), so that an anonymous client
+    sending its body slowly never holds a worker thread while it does.
     """
+    app.extensions.setdefault("rm_body_gates", []).append(gate)
+
+
+def read_body(seconds):
+    """Return the request body, read within `seconds` in all. Raises BodyTimeout.
+
+    The socket's timeout bounds a client that stops sending; a timer that shuts the socket's
+    reading side at the deadline bounds one that trickles a byte at a time (each read would
+    otherwise start a fresh timeout). Without the socket (another server), the body is read plainly.
+    """
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    if sock is None or not seconds:
+        return request.get_data(cache=True)
+    expired = threading.Event()
+
+    def cut():
+        expired.set()
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    prior = sock.gettimeout()
+    deadline = time.monotonic() + seconds
     try:
-        value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
-    except RecursionError:
-        raise ValueError(f"is nested too deeply (more than {MAX_DEPTH} levels)") from None
-    except _BadJSON as e:
-        raise ValueError(str(e)) from None
-    except ValueError as e:
-        raise ValueError(f"is not valid JSON: {e}") from None
-    _check_tree(value)
-    return value
+        # A second later than the timer, so that the timer decides (a timeout inside the server's
+        # reader may come back as a short body or as a 400 of Werkzeug's, not as a timeout).
+        sock.settimeout(seconds + 1)
+        timer.start()
+        try:
+            raw = request.get_data(cache=True)
+        except Exception as e:  # what a cut-off read raises depends on the server (timeout, EOF, 400)
+            if expired.is_set() or time.monotonic() >= deadline:
+                raise BodyTimeout() from e
+            raise
+        if expired.is_set():  # cut off: what came is not the whole body
+            raise BodyTimeout()
+        return raw
+    finally:
+        timer.cancel()
+        try:
+            sock.settimeout(prior)
+        except OSError:
+            pass
 
 
-def _check_tree(value):
-    # Iterative, so that depth is measured rather than hit as a RecursionError later
-    # (Eve's ETag and the BSON encoder recurse once per level).
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise ValueError(f"is nested too deeply (more than {MAX_DEPTH} levels)")
-        if isinstance(item, dict):
-            stack.extend((k, depth) for k in item)
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-        elif isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("contains a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+def _stop_reading(always=False):
+    # A refused request's body is never read: shut the reading side, so that the server does not
+    # drain it (gunicorn would, for up to 5 s, holding the thread) and the connection closes after
+    # the answer. The answer still goes out; the client sees it before the connection ends.
+    if not (always or request.content_length or request.headers.get("Transfer-Encoding")):
+        return
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 def check_body():
     """Refuse, before Eve parses it, a write body that is not a JSON object (or list of them)."""
     if request.method not in WRITE_METHODS:
         return None
-    # Not content_length: a chunked body has none, and must be checked all the same.
-    raw = request.get_data(cache=True)
+    if request.routing_exception is not None:
+        return None  # a 404 or 405 needs no body: Flask answers it next
+    for gate in current_app.extensions.get("rm_body_gates", ()):
+        try:
+            refused = gate()
+        except HTTPException as e:
+            refused = e
+        if refused is not None:
+            _stop_reading()
+            if isinstance(refused, HTTPException):
+                raise refused
+            return refused
+    seconds = float(current_app.config.get("BODY_TIMEOUT", 10))
+    try:
+        # Not content_length: a chunked body has none, and must be checked all the same.
+        raw = read_body(seconds)
+    except BodyTimeout:
+        _stop_reading(always=True)  # or gunicorn drains the rest, holding the thread 5 s more
+        log.warning("%s %s: body not received within %g s; connection closed", request.method, request.path, seconds)
+        return error_response(408, f"the request body did not arrive within {seconds:g} s")
     limit = request.max_content_length
     if request.content_length is None and limit and len(raw) >= limit:
         # Werkzeug stops reading a chunked body at the limit and hands over the truncated start.

@@ -10,9 +10,15 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz():
-    """Answer 200 when the database answers, 503 when it does not."""
+    """Answer 200 when the database answers, 503 when it does not; say whether the accounts are stale.
+
+    A users file that cannot be read leaves the last good accounts serving: still 200, with
+    "status": "degraded" and "users_file" saying what is wrong, for a monitor to alert on.
+    """
     up = db.ping()
-    body = {"status": "ok" if up else "unavailable", "database": "up" if up else "down", "version": __version__}
+    users = current_app.extensions["rm_users"].status()
+    status = "unavailable" if not up else "degraded" if users["status"] == "stale" else "ok"
+    body = {"status": status, "database": "up" if up else "down", "users_file": users, "version": __version__}
     probe = current_app.extensions["rm_engine"]
     if up or probe.engine is not None:
         try:

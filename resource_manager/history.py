@@ -120,8 +120,8 @@ def item_history(resource, name):
     """Answer the history of one machine or address, newest first."""
     filter_ = name_filter(resource, name)
     field = NAME_FIELDS[resource]
-    if "_id" in filter_:
-        query = {"resource": resource, "item_id": name}
+    if "_id" in filter_:  # the item's own _id (a name that looks like an ObjectId resolves to its item's)
+        query = {"resource": resource, "item_id": str(filter_["_id"])}
     else:
         query = {"resource": resource, "name": filter_[field]}
     try:

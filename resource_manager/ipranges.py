@@ -10,7 +10,11 @@ def ipkey(address):
     return f"{ip.version}:{int(ip):032x}"
 
 
-def parse_pool(cidr, exclude):
+# At most this many `exclude` entries per pool: each is parsed once, at write time.
+MAX_EXCLUDE = 1024
+
+
+def parse_pool(cidr, exclude, max_entries=None):
     """Return (network, exclude_ranges, issues) for a pool definition.
 
     exclude_ranges is a sorted, merged list of (first, last) integers: the
@@ -18,12 +22,16 @@ def parse_pool(cidr, exclude):
     which may be an address, a range "a-b" or a CIDR inside the pool.
     """
     issues = {}
+    if "%" in str(cidr):
+        return None, None, {"cidr": "an IPv6 zone id ('%...') names an interface, not a network: leave it out"}
     try:
         network = ipaddress.ip_network(str(cidr).strip(), strict=True)
     except ValueError as e:
         return None, None, {"cidr": f"not an IPv4 or IPv6 network: {e}"}
     if not isinstance(exclude, list):
         return network, None, {"exclude": "must be a list of addresses, ranges a-b or CIDRs"}
+    if max_entries is not None and len(exclude) > max_entries:
+        return network, None, {"exclude": f"at most {max_entries} entries (ranges a-b and CIDRs count as one)"}
     ranges = default_exclusions(network)
     for entry in exclude:
         try:
@@ -42,6 +50,8 @@ def _parse_range(entry):
     if not isinstance(entry, str):
         raise TypeError("must be a string")
     entry = entry.strip()
+    if "%" in entry:
+        raise ValueError("an IPv6 zone id ('%...') names an interface, not an address: leave it out")
     if "/" in entry:
         net = ipaddress.ip_network(entry, strict=True)
         return net[0], net[-1]
@@ -52,6 +62,45 @@ def _parse_range(entry):
         return a, b
     ip = ipaddress.ip_address(entry)
     return ip, ip
+
+
+def _address(network, n):
+    return ipaddress.IPv4Address(n) if network.version == 4 else ipaddress.IPv6Address(n)
+
+
+def normalise(network, exclude, max_entries=MAX_EXCLUDE):
+    """Return ({"cidr", "exclude", "ranges"}, issues): a pool's stored form, computed once at write time.
+
+    `exclude` becomes the caller's entries merged into sorted ranges ("a" or "a-b"); `ranges` holds
+    every excluded range (the conventional ones too) as "first-last" in 32 hex digits each (IPv6
+    addresses do not fit a 64-bit integer, and the embedded database stores no nested arrays),
+    so that reading a pool parses nothing but its CIDR.
+    """
+    _network, excluded, issues = parse_pool(str(network), exclude, max_entries)
+    if issues:
+        return None, issues
+    own = merge([_parse_ints(entry) for entry in exclude])  # each entry checked by parse_pool
+    texts = [str(_address(network, a)) if a == b else f"{_address(network, a)}-{_address(network, b)}"
+             for a, b in own]
+    return {"cidr": str(network), "exclude": texts,
+            "ranges": [f"{a:032x}-{b:032x}" for a, b in excluded]}, {}
+
+
+def _parse_ints(entry):
+    first, last = _parse_range(entry)
+    return int(first), int(last)
+
+
+def stored_ranges(pool):
+    """Return (network, excluded ranges) of a stored pool, from its stored ranges (no parsing of exclusions).
+
+    Pools stored before exclusions were normalised have no `ranges`: parsed as they were.
+    """
+    network = ipaddress.ip_network(pool["cidr"])
+    ranges = pool.get("ranges")
+    if ranges is None:
+        return network, parse_pool(pool["cidr"], pool.get("exclude") or [])[1]
+    return network, [(int(r[:32], 16), int(r[33:], 16)) for r in ranges]
 
 
 def default_exclusions(network):

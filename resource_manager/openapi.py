@@ -32,7 +32,9 @@ ERRORS = {
     403: "The user's role may not do this",
     404: "No such item",
     405: "Method not allowed here",
-    409: "Conflict: a unique field (name or address) is taken",
+    408: "The request body did not arrive within BODY_TIMEOUT seconds",
+    409: "Conflict: a unique field (name or address) is taken, or a 24-hex item URL is one item's _id "
+         "and another's name",
     412: "If-Match does not match the item's current ETag: read it again",
     413: "Body too large",
     415: "Body is not application/json",
@@ -135,10 +137,13 @@ def _common_components(app):
                  "description": "fields to sort by, comma-separated; '-' for descending"},
         "projection": {"name": "projection", "in": "query", "schema": {"type": "string"},
                        "example": '{"hostname": 1}', "description": "fields to include (1) or exclude (0), JSON"},
-        "page": {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+        "page": {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1},
+                 "description": "the page to answer; without page and max_results every match is answered"},
         "max_results": {"name": "max_results", "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": limit,
-                                   "default": app.config.get("PAGINATION_DEFAULT", 25)}},
+                        "schema": {"type": "integer", "minimum": 1, "maximum": limit},
+                        "description": f"items per page ({app.config.get('PAGINATION_DEFAULT', 25)} when only page "
+                                       "is given); without page and max_results every match is answered, "
+                                       "streamed, with _meta.total at the end"},
         "IfMatch": {"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
                     "description": "the item's current _etag (from its ETag header); 428 without it, 412 if stale"},
         "IfNoneMatch": {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
@@ -207,7 +212,8 @@ def resource_paths(app, resource, settings):
             f"list{camel(resource)}", f"List {resource}", tag, _security(settings, "GET", False), None,
             parameters=[{"$ref": f"#/components/parameters/{p}"}
                         for p in ("where", "sort", "projection", "page", "max_results")],
-            responses={"200": {"description": f"a page of {resource}",
+            responses={"200": {"description": f"every matching item of {resource}, or one page of them "
+                                              "with page/max_results (then _links.next leads on)",
                                "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{name}List"}}}},
                        **error_responses(400, 503)})
     if "POST" in settings["resource_methods"]:
@@ -218,7 +224,7 @@ def resource_paths(app, resource, settings):
                 input_ref, {"type": "array", "items": input_ref, "minItems": 1}]}}}},
             responses={"201": {"description": "created",
                                "content": {JSON: {"schema": {"$ref": "#/components/schemas/WriteResult"}}}},
-                       **error_responses(400, 401, 403, 409, 413, 415, 422, 503)})
+                       **error_responses(400, 401, 403, 408, 409, 413, 415, 422, 503)})
     field = NAME_FIELDS.get(resource, "_id")
     param = {"name": field.lstrip("_") or "id", "in": "path", "required": True, "schema": {"type": "string"},
              "description": f"the {name}'s {field}" + (", or its _id" if field != "_id" else "")}
@@ -232,8 +238,8 @@ def resource_paths(app, resource, settings):
             responses={"200": {"description": f"the {name}", "headers": etag_header,
                                "content": {JSON: {"schema": {"$ref": ref}}}},
                        "304": {"description": "not modified since If-None-Match"},
-                       **error_responses(404, 503)})
-    write_errors = error_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 503)
+                       **error_responses(404, 409, 503)})
+    write_errors = error_responses(400, 401, 403, 404, 408, 409, 412, 413, 415, 422, 428, 503)
     for method, verb, body_ref in (("PATCH", "update", f"{name}Patch"), ("PUT", "replace", f"{name}Input")):
         if method in item_methods:
             item[method.lower()] = _operation(
@@ -248,7 +254,7 @@ def resource_paths(app, resource, settings):
         item["delete"] = _operation(
             f"delete{name}", f"Delete one {name}", tag, _security(settings, "DELETE", True),
             _roles(settings, "DELETE", True), parameters=[{"$ref": "#/components/parameters/IfMatch"}],
-            responses={"204": {"description": "deleted"}, **error_responses(401, 403, 404, 412, 428, 503)})
+            responses={"204": {"description": "deleted"}, **error_responses(401, 403, 404, 409, 412, 428, 503)})
     paths = {url: collection, f"{url}/{{{param['name']}}}": item}
     return {p: v for p, v in paths.items() if set(v) - {"parameters"}}, schemas
 

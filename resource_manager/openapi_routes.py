@@ -29,12 +29,17 @@ _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "s
                 "description": "repeat a request with the same key to get the first answer, not a second grant"}
 _HISTORY = {"type": "object", "properties": {"_items": {"type": "array", "items": {
     "$ref": "#/components/schemas/HistoryEntry"}}}}
-_WRITE_ERRORS = error_responses(400, 401, 403, 415, 422, 503)
+_WRITE_ERRORS = error_responses(400, 401, 403, 408, 415, 422, 503)
 
 SCHEMAS = {
     "Health": {"type": "object", "properties": {
-        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
         "database": {"type": "string", "enum": ["up", "down"]}, "version": {"type": "string"},
+        "users_file": {"type": "object", "description": "the accounts in use: status ok, stale (the file on disk "
+                       "is unusable: error, since; the last good accounts serve) or none", "properties": {
+                           "status": {"type": "string", "enum": ["ok", "stale", "none"]},
+                           "accounts": {"type": "integer"}, "error": {"type": "string"},
+                           "since": {"type": "string"}}},
         "engine": {"type": "string", "enum": ["mongodb", "ferretdb"]},
         "engine_version": {"type": "string", "nullable": True},
         "writes": {"type": "string", "description": "how conditional writes are made atomic on this engine"}}},
@@ -64,9 +69,10 @@ SCHEMAS = {
         "expired": {"type": "integer"}, "repaired": {"type": "integer"},
         "released": {"type": "array", "items": {"type": "string"}}}},
     "PoolInput": {"type": "object", "required": ["name", "cidr", "kind"], "properties": {
-        "name": {"type": "string"}, "cidr": {"type": "string"},
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"}, "cidr": {"type": "string"},
         "kind": {"type": "string", "enum": ["public", "private"]},
-        "exclude": {"type": "array", "items": {"type": "string"}}}},
+        "exclude": {"type": "array", "items": {"type": "string"}, "maxItems": 1024,
+                    "description": "addresses, ranges a-b and CIDRs inside the pool; stored merged into ranges"}}},
     "Pool": {"type": "object", "properties": {
         "name": {"type": "string"}, "cidr": {"type": "string"}, "kind": {"type": "string"},
         "exclude": {"type": "array", "items": {"type": "string"}},
@@ -75,7 +81,10 @@ SCHEMAS = {
     "PoolList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
         "$ref": "#/components/schemas/Pool"}}}},
     "AllocateRequest": {"type": "object", "required": ["owner"], "properties": {
-        "owner": {"type": "string"}, "count": {"type": "integer", "minimum": 1, "default": 1}}},
+        "owner": {"type": "string"}, "count": {"type": "integer", "minimum": 1, "default": 1},
+        "tags": {"type": "object", "additionalProperties": True,
+                 "description": "stored on each address; keys as for an address's tags"},
+        "reason": {"type": "string", "nullable": True}}},
     "Allocation": {"type": "object", "properties": {
         "pool": {"type": "string"}, "owner": {"type": "string"},
         "addresses": {"type": "array", "items": {"type": "string"}}}},

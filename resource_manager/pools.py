@@ -13,13 +13,14 @@ from .constraints import check_allocation
 from .db import database
 from .errors import error_response
 from .history import utcnow
-from .ipranges import parse_pool
+from .ipranges import MAX_EXCLUDE, normalise, parse_pool
 from .responses import created, idempotency_key, invalid
 
 bp = Blueprint("pools", __name__)
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 KINDS = ("public", "private")
+DEFAULT_MAX_POOLS = 1000
 
 
 def render(pool, with_utilisation=True):
@@ -43,16 +44,31 @@ def _check_pool(body):
         if field not in ("name", "cidr", "kind", "exclude"):
             issues[field] = "unknown field"
     name = body.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # fullmatch: "$" lets "x\n" through
         issues["name"] = "required: letters, digits, '_', '.', '-' (at most 128)"
     if body.get("kind") not in KINDS:
         issues["kind"] = "required: public or private"
     if not isinstance(body.get("cidr"), str):
         issues["cidr"] = "required: an IPv4 or IPv6 network such as 10.0.0.0/24"
         return None, issues
-    network, _excluded, more = parse_pool(body["cidr"], body.get("exclude", []))
+    max_entries = int(current_app.config.get("POOL_MAX_EXCLUDE", MAX_EXCLUDE))
+    network, _excluded, more = parse_pool(body["cidr"], body.get("exclude", []), max_entries)
     issues.update(more)
     return network, issues
+
+
+def _stored_form(network, body):
+    """Return the pool's cidr, merged `exclude` and precomputed `ranges` (see ipranges.normalise)."""
+    fields, _issues = normalise(network, body.get("exclude", []), max_entries=None)  # checked by _check_pool
+    return fields
+
+
+def _too_many(db):
+    limit = int(current_app.config.get("POOLS_MAX", DEFAULT_MAX_POOLS))
+    # Bounds the cost of every listing (and of the overlap check); concurrent creations may pass it by a few.
+    if db[POOLS].count_documents({}) >= limit:
+        return error_response(409, f"there are {limit} pools already, the most this server keeps (POOLS_MAX)")
+    return None
 
 
 def _overlapping(db, kind, network):
@@ -75,11 +91,13 @@ def create():
         return invalid("pool", issues)
     db = database()
     now = utcnow()
-    pool = {"name": body["name"], "cidr": str(network), "kind": body["kind"],
-            "exclude": [e.strip() for e in body.get("exclude", [])], "_created": now, "_updated": now}
+    pool = {"name": body["name"], "kind": body["kind"], **_stored_form(network, body), "_created": now, "_updated": now}
     try:
         # One pool definition of a kind at a time, so that the overlap check still holds at the insert.
         with mutex.holding(db, f"pools/{body['kind']}"):
+            refused = _too_many(db)
+            if refused is not None:
+                return refused
             other = _overlapping(db, body["kind"], network)
             if other:
                 return error_response(409, f"{network} overlaps pool {other}")
@@ -138,7 +156,7 @@ def allocate(name):
             database(), pool, req, user, key, sweep.grace_seconds(current_app),
             current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", 10))
     except AllocationError as e:
-        return error_response(e.status, e.message)
+        return error_response(e.status, e.message, headers=e.headers())
     return created({"pool": name, "addresses": alloc["addresses"], "owner": alloc["owner"], "_id": alloc["_id"]})
 
 

@@ -1,7 +1,6 @@
 """/reservations: reserve machines all or nothing, release, extend leases, sweep."""
 
 import datetime
-import json
 
 import pymongo
 from flask import Blueprint, current_app, jsonify, request
@@ -11,7 +10,7 @@ from .allocation import RESERVATIONS, AllocationError
 from .auth import require_role
 from .constraints import check_extension, check_reservation
 from .db import database
-from .errors import error_response
+from .errors import error_response, loads_strict
 from .responses import created, idempotency_key, invalid
 
 bp = Blueprint("reservations", __name__)
@@ -29,7 +28,7 @@ def render(res):
         value = res.get(field)
         body[field] = value.strftime(fmt) if isinstance(value, datetime.datetime) else value
     if isinstance(body["where"], str):
-        body["where"] = json.loads(body["where"])
+        body["where"] = loads_strict(body["where"])
     return body
 
 
@@ -41,7 +40,7 @@ def _json_body():
 
 
 def _failure(e):
-    return error_response(e.status, e.message)
+    return error_response(e.status, e.message, headers=e.headers())
 
 
 def _flag(name):
@@ -149,7 +148,8 @@ def run_sweep():
         if user["role"] != "admin":
             return error_response(403, "only an admin may set ?grace=")
         try:
-            grace = max(0, int(request.args["grace"]))
+            # At most ten years: a timedelta past ~2.7 million years overflows (it was a 500).
+            grace = min(max(0, int(request.args["grace"])), 10 * 366 * 86400)
         except ValueError:
             return error_response(400, "grace must be a number of seconds")
     return jsonify(sweep.sweep(database(), grace, user["username"]))

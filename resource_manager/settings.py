@@ -16,8 +16,12 @@ machines = {
             "empty": False,
             "maxlength": 253,
             # (?!\n): Python's "$" also matches before a final newline (Cerberus uses re.match);
-            # not \Z, which /openapi.json's (ECMA) patterns lack.
-            "regex": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?!\n)$",
+            # not \Z, which /openapi.json's (ECMA) patterns lack. No empty label. The coercion
+            # runs first and drops one trailing dot (the DNS root), so "h.example.com." is fine.
+            "regex": r"^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*(?!\n)$",
+            # One stored form per DNS name (lowercase, no trailing dot), so the unique index
+            # refuses H.example.com beside h.example.com. Non-ASCII names are refused.
+            "coerce": "canonical_hostname",
             "unique": True,
         },
         "owner": {"type": "string", "nullable": True, "maxlength": 256},
@@ -69,8 +73,9 @@ NAME_FIELDS = {
 EVE_SETTINGS = {
     "RESOURCE_METHODS": ["GET", "POST"],
     "ITEM_METHODS": ["GET", "PATCH", "PUT", "DELETE"],
-    "PUBLIC_METHODS": ["GET"],
-    "PUBLIC_ITEM_METHODS": ["GET"],
+    # HEAD is GET without the body: open wherever GET is (it asked for credentials).
+    "PUBLIC_METHODS": ["GET", "HEAD"],
+    "PUBLIC_ITEM_METHODS": ["GET", "HEAD"],
     "ALLOWED_WRITE_ROLES": ["operator", "admin"],
     "ALLOWED_ITEM_WRITE_ROLES": ["operator", "admin"],
     "IF_MATCH": True,

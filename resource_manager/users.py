@@ -5,7 +5,7 @@ import getpass
 import os
 import sys
 
-from .auth import ROLES, read_users, remove_user, set_user
+from .auth import ROLES, UsersFileError, read_users, remove_user, set_user
 
 
 def parse_args(argv):
@@ -29,6 +29,14 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(args)
+    except UsersFileError as e:
+        print(f"rm-users: {args.file}: {e}; fix it by hand (nothing was changed)", file=sys.stderr)
+        return 1
+
+
+def _run(args):
     if not args.file:
         print("rm-users: no users file: pass --file or set RM_USERS_FILE", file=sys.stderr)
         return 2

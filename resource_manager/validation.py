@@ -1,18 +1,11 @@
 """Schema rules Eve's validator lacks: IP addresses in canonical form, storable key names."""
 
-import ipaddress
-
 import pymongo.errors
 from eve.io.mongo import Validator as EveValidator
 from flask import current_app, g, has_request_context, request
 
-
-def canonical_ip(value):
-    """Return the canonical text of an IPv4/IPv6 address, or the value unchanged."""
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except (AttributeError, ValueError):
-        return value
+from .constraints import storable_keys
+from .names import canonical_hostname, canonical_ip, parse_ip  # noqa: F401  (canonical_ip: lookup, history)
 
 
 def _bulk_values(field):
@@ -28,6 +21,7 @@ def _bulk_values(field):
     if field not in g.rm_unique_values:
         values = {doc.get(field) for doc in g.rm_body if isinstance(doc, dict)} - {None}
         values |= {canonical_ip(v) for v in values if isinstance(v, str)}
+        values |= {canonical_hostname(v) for v in values if isinstance(v, str)}
         g.rm_unique_values[field] = sorted(values, key=str)
     return g.rm_unique_values[field]
 
@@ -64,8 +58,11 @@ class Validator(EveValidator):
         """{'type': 'boolean'}"""
         if not ip_address:
             return
+        if "%" in value:
+            self._error(field, f"'{value}' has an IPv6 zone id ('%...'): give the address without it")
+            return
         try:
-            ipaddress.ip_address(value)
+            parse_ip(value)
         except ValueError:
             self._error(field, f"'{value}' is not a valid IPv4 or IPv6 address")
 
@@ -81,19 +78,14 @@ class Validator(EveValidator):
     def _normalize_coerce_canonical_ip(self, value):
         return canonical_ip(value)
 
+    def _normalize_coerce_canonical_hostname(self, value):
+        return canonical_hostname(value)
+
     def _validate_mongo_keys(self, mongo_keys, field, value):
         """{'type': 'boolean'}"""
         if not mongo_keys:
             return
         # The database refuses "$..." keys, and a dotted key cannot be queried as tags.<key>.
-        stack = [value]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                for key, sub in item.items():
-                    if not key or key.startswith("$") or "." in key or "\0" in key:
-                        self._error(field, f"key {key!r} may not be empty, start with '$' or contain '.'")
-                        return
-                    stack.append(sub)
-            elif isinstance(item, list):
-                stack.extend(item)
+        issue = storable_keys(value)
+        if issue:
+            self._error(field, issue)

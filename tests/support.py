@@ -41,8 +41,16 @@ class LiveServer:
         self.app = create_app(overrides)
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: stop() waits for the loop to notice, 0.5 s by default, at every test's teardown.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
         self._thread.start()
+
+    def wrap(self, middleware):
+        """Put a WSGI middleware in front of the app (fault injection); return the middleware."""
+        middleware.app = self._server.app
+        self._server.app = middleware
+        return middleware
 
     @property
     def db(self):
@@ -94,3 +102,21 @@ def seeded_server(mongo_uri, users_file, name, seeds, auth, **overrides):
         live.stop()
         with pymongo.MongoClient(mongo_uri) as client:
             client.drop_database(dbname)
+
+
+def run_together(n, target, timeout=120):
+    """Run target(i) in n threads released together by a barrier; return their results in order."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def body(i):
+        barrier.wait()
+        results[i] = target(i)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads)
+    return results

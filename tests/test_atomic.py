@@ -317,8 +317,8 @@ def test_overlapping_pools_created_at_once_one_is_refused(cluster):
 
 def run_check(uri, dbname, *args):
     env = dict(os.environ, MONGO_URI=uri, RM_MONGO_DBNAME=dbname, DO_NOT_TRACK="1")
-    return subprocess.run([sys.executable, "-m", "resource_manager.check", *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+    rm_check = os.path.join(os.path.dirname(sys.executable), "rm-check")  # the installed console script
+    return subprocess.run([rm_check, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_the_sweep_repairs_what_rm_check_calls_repairable(cluster, localdb):

@@ -415,3 +415,202 @@ def test_bad_allocation_counts_are_4xx(server, pool, count):
     assert 400 <= response.status_code < 500, response.text
     assert_refused(response, response.status_code)
     assert snapshot(server.db) == pool
+
+
+# Issue 13: the inputs that answered 500 (or let NaN reach the database), and their neighbours.
+
+BIG = 10**20
+
+
+@pytest.mark.parametrize("tags", [{"n": BIG}, {"n": -BIG}, {"list": [1, BIG]}, {"n": 2**63}, {"a": [[1]]}],
+                         ids=["huge", "huge-negative", "huge-in-list", "2^63", "array-in-array"])
+def test_values_the_database_cannot_hold_in_tags_are_4xx(server, operator, seeded, tags):
+    before = snapshot(server.db)
+    response = operator.post("/machines", json={"hostname": "big-1", "state": "idle", "tags": tags})
+    assert 400 <= response.status_code < 500, response.text
+    assert_refused(response, response.status_code)
+    path = "/machines/seed-1"
+    response = operator.patch(path, json={"tags": tags}, headers=etag_headers(operator, path))
+    assert_refused(response, response.status_code)
+    assert 400 <= response.status_code < 500
+    assert snapshot(server.db) == before
+
+
+def test_the_largest_64_bit_integers_are_fine(server, operator, seeded):
+    for n in (2**63 - 1, -(2**63)):
+        assert anon_get(server, "/machines", where=json.dumps({"tags.n": n})).status_code == 200
+
+
+def anon_get(server, path, **params):
+    with server.session() as anon:
+        return anon.get(path, params=params)
+
+
+WHERE_500 = [
+    pytest.param(json.dumps({"tags.memory": BIG}), "64 bits", id="json-huge-int"),
+    pytest.param(json.dumps({"tags.memory": {"$gte": -BIG}}), "64 bits", id="json-huge-negative"),
+    pytest.param(json.dumps({"tags.l": {"$size": BIG}}), "64 bits", id="size-huge"),
+    pytest.param(json.dumps({"tags.m": {"$in": [1, BIG]}}), "64 bits", id="in-huge"),
+    pytest.param("tags.memory == 100000000000000000000000", "64 bits", id="eve-syntax-huge"),
+    pytest.param("tags.memory == 1e999", "inf", id="eve-syntax-infinity"),
+    pytest.param('{"tags.memory": 1e999}', "out of range", id="json-1e999"),
+    pytest.param('{"tags.memory": -1e999}', "out of range", id="json-minus-1e999"),
+    pytest.param('{"tags.memory": Infinity}', "Infinity", id="json-infinity"),
+    pytest.param(json.dumps({"a\u0000b": 1}), "NUL", id="nul-in-key"),
+    pytest.param(json.dumps({"$or": [{"x\u0000": 1}]}), "NUL", id="nul-in-nested-key"),
+    pytest.param('{"a":' * 1_000 + "1" + "}" * 1_000, "nested too deeply", id="nested-1000"),  # URLs: 64 KiB at most
+]
+
+
+@pytest.mark.parametrize(("where", "needle"), WHERE_500)
+@pytest.mark.parametrize("path", ["/machines", "/public-addresses"])
+def test_where_values_the_database_cannot_hold_are_400(anon, seeded, path, where, needle):
+    assert_refused(anon.get(path, params={"where": where}), 400, needle)
+
+
+RESERVATION_WHERE_500 = [
+    pytest.param({"tags.memory": BIG}, id="huge-int"),
+    pytest.param({"tags.memory": {"$gte": BIG}}, id="huge-int-operator"),
+    pytest.param({"tags.memory": {"$in": [BIG]}}, id="huge-int-in"),
+    pytest.param({"tags.a\u0000b": 1}, id="nul-in-key"),
+    pytest.param(json.dumps({"tags.memory": BIG}), id="text-huge-int"),
+    pytest.param('{"tags.memory": NaN}', id="text-nan"),
+    pytest.param('{"tags.memory": Infinity}', id="text-infinity"),
+    pytest.param('{"tags.memory": -Infinity}', id="text-minus-infinity"),
+    pytest.param('{"tags.memory": 1e999}', id="text-1e999"),
+    pytest.param('{"tags.memory": {"$in": [NaN]}}', id="text-nan-in"),
+    pytest.param(json.dumps({"tags.a\u0000b": 1}), id="text-nul-in-key"),
+    pytest.param('{"a":' * 100_000 + "1" + "}" * 100_000, id="text-nested-100000"),
+    pytest.param('{"tags.x": 1, "tags.x": 2}', id="text-duplicate-key"),
+]
+
+
+@pytest.mark.parametrize("where", RESERVATION_WHERE_500)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["reserve", "dry-run"])
+def test_reservation_where_values_the_database_cannot_hold_are_4xx(server, operator, seeded, where, dry_run):
+    before = snapshot(server.db)
+    response = operator.post("/reservations" + ("?dry_run=1" if dry_run else ""),
+                             json={"count": 1, "where": where})
+    assert response.status_code in (400, 422), response.text
+    assert_refused(response, response.status_code)
+    assert snapshot(server.db) == before
+
+
+def test_the_database_connection_survives_nan_in_a_where(server, operator, anon, seeded):
+    # NaN used to reach FerretDB, which dropped the connection: the sender got 503, others failed too.
+    for _ in range(3):
+        assert operator.post("/reservations?dry_run=1", json={"where": '{"tags.memory": NaN}'}).status_code == 422
+    assert anon.get("/machines").status_code == 200
+    assert anon.get("/healthz").json()["database"] == "up"
+
+
+@pytest.mark.parametrize("params", [{"page": str(10**18)}, {"page": "9" * 5000}, {"page": "-5"},
+                                    {"tag": "memory=" + "9" * 30}, {"tag": "memory=-" + "9" * 30},
+                                    {"tag": "memory=NaN"}, {"tag": "memory=Infinity"}, {"tag": "memory=1e999"},
+                                    {"tag": "memory=[[1]]"}, {"per_page": str(10**30)}, {"q": "\x00"},
+                                    {"owner": "a\x00b"}, {"sort": "-" * 1000}],
+                         ids=lambda p: next(iter(p)) + "=" + next(iter(p.values()))[:20])
+def test_dashboard_query_strings_never_answer_500(anon, seeded, params):
+    response = anon.get("/ui/", params=params, headers={"Accept": "text/html"})
+    assert response.status_code == 200, response.text[:300]
+
+
+@pytest.mark.parametrize("name", ["x\n", "x\r", "lab\n", "a\x00", "x\u2028", " x", "x "])
+def test_pool_names_with_control_or_space_characters_are_422(server, seeded, name):
+    before = snapshot(server.db)
+    with server.session(ADMIN) as admin:
+        response = admin.post("/address-pools", json={"name": name, "cidr": "10.9.0.0/24", "kind": "private"})
+    body = assert_refused(response, 422)
+    assert "name" in body["_issues"]
+    assert snapshot(server.db) == before
+
+
+@pytest.mark.parametrize("path", ["/machines", "/machines/seed-1", "/public-addresses",
+                                  "/public-addresses/192.0.2.10", "/private-addresses", "/address-pools",
+                                  "/reservations", "/machines/seed-1/history", "/healthz", "/openapi.json",
+                                  "/ui/", "/ui/machines/seed-1", "/"])
+def test_head_is_open_wherever_get_is(anon, seeded, path):
+    get, head = anon.get(path), anon.head(path)
+    assert get.status_code == 200, get.text[:200]
+    assert head.status_code == 200
+    assert head.content == b""
+
+
+def test_head_on_a_missing_item_is_404_not_401(anon, seeded):
+    assert anon.head("/machines/no-such-host").status_code == 404
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999", '{"a": [1, NaN]}', "1" * 30])
+def test_every_json_parser_of_ours_refuses_nan_and_infinity(text, tmp_path):
+    from resource_manager import auth, config, constraints, errors, jsontext, reservations
+
+    assert reservations.loads_strict is errors.loads_strict is jsontext.loads_strict
+    with pytest.raises(ValueError):
+        jsontext.loads_strict(text)
+    assert constraints.check_where(text)[1] is not None
+    users = tmp_path / "users.json"
+    users.write_text('{"users": {"x": {"password": "h", "role": "reader", "n": ' + text + "}}}")
+    with pytest.raises(auth.UsersFileError):
+        auth.read_users(str(users))
+    assert config.from_env({"RM_AUTH_MAX_FAILURES": text})["AUTH_MAX_FAILURES"] == text  # stays text
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"AUTH_MAX_FAILURES": ' + text + "}")
+    with pytest.raises(ValueError):
+        config.load_file(str(settings))
+
+
+def test_an_unknown_exception_is_still_a_logged_500(server, operator, seeded, monkeypatch, caplog):
+    # The funnel maps the database's and the BSON encoder's refusals of client values; our own bugs stay 500.
+    before = snapshot(server.db)
+    from resource_manager import reservations
+
+    def broken(*_args, **_kwargs):
+        raise OverflowError("a bug of ours, not the client's value")
+
+    monkeypatch.setattr(reservations.allocation, "explain", broken)
+    response = operator.post("/reservations?dry_run=1", json={"count": 1})
+    assert_refused(response, 500)
+    assert "unhandled error on POST /reservations" in caplog.text
+    assert snapshot(server.db) == before
+
+
+def test_a_bson_encoding_error_that_slips_through_is_400(server, operator, seeded, monkeypatch):
+    # A value no check of ours caught (simulated: the check is bypassed) is the client's value: 400, and logged.
+    before = snapshot(server.db)
+    from resource_manager import constraints
+
+    monkeypatch.setattr(constraints, "check_value", lambda value: None)
+    monkeypatch.setattr(constraints, "loads_strict", json.loads)
+    response = operator.post("/reservations?dry_run=1", json={"count": 1, "where": '{"tags.a\\u0000b": 1}'})
+    assert_refused(response, 400, "cannot store")
+    assert snapshot(server.db) == before
+
+
+# Found by a broader corpus (issue 13): each was a 500.
+
+@pytest.mark.parametrize("tags", [{"$set": 1}, {"a.b": 1}, {"a": [[1]]}, {"": 1}, {"x": {"$inc": 1}}],
+                         ids=["dollar-key", "dotted-key", "array-in-array", "empty-key", "nested-dollar"])
+def test_allocation_tags_the_database_cannot_hold_are_422(server, pool, tags):
+    before = snapshot(server.db)
+    with server.session(ADMIN) as admin:
+        response = admin.post("/address-pools/alloc/allocate", json={"owner": "x", "tags": tags})
+    body = assert_refused(response, 422)
+    assert "tags" in body["_issues"]
+    assert snapshot(server.db) == before
+
+
+@pytest.mark.parametrize("grace", ["9" * 30, "1000000000000"])
+def test_a_huge_sweep_grace_is_clamped_not_a_500(server, seeded, grace):
+    with server.session(ADMIN) as admin:
+        response = admin.post(f"/reservations/sweep?grace={grace}")
+    assert response.status_code == 200, response.text
+    assert response.json()["expired"] == 0
+
+
+@pytest.mark.parametrize("path", ["/machines/seed-1", "/machines"])
+def test_version_queries_are_400(anon, seeded, path):
+    assert_refused(anon.get(path, params={"version": "all"}), 400, "version")
+
+
+def test_an_empty_field_name_in_where_is_400(anon, seeded):
+    assert_refused(anon.get("/machines", params={"where": '{"": 1}'}), 400, "empty field name")

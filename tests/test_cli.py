@@ -143,7 +143,7 @@ def test_reader_is_403_with_a_hint(cli):
 
 def test_cannot_connect_names_the_endpoint_exit_6():
     port = free_port()
-    result = run_cli("list", "-e", f"http://127.0.0.1:{port}")
+    result = run_cli("list", "-e", f"http://127.0.0.1:{port}", "--max-retries", "0")
     assert result.code == 6
     assert result.err == f"rmctl: cannot connect to http://127.0.0.1:{port}: connection refused\n"
 
@@ -151,10 +151,13 @@ def test_cannot_connect_names_the_endpoint_exit_6():
 def test_timeout_is_exit_6():
     silent = SilentServer()
     try:
-        result = run_cli("list", "-e", silent.url, "--timeout", "0.3")
+        result = run_cli("list", "-e", silent.url, "--timeout", "0.3", "--max-retries", "1", "--retry-backoff", "0")
     finally:
         silent.close()
-    assert result.code == 6 and "did not answer within 0.3 s" in result.err
+    assert result.code == 6
+    notice, error = result.err.splitlines()
+    assert notice == "rmctl: GET /machines: no answer in time; retry 1 of 1 in 0.0 s"
+    assert error.startswith(f"rmctl: {silent.url} did not answer within 0.3 s (gave up after 1 retry in ")
 
 
 def test_server_error_is_exit_5(localdb, users_file):
@@ -164,7 +167,7 @@ def test_server_error_is_exit_5(localdb, users_file):
     live = LiveServer({"MONGO_URI": dead, "MONGO_DBNAME": "x", "USERS_FILE": users_file,
                        "MONGO_OPTIONS": {"connect": False, "serverSelectionTimeoutMS": 200}})
     try:
-        result = run_cli("list", "-e", live.url)
+        result = run_cli("list", "-e", live.url, "--max-retries", "0")
     finally:
         live.stop()
     assert result.code == 5 and "503" in result.err
@@ -209,7 +212,8 @@ def test_config_file_supplies_endpoint_and_credentials(server, tmp_path, machine
                                          f"password = {PASSWORDS['operator']}\n")
     assert run_cli("update", "a1", "owner=x", config_dir=str(tmp_path)).code == 0
     # The environment wins over the file, the flag over both.
-    result = run_cli("list", config_dir=str(tmp_path), environ={"RM_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
+    result = run_cli("list", config_dir=str(tmp_path), environ={"RM_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+                                                                "RM_MAX_RETRIES": "0"})
     assert result.code == 6
     result = run_cli("list", "-e", server.url, config_dir=str(tmp_path),
                      environ={"RM_ENDPOINT": f"http://127.0.0.1:{free_port()}"})

@@ -51,11 +51,21 @@ def test_original_script_runs_verbatim(server, monkeypatch, capsys):
 
 def test_original_attributes_and_defaults(monkeypatch):
     c = ResourceManagerClient(environ={})
-    assert (c.resource_type, c.endpoint, c.key) == ("machines", "http://127.0.0.1:5000", "hostname")
-    assert (c.username, c.password) == ("admin", "admin")
-    assert c.fields[:3] == ["hostname", "owner", "state"]
+    assert (c.resource_type, c.endpoint, c.key) == ("machines", "http://127.0.0.1:5000/machines", "hostname")
+    assert (c.base_url, c.username, c.password) == ("http://127.0.0.1:5000", "admin", "admin")
+    assert c.auth == ("admin", "admin")
+    assert c.fields == ["hostname", "owner", "state", "job_id", "tags", "_updated", "_id"]
+    assert c.headers == {"content-type": "application/json"}
     addresses = ResourceManagerClient("public-addresses", "http://rm:5000", "u", "p", environ={})
-    assert (addresses.key, addresses.endpoint, addresses.fields[0]) == ("address", "http://rm:5000", "address")
+    assert (addresses.key, addresses.auth) == ("address", ("u", "p"))
+    assert addresses.endpoint == "http://rm:5000/public-addresses"
+    assert addresses.fields == ["address", "owner", "tags", "_updated", "_id"] and addresses.base_url == "http://rm:5000"
+    addresses.endpoint = "http://other:5000/public-addresses"  # the collection URL, as it reads
+    assert addresses.base_url == "http://other:5000"
+    with pytest.raises(ValueError, match="must end with '/public-addresses'"):
+        addresses.endpoint = "http://other:5000"
+    addresses.auth = ("v", "q")
+    assert addresses.session.auth == ("v", "q")
     with pytest.raises(ValueError, match="unknown resource type"):
         ResourceManagerClient("printers")
 
@@ -111,7 +121,7 @@ def test_errors_carry_status_issues_and_response(client):
     with pytest.raises(ValidationError) as e:
         client.create({"hostname": "x y", "state": "idle"})
     assert "does not match" in str(e.value.issues["hostname"]) and e.value.status == 422
-    reader = ResourceManagerClient(endpoint=client.endpoint, username="reader", password=PASSWORDS["reader"],
+    reader = ResourceManagerClient(endpoint=client.base_url, username="reader", password=PASSWORDS["reader"],
                                    environ={})
     with pytest.raises(APIError) as e:
         reader.create({"hostname": "x", "state": "idle"})
@@ -130,7 +140,7 @@ def test_update_with_a_stale_etag_fails_unless_retries_are_asked_for(client, ser
 
 def test_modify_recomputes_the_change_from_the_version_it_applies_to(client, server):
     client.create({"hostname": "h1", "state": "idle", "tags": {"count": 0}})
-    other = ResourceManagerClient(endpoint=client.endpoint, environ={})
+    other = ResourceManagerClient(endpoint=client.base_url, environ={})
     calls = []
 
     def increment(doc):
@@ -166,15 +176,15 @@ def test_addresses_by_any_spelling(server):
 
 def test_connection_refused_and_timeout_are_transport_errors():
     port = free_port()
-    client = ResourceManagerClient(endpoint=f"http://127.0.0.1:{port}", environ={})
-    with pytest.raises(TransportError, match=f"cannot connect to http://127.0.0.1:{port}: connection refused") as e:
+    client = ResourceManagerClient(endpoint=f"http://127.0.0.1:{port}", environ={}, max_retries=0)
+    with pytest.raises(TransportError, match=f"cannot connect to http://127.0.0.1:{port}: connection refused$") as e:
         client.get_all_resources()
     assert isinstance(e.value, RequestFailureException) and e.value.response is None
     client.close()
     silent = SilentServer()
     try:
-        client = ResourceManagerClient(endpoint=silent.url, timeout=0.3, environ={})
-        with pytest.raises(TransportError, match="did not answer within 0.3 s"):
+        client = ResourceManagerClient(endpoint=silent.url, timeout=0.3, environ={}, max_retries=0)
+        with pytest.raises(TransportError, match="did not answer within 0.3 s$"):
             client.get("h1")
         client.close()
     finally:
@@ -188,14 +198,22 @@ def test_one_session_with_a_default_timeout(client):
 
 def test_config_precedence_argument_env_file_default(tmp_path):
     path = tmp_path / "client.ini"
-    path.write_text("[client]\nendpoint = http://file:1\nusername = fileuser\npassword = filepw\ntimeout = 7\n")
-    env = {"RM_ENDPOINT": "http://env:2", "RM_USERNAME": "envuser"}
-    got = resolve({"endpoint": "http://arg:3"}, env, str(path))
-    assert got == {"endpoint": "http://arg:3", "username": "envuser", "password": "filepw", "timeout": 7.0}
+    path.write_text("[client]\nendpoint = http://file:1\nusername = fileuser\npassword = filepw\ntimeout = 7\n"
+                    "max_retries = 9\nretry_time = 90\nretry_backoff = 2\n")
+    env = {"RM_ENDPOINT": "http://env:2", "RM_USERNAME": "envuser", "RM_RETRY_TIME": "120"}
+    got = resolve({"endpoint": "http://arg:3", "retry_backoff": 0.25}, env, str(path))
+    assert got == {"endpoint": "http://arg:3", "username": "envuser", "password": "filepw", "timeout": 7.0,
+                   "max_retries": 9, "retry_time": 120.0, "retry_backoff": 0.25}
+    defaults = resolve({}, {}, str(tmp_path / "missing.ini"))
+    assert (defaults["max_retries"], defaults["retry_time"], defaults["retry_backoff"]) == (5, 30.0, 0.5)
+    for name, value in (("RM_MAX_RETRIES", "-1"), ("RM_MAX_RETRIES", "2.5"), ("RM_RETRY_TIME", "soon"),
+                        ("RM_RETRY_BACKOFF", "nan")):
+        with pytest.raises(ValueError, match=name[3:].lower()):
+            resolve({}, {name: value}, str(tmp_path / "missing.ini"))
     assert resolve({}, {}, str(tmp_path / "missing.ini"))["endpoint"] == "http://127.0.0.1:5000"
     # RM_CONFIG points at the file when no path is given.
     client = ResourceManagerClient(environ={"RM_CONFIG": str(path)})
-    assert (client.endpoint, client.username, client.timeout) == ("http://file:1", "fileuser", 7.0)
+    assert (client.base_url, client.username, client.timeout) == ("http://file:1", "fileuser", 7.0)
     client.close()
     path.write_text("not an ini file")
     with pytest.raises(ValueError, match="cannot read config file"):

@@ -4,6 +4,8 @@ import ipaddress
 
 from resource_manager.ipranges import free_addresses, merge, parse_pool
 
+from .support import ADMIN, LiveServer
+
 
 def make_pool(session, expect=201, **fields):
     body = {"name": "lab", "cidr": "10.0.0.0/24", "kind": "private"}
@@ -154,3 +156,48 @@ def test_plain_write_cannot_take_an_address_an_allocator_holds(operator, anon, s
     assert bulk.status_code == 409
     assert sorted(c["_id"] for c in server.db.address_claims.find()) == ["public/192.0.2.7", "public/192.0.2.9"]
     assert server.db.public_addresses.count_documents({}) == 1
+
+
+# Bounded costs (issue 13, finding 6).
+
+def test_exclusions_are_stored_merged_and_reads_parse_none_of_them(operator, anon, server):
+    pool = make_pool(operator, cidr="10.0.0.0/24", exclude=["10.0.0.12", "10.0.0.10-10.0.0.11", "10.0.0.13",
+                                                             "10.0.0.64/30", "10.0.0.66", " 10.0.0.200 "])
+    assert pool["exclude"] == ["10.0.0.10-10.0.0.13", "10.0.0.64-10.0.0.67", "10.0.0.200"]
+    assert pool["utilisation"]["size"] == 256 - 3 - 4 - 4 - 1
+    stored = server.db.address_pools.find_one({"name": "lab"})
+    assert stored["exclude"] == pool["exclude"] and len(stored["ranges"]) == 5  # with .0-.1 and .255
+    # Reads use the stored ranges alone: an exclusion list nobody could parse changes nothing.
+    server.db.address_pools.update_one({"name": "lab"}, {"$set": {"exclude": ["not an address"]}})
+    assert anon.get("/address-pools/lab").json()["utilisation"] == pool["utilisation"]
+    assert allocate(operator, count=3)["addresses"] == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+
+
+def test_a_pool_stored_before_normalisation_still_reads(operator, anon, server):
+    make_pool(operator, cidr="10.0.0.0/24", exclude=["10.0.0.2-10.0.0.9"])
+    server.db.address_pools.update_one({"name": "lab"}, {"$unset": {"ranges": ""}})
+    assert anon.get("/address-pools/lab").json()["utilisation"]["size"] == 256 - 3 - 8
+    assert allocate(operator)["addresses"] == ["10.0.0.10"]
+
+
+def test_more_than_1024_exclusions_are_refused(operator, server):
+    exclude = [f"10.0.{i // 256}.{i % 256}" for i in range(0, 2050, 2)]
+    body = make_pool(operator, expect=422, cidr="10.0.0.0/16", exclude=exclude)
+    assert "at most 1024" in body["_issues"]["exclude"]
+    make_pool(operator, cidr="10.0.0.0/16", exclude=exclude[:1024])
+    assert len(server.db.address_pools.find_one()["exclude"]) == 1024
+
+
+def test_the_number_of_pools_is_bounded(overrides, localdb, dbname):
+    live = LiveServer(dict(overrides, POOLS_MAX=3))
+    try:
+        with live.session(ADMIN) as admin:
+            for i in range(3):
+                make_pool(admin, name=f"p{i}", cidr=f"10.{i}.0.0/24")
+            body = make_pool(admin, expect=409, name="p3", cidr="10.3.0.0/24")
+            assert "POOLS_MAX" in body["_error"]["message"]
+            assert admin.delete("/address-pools/p0").status_code == 204
+            make_pool(admin, name="p3", cidr="10.3.0.0/24")
+        assert live.db.address_pools.count_documents({}) == 3
+    finally:
+        live.stop()

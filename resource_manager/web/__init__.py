@@ -6,6 +6,8 @@ from flask import Blueprint, abort, current_app, g, make_response, request
 from flask_bootstrap import Bootstrap5
 from flask_wtf.csrf import CSRFProtect
 
+from ..errors import add_body_gate
+
 log = logging.getLogger(__name__)
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static",
@@ -44,6 +46,17 @@ def _protect_posts():
         csrf.protect()
 
 
+def _signed_in_first():
+    # Dashboard actions need a signed-in session: refuse without one before the form is read.
+    if request.blueprint != "web" or request.endpoint in ("web.login", "web.logout"):
+        return None
+    from . import signin
+
+    if signin.current() is None:
+        abort(401, description="sign in to do this")
+    return None
+
+
 def _browser_home(api_home):
     from .views import dashboard
 
@@ -76,6 +89,7 @@ def init_app(app):
     else:
         log.warning("SECRET_KEY is not set: the dashboard is read-only and sign-in is disabled")
     queries.init_app(app)
+    add_body_gate(app, _signed_in_first)
     Bootstrap5(app)
     csrf.init_app(app)
     app.register_blueprint(bp)

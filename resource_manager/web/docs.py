@@ -1,12 +1,26 @@
-"""GET /openapi.json and /docs, a readable page rendered from it (our template, no CDN)."""
+"""GET /openapi.json; /docs, a readable page rendered from it (our template, no CDN); /docs/swagger, Swagger UI.
 
+Swagger UI's files come from the pinned flask-swagger-ui package (its dist/ folder, the upstream
+build) and are served from here; the page's own script is a static file, so no inline script runs.
+"""
+
+import functools
 import json
 import shlex
+from importlib import resources
 
-from flask import current_app, jsonify, render_template, request
+from flask import abort, current_app, jsonify, make_response, render_template, request, send_from_directory
 
 from .. import openapi
-from . import bp
+from . import CSP, bp
+
+# Only what the page loads; the package's index.html and OAuth2 redirect page (inline scripts) stay out.
+SWAGGER_ASSETS = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "favicon-16x16.png"})
+# Swagger UI 5 needs nothing beyond the dashboard's policy: its script and ours are files from 'self',
+# React sets styles through the DOM (which style-src does not govern), its icons are data: images,
+# and /openapi.json and "Try it out" requests go to this server (connect-src 'self'). The browser test
+# checks that no violation is reported while an operation is tried.
+SWAGGER_CSP = CSP
 
 METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -115,3 +129,27 @@ def docs():
     spec = openapi.document(current_app)
     return render_template("docs.html", spec=spec, groups=operations(spec), rows=rows, describe=describe,
                            resolve=_resolve, curl=curl)
+
+
+@functools.cache
+def swagger_dist():
+    """Return the directory of Swagger UI's files and their version (from the pinned flask-swagger-ui)."""
+    dist = resources.files("flask_swagger_ui") / "dist"
+    version = (dist / "VERSION").read_text(encoding="utf-8").strip().lstrip("v")
+    return str(dist), version
+
+
+@bp.get("/docs/swagger")
+def swagger():
+    """Show Swagger UI over /openapi.json: every operation with "Try it out", HTTP Basic under "Authorize"."""
+    response = make_response(render_template("swagger.html", swagger_version=swagger_dist()[1]))
+    response.headers["Content-Security-Policy"] = SWAGGER_CSP
+    return response
+
+
+@bp.get("/docs/swagger/assets/<name>")
+def swagger_asset(name):
+    """Serve one of Swagger UI's files."""
+    if name not in SWAGGER_ASSETS:
+        abort(404)
+    return send_from_directory(swagger_dist()[0], name)

@@ -22,12 +22,16 @@ import pymongo
 from flask import current_app
 
 from ..db import collection_name, database
+from ..jsontext import loads_strict
+from ..names import canonical_hostname
 from ..settings import MACHINE_STATES
 
 SORTS = ("hostname", "state", "owner", "job_id", "_updated")
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
 TAG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+# Pages beyond this are clamped to it (and then to the last page): skip must fit 64 bits.
+MAX_PAGE = 10**9
 # Runs a page's second query beside the first; pymongo clients are thread-safe.
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rm-dashboard")
 LIST_FIELDS = {"hostname": 1, "state": 1, "owner": 1, "job_id": 1, "tags": 1, "_updated": 1}
@@ -99,7 +103,7 @@ def _int(value, default):
 def _tag_value(text):
     # Tags keep their JSON types (memory is a number): match the typed value and its text.
     try:
-        value = json.loads(text)
+        value = loads_strict(text)  # NaN, 1e999 and integers beyond 64 bits stay text
     except ValueError:
         return text
     if isinstance(value, (dict, list)):
@@ -120,7 +124,7 @@ class MachineQuery:
         self.sort = sort if sort.lstrip("-") in SORTS else "hostname"
         size = _int(args.get("per_page"), DEFAULT_PAGE_SIZE)
         self.per_page = size if size in PAGE_SIZES else DEFAULT_PAGE_SIZE
-        self.page = max(1, _int(args.get("page"), 1))
+        self.page = min(MAX_PAGE, max(1, _int(args.get("page"), 1)))
         self.problems = []
 
     def filter(self, with_state=True):
@@ -243,8 +247,8 @@ def forget():
 
 
 def machine(hostname):
-    """Return the machine named `hostname`, or None."""
-    return machines().find_one({"hostname": hostname})
+    """Return the machine named `hostname` (any spelling of it), or None."""
+    return machines().find_one({"hostname": canonical_hostname(hostname)})
 
 
 def init_app(app):

@@ -1,14 +1,47 @@
-"""Sign-in with a form and a signed session cookie, against the API's users file."""
+"""Sign-in with a form and a signed session cookie, against the API's users file.
 
+Sessions are revocable on the server: the cookie carries a random session id, and a session
+is valid only while the document `web_sessions/{_id: id}` exists (read by _id, which every
+engine indexes) and the account's password is the one it signed in with. Sign-out deletes
+the document, so a copy of the cookie taken before sign-out is worth nothing after it.
+"""
+
+import datetime
 import hashlib
 import hmac
+import secrets
 from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
 
+from ..db import database
 from . import bp
 
 WRITE_ROLES = ("operator", "admin")
+SESSIONS = "web_sessions"
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _start(username):
+    """Store a new server-side session for `username`; return its id."""
+    sid = secrets.token_urlsafe(32)
+    now = _now()
+    lifetime = datetime.timedelta(seconds=current_app.permanent_session_lifetime.total_seconds())
+    sessions = database()[SESSIONS]
+    # No TTL on the embedded database: sign-ins prune the expired ones.
+    sessions.delete_many({"expires": {"$lt": now}})
+    sessions.insert_one({"_id": sid, "user": username, "created": now, "expires": now + lifetime})
+    return sid
+
+
+def _live(sid, username):
+    if not isinstance(sid, str) or not sid:
+        return False
+    doc = database()[SESSIONS].find_one({"_id": sid})
+    return doc is not None and doc.get("user") == username and doc["expires"] > _now()
 
 
 def _fingerprint(record):
@@ -30,7 +63,8 @@ def current():
     name = session.get("user") if enabled() else None
     if name:
         record = current_app.extensions["rm_users"].get(name)
-        if record is not None and hmac.compare_digest(session.get("fp", ""), _fingerprint(record)):
+        if (record is not None and hmac.compare_digest(session.get("fp", ""), _fingerprint(record))
+                and _live(session.get("sid"), name)):
             user = {"username": name, "role": record.get("role", "reader")}
     g.rm_web_user = user
     return user
@@ -56,6 +90,8 @@ def safe_next(target, default):
     """Return `target` if it is a path on this site, else `default` (no open redirects)."""
     if not target:
         return default
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):  # CR/LF would split the Location header
+        return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return default
@@ -79,6 +115,7 @@ def login():
         session.permanent = True
         session["user"] = username
         session["fp"] = _fingerprint(record)
+        session["sid"] = _start(username)
         flash(f"Signed in as {username} ({record.get('role', 'reader')}).", "success")
         return redirect(next_url, code=303)
     return render_template("login.html", next_url=next_url)
@@ -86,7 +123,10 @@ def login():
 
 @bp.post("/ui/logout")
 def logout():
-    """Sign out and go back to the dashboard."""
+    """Sign out (this session ends on the server too) and go back to the dashboard."""
+    sid = session.get("sid")
+    if isinstance(sid, str) and sid:
+        database()[SESSIONS].delete_one({"_id": sid})
     session.clear()
     flash("Signed out.", "info")
     return redirect(url_for("home"), code=303)
