@@ -66,7 +66,7 @@ def loads_strict(text):
 
 
 def check_value(value):
-    """Refuse a value the database cannot take: too deep, NUL in a key, a lone surrogate,
+    """Refuse a value the database cannot take: too deep, NUL in a key or a string, a lone surrogate,
     an integer beyond 64 bits, NaN or infinity. Raises ValueError completing "<what> ...".
     """
     # Iterative, so that depth is measured rather than hit as a RecursionError later
@@ -89,6 +89,8 @@ def check_value(value):
                 item.encode("utf-8")
             except UnicodeEncodeError:
                 raise ValueError("contains a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+            if "\0" in item:  # PostgreSQL's jsonb, behind the embedded database, cannot hold one
+                raise ValueError("contains a NUL character (\\u0000) in a string")
         elif isinstance(item, bool):
             continue
         elif isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:

@@ -29,6 +29,8 @@ def name_filter(resource, value):
 
     Raises an HTTPException answering 409 when `value` is one item's _id and another's name.
     """
+    if "\0" in value:  # nothing stored holds one (PostgreSQL's jsonb cannot), and it must not reach a query
+        abort(404)
     field = NAME_FIELDS[resource]
     name = canonical_name(resource, value)
     collection = database()[collection_name(current_app, resource)]
@@ -38,7 +40,11 @@ def name_filter(resource, value):
             return {field: value}
         return {field: name}
     oid = ObjectId(value)
-    found = list(collection.find({"$or": [{"_id": oid}, {field: name}]}, {field: 1}).limit(2))
+    # Two equality lookups, not one $or: the embedded database pushes equality down to an index,
+    # while an $or reads every item.
+    found = [d for d in (collection.find_one({"_id": oid}, {field: 1}), collection.find_one({field: name}, {field: 1}))
+             if d is not None]
+    found = list({d["_id"]: d for d in found}.values())
     if len(found) > 1:
         named = next(d for d in found if d["_id"] != oid)
         abort(409, description=(

@@ -170,7 +170,6 @@ HOSTNAMES = [
     pytest.param(" seed-2", id="leading-space"),
     pytest.param("seed-2\n", id="trailing-newline"),
     pytest.param("seed-2\r\nX-Injected: 1", id="crlf"),
-    pytest.param("seed\x002", id="nul"),
     pytest.param("h\u00e9te", id="latin-accent"),
     pytest.param("se\u0301ed", id="combining-accent"),
     pytest.param("s\u0435ed-2", id="cyrillic-homoglyph"),
@@ -199,7 +198,23 @@ def test_unicode_and_odd_hostnames_are_422(server, operator, seeded, hostname):
     assert snapshot(server.db) == seeded
 
 
-@pytest.mark.parametrize("hostname", [p.values[0] for p in HOSTNAMES[1:14]])
+def test_a_nul_character_in_any_string_is_400_before_it_reaches_the_database(server, operator, anon, seeded):
+    # PostgreSQL's jsonb (behind the embedded database) cannot hold U+0000: refused as bad JSON.
+    path = "/machines/seed-1"
+    for response in (operator.post("/machines", json={"hostname": "seed\x002", "state": "idle"}),
+                     operator.post("/machines", json={"hostname": "fine", "state": "idle", "owner": "a\x00b"}),
+                     operator.patch(path, json={"hostname": "seed\x002"}, headers=etag_headers(operator, path)),
+                     operator.patch(path, json={"tags": {"k": "v\x00"}}, headers=etag_headers(operator, path)),
+                     operator.post("/private-addresses", json={"address": "192.0.2.10\x00"}),
+                     server.session(ADMIN).post("/address-pools", json={"name": "a\x00", "cidr": "10.9.0.0/24",
+                                                                         "kind": "private"}),
+                     anon.get("/machines", params={"where": '{"owner": "a\\u0000b"}'})):
+        body = assert_refused(response, 400)
+        assert "NUL character" in body["_error"]["message"]
+    assert snapshot(server.db) == seeded
+
+
+@pytest.mark.parametrize("hostname", [p.values[0] for p in HOSTNAMES[1:13]])
 def test_renaming_to_an_odd_hostname_is_422(server, operator, seeded, hostname):
     path = "/machines/seed-1"
     response = operator.patch(path, json={"hostname": hostname}, headers=etag_headers(operator, path))
@@ -207,7 +222,8 @@ def test_renaming_to_an_odd_hostname_is_422(server, operator, seeded, hostname):
     assert snapshot(server.db) == seeded
 
 
-@pytest.mark.parametrize("path", ["/machines/h%C3%A9te", "/machines/%FF%FE", "/machines/seed-1%0A",
+@pytest.mark.parametrize("path", ["/machines/h%C3%A9te", "/machines/%FF%FE", "/machines/seed-1%0A", "/machines/seed%001",
+                                  "/private-addresses/192.0.2.10%00",
                                   "/machines/%24where", "/machines/seed%E2%80%8B1"])
 def test_odd_hostnames_in_urls_are_json_404(anon, seeded, path):
     assert_refused(anon.get(path), 404)
@@ -223,7 +239,7 @@ def test_operator_keys_in_tags_are_422(server, operator, seeded, tags):
 
 
 @pytest.mark.parametrize("address", ["999.1.1.1", "10.0.0.0/8", "10.0.0.1/32", "\uff11\uff10.0.0.1", "10.0.0",
-                                     "::g", "192.0.2.10\x00", "", "localhost"])
+                                     "::g", "", "localhost"])
 def test_malformed_addresses_are_422(server, operator, seeded, address):
     body = assert_refused(operator.post("/private-addresses", json={"address": address}), 422)
     assert "address" in body["_issues"]
@@ -515,7 +531,7 @@ def test_dashboard_query_strings_never_answer_500(anon, seeded, params):
     assert response.status_code == 200, response.text[:300]
 
 
-@pytest.mark.parametrize("name", ["x\n", "x\r", "lab\n", "a\x00", "x\u2028", " x", "x "])
+@pytest.mark.parametrize("name", ["x\n", "x\r", "lab\n", "x\u2028", " x", "x "])
 def test_pool_names_with_control_or_space_characters_are_422(server, seeded, name):
     before = snapshot(server.db)
     with server.session(ADMIN) as admin:

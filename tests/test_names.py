@@ -10,8 +10,8 @@ def test_one_dns_name_is_one_machine_whatever_its_spelling(server, operator):
     assert created.status_code == 201, created.text
     for spelling in ("h.example.com", "h.example.com.", "H.EXAMPLE.com"):
         response = operator.post("/machines", json={"hostname": spelling, **MACHINE})
-        assert response.status_code == 422, response.text  # Eve's unique check, before the index
-        assert "not unique" in response.json()["_issues"]["hostname"]
+        assert response.status_code == 409, response.text  # the unique index, on the canonical form
+        assert response.json()["_error"]["message"] == "duplicate hostname 'h.example.com': it exists already"
     assert [m["hostname"] for m in server.db.machines.find()] == ["h.example.com"]
     # Any spelling finds it, and the stored form is what comes back.
     for spelling in ("H.Example.COM.", "h.example.com", "h.EXAMPLE.com."):
