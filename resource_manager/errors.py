@@ -32,6 +32,11 @@ def error_response(code, message, issues=None, headers=None):
 
 
 def _http_error(error):
+    if error.code == 500:
+        # Eve answers abort(500) from inside `except PyMongoError`: the database error is the news.
+        known = _known(error.__cause__ or error.__context__)
+        if known is not None:
+            return known
     headers = {}
     if error.code == 401:
         headers["WWW-Authenticate"] = 'Basic realm="resource_manager"'
@@ -49,37 +54,25 @@ def _database_unavailable(error):
     return error_response(503, "database unavailable, try again shortly", headers={"Retry-After": "5"})
 
 
-def _database_error(error):
-    """Return the PyMongoError behind `error` (Eve sometimes re-raises another exception)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, pymongo.errors.PyMongoError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
 def _unstorable(error):
     """Return the message of a BSON encoding error that client data caused, else None.
 
     Only errors the encoder raises on values it cannot represent: a key with NUL or '$',
     an integer beyond 64 bits, a string that is not UTF-8. Anything else stays a 500.
     """
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, (bson.errors.InvalidDocument, bson.errors.InvalidStringData)):
-            return str(error)
-        if isinstance(error, OverflowError) and "8-byte ints" in str(error):
-            return "an integer does not fit in 64 bits"
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
+    if isinstance(error, (bson.errors.InvalidDocument, bson.errors.InvalidStringData)):
+        return str(error)
+    if isinstance(error, OverflowError) and "8-byte ints" in str(error):
+        return "an integer does not fit in 64 bits"
     return None
 
 
-def _unexpected(error):
-    if isinstance(error, HTTPException):
-        return _http_error(error)
+def _known(error):
+    """Return the answer to an error we know (the database's, the BSON encoder's), else None.
+
+    Only `error` itself is judged, never what it was raised while handling: a bug of ours
+    inside `except OperationFailure` is a bug, answered 500 with its traceback in the log.
+    """
     unstorable = _unstorable(error)
     if unstorable is not None:
         # Every input path checks values before they reach the encoder; one that did not is
@@ -87,12 +80,20 @@ def _unexpected(error):
         log.warning("value refused by the BSON encoder on %s %s (a missing input check): %s",
                     request.method, request.path, unstorable)
         return error_response(400, f"the request holds a value the database cannot store: {unstorable[:200]}")
-    cause = _database_error(error)
-    if isinstance(cause, pymongo.errors.ConnectionFailure):
-        return _database_unavailable(cause)
-    if isinstance(cause, pymongo.errors.OperationFailure) and QUERY_ARGS & set(request.args):
-        message = (cause.details or {}).get("errmsg") or str(cause)
+    if isinstance(error, pymongo.errors.ConnectionFailure):
+        return _database_unavailable(error)
+    if isinstance(error, pymongo.errors.OperationFailure) and QUERY_ARGS & set(request.args):
+        message = (error.details or {}).get("errmsg") or str(error)
         return error_response(400, f"the database rejected the query: {message}")
+    return None
+
+
+def _unexpected(error):
+    if isinstance(error, HTTPException):
+        return _http_error(error)
+    known = _known(error)
+    if known is not None:
+        return known
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal server error")
 
