@@ -41,8 +41,10 @@ soak: localdb
 bench: localdb
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# ruff, and the import contracts of pyproject.toml: the layers import one way (see README, Development).
 lint: install
 	$(BIN)/python -m ruff check resource_manager tests $(wildcard bench)
+	$(BIN)/lint-imports
 
 # Regenerates the pins from pyproject.toml (the one declaration), keeping every pin that still fits.
 # UPGRADE=1 moves every package to its newest version allowed.

@@ -13,7 +13,7 @@ import sys
 if __package__ in (None, ""):  # run as ./server.py from inside resource_manager/
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from resource_manager import auth  # noqa: E402
+from resource_manager.api import auth  # noqa: E402
 
 log = logging.getLogger("resource_manager.server")
 

@@ -6,7 +6,7 @@ import threading
 
 import pymongo
 
-from bench.deployed import Gunicorn
+from .deployed import Gunicorn
 
 COLLECTIONS = ("machines", "reservations", "reservation_ends", "machine_claims", "address_claims",
                "address_pools", "allocations", "public_addresses", "private_addresses", "history", "locks")

@@ -13,7 +13,7 @@ import sys
 import pytest
 import requests
 
-from resource_manager.check import check
+from resource_manager.core.check import check
 
 from .cluster import emptied, run_threads, shared_cluster
 from .support import ADMIN, OPERATOR

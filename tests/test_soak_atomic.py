@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from resource_manager.check import check
+from resource_manager.core.check import check
 
 from .cluster import emptied, run_threads, shared_cluster
 from .support import ADMIN, OPERATOR

@@ -7,12 +7,12 @@ these return None and the pages say "not available" instead of failing.
 import pymongo
 from flask import current_app
 
-from ..db import database
+from ..api.db import database
 
 try:
-    from .. import allocation, history
-    from .. import pools as pool_routes
-    from ..address_allocation import POOLS
+    from ..api.routes import pools as pool_routes
+    from ..core import allocation, history
+    from ..core.addresses import POOLS
 except ImportError:  # a build without the allocation modules
     allocation = history = pool_routes = POOLS = None
 

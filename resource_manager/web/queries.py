@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pymongo
 from flask import current_app
 
-from ..db import collection_name, database
-from ..jsontext import loads_strict
-from ..names import canonical_hostname
-from ..settings import MACHINE_STATES
+from ..api.db import collection_name, database
+from ..core.jsontext import loads_strict
+from ..core.names import canonical_hostname
+from ..schema import MACHINE_STATES
 
 SORTS = ("hostname", "state", "owner", "job_id", "_updated")
 PAGE_SIZES = (25, 50, 100, 200)

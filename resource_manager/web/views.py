@@ -7,7 +7,7 @@ from flask import abort, current_app, flash, g, redirect, render_template, reque
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
-from ..settings import MACHINE_STATES
+from ..schema import MACHINE_STATES
 from . import alloc, bp, queries, signin
 
 # The order the dashboard shows states in: the usual ones first.
