@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 
 if __package__ in (None, ""):  # run as ./server.py from inside resource_manager/
@@ -42,6 +43,18 @@ def ensure_dev_account(path):
                 "Never use it in production; manage accounts with `rm-users`.", path, DEV_USER, DEV_PASSWORD)
 
 
+def _listen(host, port):
+    """Return a listening socket on host:port (bound now, served later)."""
+    from werkzeug.serving import select_address_family
+
+    listener = socket.socket(select_address_family(host, port), socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(128)
+    listener.set_inheritable(True)
+    return listener
+
+
 def _stop(signum, frame):
     raise KeyboardInterrupt
 
@@ -52,6 +65,13 @@ def main(argv=None):
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Hold the API's port before the database starts: the database takes a free port of its own, which
+    # must never be ours, and a port already in use should fail here, not after the database is up.
+    try:
+        listener = _listen(args.host, args.port)
+    except OSError as e:
+        log.error("cannot serve on %s:%d: %s", args.host, args.port, e.strerror or e)
+        return 1
     localdb = None
     if not os.environ.get("MONGO_URI") and not os.environ.get("RM_MONGO_URI"):
         from resource_manager.localdb import LocalDB
@@ -68,16 +88,18 @@ def main(argv=None):
         log.warning("DEVELOPMENT SECRET_KEY in use for dashboard sessions: '%s'. "
                     "Set RM_SECRET_KEY to a long random value in production.", DEV_SECRET_KEY)
     try:
-        from werkzeug.serving import run_simple
+        from werkzeug.serving import make_server
 
         from resource_manager.app import create_app
 
         app = create_app()
-        log.info("serving the API on http://%s:%d/", args.host, args.port)
-        run_simple(args.host, args.port, app, threaded=True)
+        server = make_server(args.host, args.port, app, threaded=True, fd=listener.fileno())
+        log.info("serving the API on http://%s:%d/", args.host, listener.getsockname()[1])
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        listener.close()
         if localdb is not None:
             localdb.stop()
             log.info("embedded database stopped")
