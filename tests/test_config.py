@@ -73,3 +73,12 @@ def test_gunicorn_reads_its_worker_timeout_apart_from_the_clients_timeout():
     timeout, warning = _gunicorn_timeout(RM_TIMEOUT="45")  # the former name still works, with a warning
     assert timeout == 45
     assert "RM_TIMEOUT as the worker timeout is deprecated" in warning and "RM_WORKER_TIMEOUT" in warning
+
+
+def test_rm_sweep_says_a_bad_setting_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RM_")}
+    env.update(MONGO_URI="mongodb://127.0.0.1:9/", RM_SWEEP_GRACE_SECONDS="soon")
+    done = subprocess.run([sys.executable, "-m", "resource_manager.admin.sweep"], env=env, capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == "rm-sweep: RM_SWEEP_GRACE_SECONDS: invalid literal for int() with base 10: 'soon'\n"

@@ -111,6 +111,10 @@ OTHER_VARIABLES = {"RM_SETTINGS_FILE", "RM_DATA_DIR", "RM_LOCALDB_PORT", "RM_LOC
 _warned = set()
 
 
+class SettingsError(RuntimeError, ValueError):
+    """A setting's value does not fit its type (a RuntimeError like a missing MONGO_URI: rm-sweep says it)."""
+
+
 def _warn_once(name, message, *args):
     if name not in _warned:
         _warned.add(name)
@@ -146,14 +150,14 @@ def from_env(environ):
 def parse(settings):
     """Return ``settings`` (text from the environment) read by each key's type.
 
-    Raises ValueError naming the variable whose value does not fit its type.
+    Raises SettingsError (a ValueError) naming the variable whose value does not fit its type.
     """
     parsed = {}
     for key, text in settings.items():
         try:
             parsed[key] = SETTINGS[key](text)
         except ValueError as exc:
-            raise ValueError(f"{ENV_PREFIX}{key}: {exc}") from None
+            raise SettingsError(f"{ENV_PREFIX}{key}: {exc}") from None
     return parsed
 
 
