@@ -77,6 +77,7 @@ SETTINGS = {
     "USERS_FILE": str,
     "SECRET_KEY": str,
     "SESSION_COOKIE_SECURE": _bool,
+    "SESSION_COOKIE_SAMESITE": str,
     "MAX_CONTENT_LENGTH": int,
     "PAGINATION_DEFAULT": int,
     "PAGINATION_LIMIT": int,
