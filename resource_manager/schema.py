@@ -1,4 +1,6 @@
-"""Eve settings: one dict per resource, and the unique keys behind them."""
+"""Eve settings: one dict per resource, the unique keys behind them, and their one stored form."""
+
+import ipaddress
 
 MACHINE_STATES = ("pxe", "pxe_failed", "idle", "in_use", "needs_repair")
 
@@ -70,14 +72,22 @@ NAME_FIELDS = {
     "private-addresses": "address",
 }
 
+# The accounts' roles: readers read; operators and admins write (admins also manage accounts).
+ROLES = ("reader", "operator", "admin")
+WRITE_ROLES = ("operator", "admin")
+
+# The fields Eve keeps beside an item's own (never part of what a user set, nor of a change).
+META_FIELDS = ("_id", "_etag", "_created", "_updated", "_links", "_status", "_deleted", "_version",
+               "_latest_version")
+
 EVE_SETTINGS = {
     "RESOURCE_METHODS": ["GET", "POST"],
     "ITEM_METHODS": ["GET", "PATCH", "PUT", "DELETE"],
     # HEAD is GET without the body: open wherever GET is (it asked for credentials).
     "PUBLIC_METHODS": ["GET", "HEAD"],
     "PUBLIC_ITEM_METHODS": ["GET", "HEAD"],
-    "ALLOWED_WRITE_ROLES": ["operator", "admin"],
-    "ALLOWED_ITEM_WRITE_ROLES": ["operator", "admin"],
+    "ALLOWED_WRITE_ROLES": list(WRITE_ROLES),
+    "ALLOWED_ITEM_WRITE_ROLES": list(WRITE_ROLES),
     "IF_MATCH": True,
     "ENFORCE_IF_MATCH": True,
     # A PUT never creates: items are found by name, and Eve's upsert needs an _id (it answered 500).
@@ -90,3 +100,36 @@ EVE_SETTINGS = {
     "DATE_FORMAT": "%Y-%m-%dT%H:%M:%SZ",
     "STANDARD_ERRORS": [400, 401, 403, 404, 405, 406, 409, 410, 412, 413, 415, 422, 428, 429],
 }
+
+
+# The one stored form of a name: hostnames and IP addresses.
+def parse_ip(value):
+    """Return the IPv4Address/IPv6Address of `value`. Raises ValueError, also for an IPv6 zone id.
+
+    A zone (fe80::1%eth0) names an interface of the host that wrote it, not an address of
+    ours: Python parses it into a distinct address, so the same address could be stored twice.
+    """
+    ip = ipaddress.ip_address(value)
+    if getattr(ip, "scope_id", None) is not None:
+        raise ValueError(f"'{value}' has an IPv6 zone id ('%{ip.scope_id}'): give the address without it")
+    return ip
+
+
+def canonical_ip(value):
+    """Return the canonical text of an IPv4/IPv6 address, or the value unchanged."""
+    try:
+        return str(parse_ip(value.strip()))
+    except (AttributeError, ValueError):
+        return value
+
+
+def canonical_hostname(value):
+    """Return the one stored form of a DNS name: lowercase, without the root's trailing dot.
+
+    Only ASCII names are canonicalised (and only ASCII names are accepted): lowercasing
+    non-ASCII text can produce ASCII (KELVIN SIGN -> k), which would smuggle a new spelling in.
+    """
+    if not isinstance(value, str) or not value.isascii():
+        return value
+    value = value.lower()
+    return value[:-1] if value.endswith(".") and len(value) > 1 else value

@@ -73,18 +73,19 @@ def main(argv=None):
         log.error("cannot serve on %s:%d: %s", args.host, args.port, e.strerror or e)
         return 1
     localdb = None
+    overrides = {}
     if not os.environ.get("MONGO_URI") and not os.environ.get("RM_MONGO_URI"):
         from resource_manager.localdb import LocalDB
 
         localdb = LocalDB(os.path.join(args.data_dir, "db"), port=int(os.environ.get("RM_LOCALDB_PORT", "0")))
-        os.environ["MONGO_URI"] = localdb.start()
+        overrides["MONGO_URI"] = localdb.start()
         log.info("embedded database (FerretDB over %s) at %s, data in %s", localdb.engine, localdb.uri,
                  localdb.data_dir)
     if args.dev_account and not os.environ.get("RM_USERS_FILE"):
-        os.environ["RM_USERS_FILE"] = os.path.join(args.data_dir, "users.json")
-        ensure_dev_account(os.environ["RM_USERS_FILE"])
+        overrides["USERS_FILE"] = os.path.join(args.data_dir, "users.json")
+        ensure_dev_account(overrides["USERS_FILE"])
     if args.dev_account and not os.environ.get("RM_SECRET_KEY") and not os.environ.get("RM_SETTINGS_FILE"):
-        os.environ["RM_SECRET_KEY"] = DEV_SECRET_KEY
+        overrides["SECRET_KEY"] = DEV_SECRET_KEY
         log.warning("DEVELOPMENT SECRET_KEY in use for dashboard sessions: '%s'. "
                     "Set RM_SECRET_KEY to a long random value in production.", DEV_SECRET_KEY)
     try:
@@ -92,7 +93,7 @@ def main(argv=None):
 
         from resource_manager.app import create_app
 
-        app = create_app()
+        app = create_app(overrides)
         server = make_server(args.host, args.port, app, threaded=True, fd=listener.fileno())
         log.info("serving the API on http://%s:%d/", args.host, listener.getsockname()[1])
         server.serve_forever()

@@ -14,11 +14,9 @@ from eve.auth import BasicAuth
 from flask import abort, current_app, g, has_request_context, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ..schema import ROLES
 from . import devices, ratelimit
 from .errors import add_body_gate, error_response, loads_strict
-
-ROLES = ("reader", "operator", "admin")
-WRITE_ROLES = ("operator", "admin")
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +36,7 @@ class UsersFile:
     as an error once per version of the file and shown by status() (and so by /healthz).
     """
 
-    def __init__(self, path, cache_seconds=300):
+    def __init__(self, path, cache_seconds=300, limiter=None):
         self.path = path
         self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
@@ -50,7 +48,7 @@ class UsersFile:
         # successes by a keyed digest of the password, never the password.
         self._key = secrets.token_bytes(32)
         self._verified = {}
-        self.limiter = None  # a ratelimit.FailureLimiter, set by init_app
+        self.limiter = limiter  # a ratelimit.FailureLimiter throttling failures inside requests, or None
 
     def _load(self):
         if not self.path:
@@ -214,9 +212,6 @@ class RoleAuth(BasicAuth):
             ))
         return True
 
-    def check_auth(self, username, password, allowed_roles, resource, method):
-        return current_app.extensions["rm_users"].verify(username, password) is not None
-
 
 def current_user():
     """Return {"username", "role"} of the request's valid credentials, or None."""
@@ -249,8 +244,8 @@ def init_app(app):
     path = app.config.get("USERS_FILE")
     if not path:
         log.warning("USERS_FILE is not set: every write will be refused (401)")
-    app.extensions["rm_users"] = UsersFile(path, app.config.get("AUTH_CACHE_SECONDS", 300))
-    app.extensions["rm_users"].limiter = ratelimit.from_config(app.config)
+    app.extensions["rm_users"] = UsersFile(path, app.config.get("AUTH_CACHE_SECONDS", 300),
+                                           limiter=ratelimit.from_config(app.config))
     devices.init_app(app)
     add_body_gate(app, _authenticate_first)
 

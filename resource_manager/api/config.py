@@ -1,16 +1,21 @@
-"""Configuration layers: defaults < settings file < RM_* env vars < overrides.
+"""The server's settings: an allow-list of typed keys, in layers.
 
-Every key is an Eve/Flask setting or one of ours (prefixed ``RM_``-less names
-below). Environment variables are read as ``RM_<KEY>`` (``RM_MONGO_URI``);
-``MONGO_URI`` alone is honoured too, as every MongoDB tool does. Values from
-the environment are parsed as JSON when they parse, else kept as strings.
+Layers, later ones winning: defaults < settings file (``RM_SETTINGS_FILE``) < ``RM_<KEY>``
+environment variables < ``create_app(overrides)``. Only the keys of ``SETTINGS`` are read from
+the environment, each parsed by its type; ``MONGO_URI`` alone is honoured too, as every MongoDB
+tool does. The client's variables (``RM_ENDPOINT``, ``RM_PASSWORD``...), gunicorn's
+(``RM_WORKERS``...) and the embedded database's (``RM_LOCALDB_*``) never reach the app's
+config; any other ``RM_*`` variable is ignored with one warning per name.
 """
 
 import json
+import logging
 import os
 import runpy
 
 from ..core.jsontext import loads_strict
+
+log = logging.getLogger(__name__)
 
 DEFAULTS = {
     "MONGO_URI": None,
@@ -37,11 +42,84 @@ DEFAULTS = {
 ENV_PREFIX = "RM_"
 
 
-def _parse(value):
+def _bool(text):
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _object(text):
+    value = loads_strict(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object: {text!r}")
+    return value
+
+
+def _number(text):
     try:
-        return loads_strict(value)  # NaN or 1e999 stay text, and the setting that reads it refuses it
+        return int(text)
     except ValueError:
-        return value
+        value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+# The server's settings that the environment may give (as RM_<KEY>), with the type each is read as.
+SETTINGS = {
+    "MONGO_URI": str,
+    "MONGO_DBNAME": str,
+    "MONGO_OPTIONS": _object,
+    "MONGO_WRITE_CONCERN": _object,
+    "USERS_FILE": str,
+    "SECRET_KEY": str,
+    "SESSION_COOKIE_SECURE": _bool,
+    "SESSION_COOKIE_SAMESITE": str,
+    "MAX_CONTENT_LENGTH": int,
+    "PAGINATION_DEFAULT": int,
+    "PAGINATION_LIMIT": int,
+    "BODY_TIMEOUT": _number,
+    "AUTH_CACHE_SECONDS": _number,
+    "AUTH_MAX_FAILURES": int,
+    "AUTH_FAILURE_WINDOW": _number,
+    "AUTH_BACKOFF_BASE": _number,
+    "AUTH_BACKOFF_MAX": _number,
+    "TRUSTED_PROXIES": int,
+    "POOLS_MAX": int,
+    "POOL_MAX_EXCLUDE": int,
+    "ALLOCATION_MAX_COUNT": int,
+    "RESERVATION_MAX_COUNT": int,
+    "IDEMPOTENCY_WAIT_SECONDS": _number,
+    "SWEEP_GRACE_SECONDS": int,
+    "WRITE_SERIALISATION": str,
+    "WRITE_LOCK_DIR": str,
+    "COUNT_CACHE_SECONDS": _number,
+    "DASHBOARD_CACHE_SECONDS": _number,
+    "DASHBOARD_SESSION_SECONDS": int,
+}
+
+# RM_* variables that belong to other programs: read elsewhere, never the app's config.
+CLIENT_VARIABLES = {"RM_ENDPOINT", "RM_USERNAME", "RM_PASSWORD", "RM_TIMEOUT", "RM_CONFIG",
+                    "RM_MAX_RETRIES", "RM_RETRY_TIME", "RM_RETRY_BACKOFF"}
+GUNICORN_VARIABLES = {"RM_BIND", "RM_WORKERS", "RM_THREADS", "RM_WORKER_TIMEOUT", "RM_KEEPALIVE",
+                      "RM_ACCESS_LOG"}
+OTHER_VARIABLES = {"RM_SETTINGS_FILE", "RM_DATA_DIR", "RM_LOCALDB_PORT", "RM_LOCALDB_ENGINE",
+                   "RM_LOCALDB_BUILD_DIR", "RM_LOCALDB_LOG_LEVEL"}
+
+_warned = set()
+
+
+class SettingsError(RuntimeError, ValueError):
+    """A setting's value does not fit its type (a RuntimeError like a missing MONGO_URI: rm-sweep says it)."""
+
+
+def _warn_once(name, message, *args):
+    if name not in _warned:
+        _warned.add(name)
+        log.warning(message, *args)
 
 
 def load_file(path):
@@ -55,15 +133,33 @@ def load_file(path):
 
 
 def from_env(environ):
-    """Return the settings given as RM_* environment variables."""
+    """Return the allowed settings given as RM_* environment variables, as text (see ``parse``)."""
     found = {}
     if environ.get("MONGO_URI"):
         found["MONGO_URI"] = environ["MONGO_URI"]
     for name, value in environ.items():
-        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
-            key = name[len(ENV_PREFIX):]
-            found[key] = value if key.endswith(("_URI", "_FILE", "_DBNAME")) else _parse(value)
+        if not name.startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX):]
+        if key in SETTINGS:
+            found[key] = value
+        elif name not in CLIENT_VARIABLES | GUNICORN_VARIABLES | OTHER_VARIABLES:
+            _warn_once(name, "%s is not a setting of the server; ignored (see README, Configuration)", name)
     return found
+
+
+def parse(settings):
+    """Return ``settings`` (text from the environment) read by each key's type.
+
+    Raises SettingsError (a ValueError) naming the variable whose value does not fit its type.
+    """
+    parsed = {}
+    for key, text in settings.items():
+        try:
+            parsed[key] = SETTINGS[key](text)
+        except ValueError as exc:
+            raise SettingsError(f"{ENV_PREFIX}{key}: {exc}") from None
+    return parsed
 
 
 def load(overrides=None, environ=None):
@@ -73,7 +169,7 @@ def load(overrides=None, environ=None):
     settings_file = (overrides or {}).get("SETTINGS_FILE") or environ.get("RM_SETTINGS_FILE")
     if settings_file:
         config.update(load_file(settings_file))
-    config.update(from_env(environ))
+    config.update(parse(from_env(environ)))
     config.update(overrides or {})
     if not config.get("MONGO_URI"):
         raise RuntimeError(

@@ -56,7 +56,7 @@ def collection_name(app, resource):
 class Indexes:
     """Creates the unique indexes once the database answers; until then, writes wait."""
 
-    def __init__(self, app, extra=None):
+    def __init__(self, app):
         self.app = app
         self.ready = False
         self._lock = threading.Lock()
@@ -64,7 +64,7 @@ class Indexes:
         self.specs = [
             (collection_name(app, resource), [(field, pymongo.ASCENDING)], {"unique": True, "name": f"{field}_unique"})
             for resource, field in NAME_FIELDS.items()
-        ] + list(extra or [])
+        ]
 
     def add(self, collection, keys, **options):
         """Require one more index (for modules that own collections of their own)."""
@@ -87,10 +87,10 @@ class Indexes:
         return True
 
 
-def ping(app=None):
-    """Return whether the database answers a ping."""
+def ping():
+    """Return whether the app's database answers a ping."""
     try:
-        (app or current_app).data.driver.db.client.admin.command("ping")
+        current_app.data.driver.db.client.admin.command("ping")
         return True
     except pymongo.errors.PyMongoError:
         return False

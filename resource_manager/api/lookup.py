@@ -12,8 +12,7 @@ The rule, for the last segment of an item URL:
 from bson import ObjectId
 from flask import abort, current_app
 
-from ..core.names import canonical_hostname, canonical_ip
-from ..schema import NAME_FIELDS
+from ..schema import NAME_FIELDS, canonical_hostname, canonical_ip
 from .db import collection_name, database
 
 

@@ -5,7 +5,7 @@ from eve.io.mongo import Validator as EveValidator
 from flask import current_app, g, has_request_context, request
 
 from ..core.constraints import storable_keys
-from ..core.names import canonical_hostname, canonical_ip, parse_ip  # noqa: F401  (canonical_ip: lookup, history
+from ..schema import canonical_hostname, canonical_ip, parse_ip
 
 
 def _bulk_values(field):

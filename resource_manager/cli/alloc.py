@@ -3,8 +3,8 @@
 import re
 
 from .commands import output_format, parse_json_object
-from .main import UsageError
 from .output import write_item, write_items
+from .status import UsageError
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -2,8 +2,9 @@
 
 import json
 
-from .main import UsageError
-from .output import META_FIELDS, write_item, write_items
+from ..schema import META_FIELDS
+from .output import write_item, write_items
+from .status import UsageError
 
 
 def run(args, env):

@@ -4,12 +4,9 @@ import os
 import sys
 
 from .. import __version__  # noqa: F401  (cheap: the package __init__ is one line
+from .status import ExitStatus, UsageError
 
-OK, UNEXPECTED, USAGE, API_4XX, API_5XX, UNREACHABLE, INTERRUPTED = 0, 1, 2, 4, 5, 6, 130
-
-
-class UsageError(Exception):
-    """The command line is wrong (exit code 2)."""
+__all__ = ["Environment", "ExitStatus", "UsageError", "main"]
 
 
 class Environment:
@@ -54,21 +51,21 @@ def main(argv=None, env=None):
     argv = _join_sort(sys.argv[1:] if argv is None else list(argv))
     from .parser import build
 
-    parser = build(env.prog)
+    parser = build(env.prog, env.stdout, env.stderr)
     try:
-        args = _parse(parser, argv, env)
+        args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error argparse already printed
-        return e.code if isinstance(e.code, int) else USAGE
+        return e.code if isinstance(e.code, int) else ExitStatus.USAGE
     debug = getattr(args, "debug", False) or "--debug" in argv
     try:
-        return _run(args, env) or OK
+        return _run(args, env) or ExitStatus.OK
     except KeyboardInterrupt:
         env.error("interrupted")
-        return INTERRUPTED
+        return ExitStatus.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`rmctl list | head`): not an error worth a message.
         _silence_stdout(env)
-        return OK
+        return ExitStatus.OK
     except Exception as e:  # the funnel: every failure becomes one line and an exit code
         code, message = _describe(e, env)
         if debug:
@@ -90,16 +87,6 @@ def _join_sort(argv):
     return joined
 
 
-def _parse(parser, argv, env):
-    # argparse writes to sys.stdout/sys.stderr; point them at the environment's streams meanwhile.
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = env.stdout, env.stderr
-    try:
-        return parser.parse_args(argv)
-    finally:
-        sys.stdout, sys.stderr = saved
-
-
 def _run(args, env):
     from . import commands as cli_commands
 
@@ -110,14 +97,15 @@ def _describe(error, env):
     from ..clientlib.errors import APIError, ResourceManagerError, TransportError
 
     if isinstance(error, UsageError):
-        return USAGE, str(error)
+        return ExitStatus.USAGE, str(error)
     if isinstance(error, APIError):
-        return (API_5XX if error.status >= 500 else API_4XX), _api_message(error, env)
+        return (ExitStatus.API_5XX if error.status >= 500 else ExitStatus.API_4XX), _api_message(error, env)
     if isinstance(error, TransportError):
-        return UNREACHABLE, error.message
+        return ExitStatus.UNREACHABLE, error.message
     if isinstance(error, ResourceManagerError):
-        return UNEXPECTED, error.message
-    return UNEXPECTED, f"unexpected error: {type(error).__name__}: {error} (run again with --debug for details)"
+        return ExitStatus.UNEXPECTED, error.message
+    return ExitStatus.UNEXPECTED, (f"unexpected error: {type(error).__name__}: {error} "
+                                   "(run again with --debug for details)")
 
 
 def _api_message(error, env):

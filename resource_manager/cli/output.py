@@ -3,26 +3,14 @@
 import csv
 import json
 
-META_FIELDS = ("_id", "_etag", "_created", "_updated", "_links", "_status", "_deleted")
+from ..clientlib.original import cell
+from ..schema import META_FIELDS
 
 
 def clean(doc, keep_meta=True):
     """Return the document without Eve's links (and without every meta field unless keep_meta)."""
     drop = ("_links", "_status") if keep_meta else META_FIELDS
     return {k: v for k, v in doc.items() if k not in drop}
-
-
-def cell(value):
-    """Return a value as table text."""
-    if value is None:
-        return ""
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={cell(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return ", ".join(cell(v) for v in value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def flatten(doc):

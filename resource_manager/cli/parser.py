@@ -1,6 +1,7 @@
 """The argparse tree of rmctl / ./client.py: commands, options and their examples."""
 
 import argparse
+import sys
 
 from .. import __version__
 from ..schema import NAME_FIELDS
@@ -143,10 +144,26 @@ def _output(parser, extra=()):
                         help="output format (default: table on a terminal, else json)")
 
 
-def build(prog):
-    """Return the top-level parser."""
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG.format(prog=prog),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser writing its help, version and usage errors to the streams it is given."""
+
+    def __init__(self, *args, stdout=None, stderr=None, **kwargs):
+        self.out, self.err = stdout, stderr
+        super().__init__(*args, **kwargs)
+
+    def _print_message(self, message, file=None):
+        # argparse names sys.stdout for help and version, sys.stderr (or nothing) for errors.
+        if message:
+            if file is None or file is sys.stderr:
+                (self.err or sys.stderr).write(message)
+            else:
+                (self.out or sys.stdout).write(message)
+
+
+def build(prog, stdout=None, stderr=None):
+    """Return the top-level parser, writing to ``stdout`` and ``stderr`` (default: the process's)."""
+    parser = Parser(prog=prog, description=DESCRIPTION, epilog=EPILOG.format(prog=prog),
+                    formatter_class=argparse.RawDescriptionHelpFormatter, stdout=stdout, stderr=stderr)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -155,7 +172,8 @@ def build(prog):
     for name, (summary, examples) in COMMANDS.items():
         commands[name] = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
                                         epilog=examples.format(prog=prog),
-                                        formatter_class=argparse.RawDescriptionHelpFormatter)
+                                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                                        stdout=stdout, stderr=stderr)
         _common(commands[name], top=False)
 
     p = commands["list"]

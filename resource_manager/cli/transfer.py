@@ -2,15 +2,15 @@
 
 import csv
 import io
-import ipaddress
 import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ..clientlib.errors import APIError, PreconditionFailed, format_issues
-from .main import API_4XX, UsageError
+from ..schema import canonical_ip
 from .output import clean, write_csv, write_json
+from .status import ExitStatus, UsageError
 
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 _JSONISH = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null|\[.*\]|\{.*\}", re.S)
@@ -91,12 +91,7 @@ def _nest(doc):
 
 
 def _canonical(value, key):
-    if key == "address" and isinstance(value, str):
-        try:
-            return str(ipaddress.ip_address(value.strip()))
-        except ValueError:
-            return value
-    return value
+    return canonical_ip(value) if key == "address" else value
 
 
 def changes_between(current, wanted, key):
@@ -198,7 +193,7 @@ def cmd_import(client, args, env):
     for line, name, message in sorted(failures, key=lambda f: f[0]):
         env.error(f"line {line}" + (f" ({name})" if name else "") + f": {message}")
     env.stdout.write(f"created {created}, updated {updated}, unchanged {unchanged}, failed {len(failures)}\n")
-    return API_4XX if failures else 0
+    return ExitStatus.API_4XX if failures else ExitStatus.OK
 
 
 def _update(client, update):

@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 RESOURCE_TYPES = tuple(NAME_FIELDS)
-META_FIELDS = ("_id", "_etag", "_created", "_updated", "_links", "_status", "_deleted")
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 BULK_CHUNK = 1000
 

@@ -3,12 +3,14 @@
 import json
 import sys
 
+from ..schema import META_FIELDS
+
 # The original client's columns per resource type, in its order (scripts read these).
 FIELDS = {"machines": ["hostname", "owner", "state", "job_id", "tags", "_updated", "_id"],
           "private-addresses": ["address", "owner", "tags", "_updated", "_id"],
           "public-addresses": ["address", "owner", "tags", "_updated", "_id"]}
 # What the server sets on every write: dropped from a document sent back with put_resource().
-SERVER_FIELDS = ("_etag", "_created", "_updated", "_links", "_status", "_deleted")
+SERVER_FIELDS = tuple(field for field in META_FIELDS if field != "_id")
 
 
 class OriginalAPIMixin:
@@ -23,7 +25,7 @@ class OriginalAPIMixin:
         table = PrettyTable(self.fields)
         table.align = "l"
         for item in self.iter():
-            table.add_row([_cell(item.get(f)) for f in self.fields])
+            table.add_row([cell(item.get(f)) for f in self.fields])
         print(table, file=file or sys.stdout)
 
     def create_resource(self, data):
@@ -119,9 +121,14 @@ def _json_object_or_empty(response):
     return body if isinstance(body, dict) else {}
 
 
-def _cell(value):
+def cell(value):
+    """Return a value as table text."""
     if value is None:
         return ""
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
+        return ", ".join(f"{k}={cell(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(cell(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return str(value)

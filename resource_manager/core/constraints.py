@@ -6,8 +6,8 @@ that the routes answer with 422, so nothing changes on bad input.
 
 import json
 
+from ..schema import canonical_hostname
 from .jsontext import check_value, loads_strict
-from .names import canonical_hostname
 
 # Machine fields a reservation may be constrained on; tags.<name> are allowed too.
 WHERE_FIELDS = ("hostname", "owner", "job_id")

@@ -7,10 +7,9 @@ A write made through Eve may carry a reason in the `X-Reason` header.
 
 import datetime
 
-from ..schema import NAME_FIELDS
+from ..schema import META_FIELDS, NAME_FIELDS
 
 COLLECTION = "history"
-META_FIELDS = ("_id", "_etag", "_created", "_updated", "_deleted", "_version", "_latest_version")
 
 
 def utcnow():
