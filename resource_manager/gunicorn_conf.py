@@ -40,6 +40,8 @@ limit_request_line = 8190
 limit_request_fields = 64
 limit_request_field_size = 8190
 accesslog = os.environ.get("RM_ACCESS_LOG", "-")
+# gunicorn's default line, and the answer's X-Request-Id (also the JSON lines' request_id, LOG_FORMAT=json).
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
 errorlog = "-"
 # Each worker builds its own app (and MongoClient) after the fork: pymongo clients are not fork-safe.
 preload_app = False

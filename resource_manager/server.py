@@ -14,7 +14,7 @@ import sys
 if __package__ in (None, ""):  # run as ./server.py from inside resource_manager/
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from resource_manager.api import auth  # noqa: E402
+from resource_manager.api import auth, requestid  # noqa: E402
 
 log = logging.getLogger("resource_manager.server")
 
@@ -64,7 +64,8 @@ def main(argv=None):
     # Ctrl-C and SIGTERM both stop the API and then the database, even when started in the background.
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    requestid.install_record_factory()
+    logging.basicConfig(level=logging.INFO, format=requestid.TEXT_FORMAT)
     # Hold the API's port before the database starts: the database takes a free port of its own, which
     # must never be ours, and a port already in use should fail here, not after the database is up.
     try:

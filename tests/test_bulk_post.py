@@ -34,5 +34,6 @@ def test_a_single_post_is_not_queried_first_the_unique_index_answers_409(operato
     response = operator.post("/machines", json={"hostname": "h1", "state": "idle"})
     assert response.status_code == 409
     assert response.json() == {"_status": "ERR", "_error": {
-        "code": 409, "message": "duplicate hostname 'h1': it exists already"}}
+        "code": 409, "message": "duplicate hostname 'h1': it exists already",
+        "request_id": response.headers["X-Request-Id"]}}
     assert server.db.machines.count_documents({}) == 1

@@ -24,7 +24,8 @@ def test_a_bug_inside_a_database_error_handler_is_a_logged_500(server, anon, cap
         reconnect = anon.get("/test-only/AutoReconnect")
     for response in (query, reconnect):
         assert response.status_code == 500
-        assert response.json()["_error"] == {"code": 500, "message": "internal server error"}
+        assert response.json()["_error"] == {"code": 500, "message": "internal server error",
+                                             "request_id": response.headers["X-Request-Id"]}
     errors = [r for r in caplog.records if r.levelno == logging.ERROR and "unhandled error" in r.getMessage()]
     assert len(errors) == 2 and all(r.exc_info and r.exc_info[0] is KeyError for r in errors)
 

@@ -37,6 +37,8 @@ DEFAULTS = {
     "AUTH_CACHE_SECONDS": 300,
     # A request body must arrive within this many seconds (408 after); see gunicorn_conf.py.
     "BODY_TIMEOUT": 10,
+    # "text", or "json": one JSON object per log line (time, level, logger, message, request_id, traceback).
+    "LOG_FORMAT": "text",
 }
 
 ENV_PREFIX = "RM_"
@@ -65,6 +67,13 @@ def _number(text):
         value = float(text)
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+def _log_format(text):
+    value = text.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError(f"not 'text' or 'json': {text!r}")
     return value
 
 
@@ -99,6 +108,7 @@ SETTINGS = {
     "COUNT_CACHE_SECONDS": _number,
     "DASHBOARD_CACHE_SECONDS": _number,
     "DASHBOARD_SESSION_SECONDS": int,
+    "LOG_FORMAT": _log_format,
 }
 
 # RM_* variables that belong to other programs: read elsewhere, never the app's config.

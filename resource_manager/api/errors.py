@@ -12,6 +12,7 @@ from flask import current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..core.jsontext import MAX_DEPTH, check_value, loads_strict  # noqa: F401  (re-exported for the routes
+from .requestid import request_id
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,8 @@ QUERY_ARGS = {"where", "sort", "projection"}
 
 
 def error_response(code, message, issues=None, headers=None):
-    """Return a JSON response in Eve's error shape."""
-    body = {"_status": "ERR", "_error": {"code": code, "message": message}}
+    """Return a JSON response in Eve's error shape, with this request's id in `_error.request_id`."""
+    body = {"_status": "ERR", "_error": {"code": code, "message": message, "request_id": request_id()}}
     if issues:
         body["_issues"] = issues
     response = jsonify(body)
@@ -231,17 +232,22 @@ def _json_type(value):
 
 
 def complete_error_body(response):
-    """Give an error body Eve wrote without `_error` (its PATCH/PUT 422) the `_error` every other has."""
+    """Give an error body Eve wrote itself (its 422s) the `_error` and `_error.request_id` every other has."""
     if response.status_code < 400 or response.mimetype != "application/json" or response.is_streamed:
         return response
     try:
         body = json.loads(response.get_data())
     except ValueError:
         return response
-    if isinstance(body, dict) and body.get("_status") == "ERR" and "_error" not in body:
+    if not (isinstance(body, dict) and body.get("_status") == "ERR"):
+        return response
+    if not isinstance(body.get("_error"), dict):
         message = "the document is not valid: see _issues" if body.get("_issues") else "request failed"
         body["_error"] = {"code": response.status_code, "message": message}
-        response.set_data(json.dumps(body))
+    elif "request_id" in body["_error"]:
+        return response
+    body["_error"]["request_id"] = request_id()
+    response.set_data(json.dumps(body))
     return response
 
 

@@ -118,8 +118,10 @@ def _common_components(app):
     limit = app.config.get("PAGINATION_LIMIT", 1000)
     error = {"type": "object", "required": ["_status", "_error"], "properties": {
         "_status": {"type": "string", "enum": ["ERR"]},
-        "_error": {"type": "object", "required": ["code", "message"], "properties": {
-            "code": {"type": "integer"}, "message": {"type": "string"}}},
+        "_error": {"type": "object", "required": ["code", "message", "request_id"], "properties": {
+            "code": {"type": "integer"}, "message": {"type": "string"},
+            "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+                           "description": "this request's id, as in the X-Request-Id header and the log lines"}}},
         "_issues": {"type": "object", "additionalProperties": True,
                     "description": "per field: what is wrong with it (422 only)"}}}
     responses = {}
@@ -363,7 +365,10 @@ def document(app):
         "info": {"title": "ResourceManager API", "version": __version__,
                  "description": "Track and hand out lab and datacenter machines and IP addresses. Reads are "
                                 "public; writes need HTTP Basic credentials of an operator or admin. Errors "
-                                "are JSON: {\"_status\": \"ERR\", \"_error\": {\"code\", \"message\"}}."},
+                                "are JSON: {\"_status\": \"ERR\", "
+                                "\"_error\": {\"code\", \"message\", \"request_id\"}}. "
+                                "Every answer carries X-Request-Id: the caller's if it sent one of 1-128 "
+                                "characters [A-Za-z0-9._:-], else a new one."},
         "servers": [{"url": "/"}],
         "tags": tags,
         "paths": dict(sorted(paths.items())),
