@@ -8,9 +8,11 @@ import socket
 
 import pymongo.errors
 import pytest
+import requests
 
 from resource_manager.api.config import SettingsError, from_env, parse
 
+from .deployed import Gunicorn
 from .support import LiveServer
 
 NEW_ID = re.compile(r"[0-9a-f]{32}\Z")
@@ -158,3 +160,25 @@ def test_the_log_format_setting_is_read_and_checked():
     assert parse(from_env({"RM_LOG_FORMAT": "json"})) == {"LOG_FORMAT": "json"}
     with pytest.raises(SettingsError, match="RM_LOG_FORMAT"):
         parse(from_env({"RM_LOG_FORMAT": "xml"}))
+
+
+def test_under_gunicorn_json_lines_carry_the_id_and_the_access_line_too(localdb, dbname, users_file, tmp_path):
+    log_path = tmp_path / "gunicorn.log"
+    server = Gunicorn(localdb.uri, dbname, users_file, str(log_path), workers=1, threads=2,
+                      env={"RM_LOG_FORMAT": "json"})
+    server.env["RM_ACCESS_LOG"] = "-"  # Gunicorn() sends it to /dev/null
+    with server:
+        ok = requests.get(server.url + "/machines", headers={"X-Request-Id": "gunicorn-ok"}, timeout=10)
+        refused = requests.post(server.url + "/machines", json={}, headers={"X-Request-Id": "gunicorn-401"},
+                                timeout=10)
+        assert (ok.status_code, refused.status_code) == (200, 401)
+        assert refused.json()["_error"]["request_id"] == "gunicorn-401"
+    entries = []
+    for line in log_path.read_text().splitlines():
+        if line.startswith("{"):
+            entries.append(json.loads(line))
+        else:  # only the master's own start and stop lines stay gunicorn's text
+            assert re.match(r"\[[^]]+\] \[\d+\] \[[A-Z]+\] ", line), line
+    access = {e["request_id"]: e for e in entries if e["logger"] == "gunicorn.access"}
+    assert '"GET /machines HTTP/1.1" 200' in access["gunicorn-ok"]["message"]
+    assert '"POST /machines HTTP/1.1" 401' in access["gunicorn-401"]["message"]
