@@ -30,19 +30,25 @@ browser:
 run: localdb
 	$(BIN)/python resource_manager/server.py --dev-account
 
+# Each run gets a temp root of its own: pytest makes /tmp/pytest-of-<user> private again at every
+# session start, which would take the embedded PostgreSQL's user out of a concurrent run's directories.
 test: localdb browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@tmp=$$(mktemp -d /tmp/rm-tests-XXXXXX); \
+	PYTEST_DEBUG_TEMPROOT=$$tmp $(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; rm -rf $$tmp; exit $$status
 
 # Long fault-injection rounds (tests marked `slow`), deselected by `make test`.
 soak: localdb
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	@tmp=$$(mktemp -d /tmp/rm-tests-XXXXXX); \
+	PYTEST_DEBUG_TEMPROOT=$$tmp $(BIN)/python -m pytest -m slow $(PYTEST_ARGS); status=$$?; rm -rf $$tmp; exit $$status
 
 # Benchmarks of the deployed service (gunicorn) with baselines from the same run; writes BENCHMARKS.md.
 bench: localdb
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# ruff, and the import contracts of pyproject.toml: the layers import one way (see README, Development).
 lint: install
 	$(BIN)/python -m ruff check resource_manager tests $(wildcard bench)
+	$(BIN)/lint-imports
 
 # Regenerates the pins from pyproject.toml (the one declaration), keeping every pin that still fits.
 # UPGRADE=1 moves every package to its newest version allowed.

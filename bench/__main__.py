@@ -11,10 +11,10 @@ import tempfile
 
 import pymongo
 
-from resource_manager import __version__, auth
+from resource_manager import __version__
+from resource_manager.api import auth
 from resource_manager.localdb import LocalDB
-
-from .deployed import ROOT, Gunicorn
+from tests.deployed import ROOT, Gunicorn
 
 BENCH_USERS = {"admin": ("bench-admin-pw", "admin"), "operator": ("bench-operator-pw", "operator")}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"

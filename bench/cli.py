@@ -9,14 +9,14 @@ import time
 
 from .reads import seed_machines
 
-if importlib.util.find_spec("resource_manager.cli") is None:
+if importlib.util.find_spec("resource_manager.cli.main") is None:
     raise ImportError("the CLI (resource_manager/cli.py) is not on this branch")
 
 
 def rmctl():
     """The installed rmctl next to this Python, else the module."""
     script = os.path.join(os.path.dirname(sys.executable), "rmctl")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "resource_manager.cli"]
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "resource_manager.cli.main"]
 
 
 def timed(argv, env=None):

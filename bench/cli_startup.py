@@ -31,14 +31,14 @@ def timed(argv, runs, env=None):
 def rmctl_command():
     """Return the installed rmctl next to this Python, else the module."""
     script = os.path.join(os.path.dirname(sys.executable), "rmctl")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "resource_manager.cli"]
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "resource_manager.cli.main"]
 
 
 def serve_with_machines(count, data_dir):
     """Start the embedded database and the API with `count` machines; return (url, stop)."""
     from werkzeug.serving import make_server
 
-    from resource_manager import auth
+    from resource_manager.api import auth
     from resource_manager.app import create_app
     from resource_manager.localdb import LocalDB
 

@@ -36,9 +36,16 @@ logging.disable(logging.CRITICAL)
 
 import requests  # noqa: E402
 
-from bench.deployed import Gunicorn  # noqa: E402
-from resource_manager import auth  # noqa: E402
+try:
+    from resource_manager.api import auth
+except ImportError:  # --root on a checkout from before the layered layout
+    from resource_manager import auth
 from resource_manager.localdb import LocalDB  # noqa: E402
+
+try:
+    from tests.deployed import Gunicorn
+except ImportError:  # --root on a checkout from before test support moved out of bench/
+    from bench.deployed import Gunicorn
 from tests.support import ADMIN, OPERATOR, PASSWORDS, LiveServer, write_users_file  # noqa: E402
 
 try:

@@ -6,23 +6,13 @@ import time
 import pymongo
 import requests
 
+from tests.support import seed_machines  # noqa: F401 (re-exported for the benchmarks)
+
 from .load import throughput
 
 TAGS = {"memory": 17179869184, "cpucores": 8, "arch": "x86_64"}
 
 
-def seed_machines(db, count, prefix="m"):
-    """Insert `count` machines as Eve stores them (with _created, _updated, _etag); return hostnames."""
-    import datetime
-    import uuid
-
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    hostnames = [f"{prefix}{i:05d}.lab.example.com" for i in range(count)]
-    docs = [{"hostname": h, "state": "idle", "owner": None, "job_id": None, "tags": dict(TAGS, rack=f"r{i % 40}"),
-             "_created": now, "_updated": now, "_etag": uuid.uuid4().hex} for i, h in enumerate(hostnames)]
-    for start in range(0, count, 1000):
-        db.machines.insert_many(docs[start:start + 1000], ordered=False)
-    return hostnames
 
 
 # Client set-ups for bench.load.throughput: each returns the one operation its process repeats.

@@ -5,10 +5,12 @@ import logging
 from eve import Eve
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, config, db, errors, guards, health, history, listing, lookup, pools, queryargs, reservations, web
-from .datalayer import Mongo
-from .settings import DOMAIN, EVE_SETTINGS
-from .validation import Validator
+from . import web
+from .api import auth, config, db, errors, guards, listing, lookup, queryargs
+from .api.datalayer import Mongo
+from .api.routes import health, history, pools, reservations
+from .api.validation import Validator
+from .schema import DOMAIN, EVE_SETTINGS
 
 
 def create_app(overrides=None, environ=None):

@@ -10,18 +10,29 @@ What matters against slow and heavy clients:
   client_body_timeout and proxy_request_buffering on).
 - limit_request_line / limit_request_fields / limit_request_field_size bound the headers;
   the app bounds the body (RM_MAX_CONTENT_LENGTH, 4 MiB: 413).
-- timeout: a worker whose main loop stops answering for this long is restarted; keepalive:
+- timeout (RM_WORKER_TIMEOUT): a worker whose main loop stops answering for this long is restarted; keepalive:
   how long an idle connection is kept (in the main loop, not in a thread).
 """
 
 import multiprocessing
 import os
+import sys
+
+
+def _timeout():
+    # RM_TIMEOUT is the client's request timeout; gunicorn read it too until RM_WORKER_TIMEOUT.
+    if "RM_WORKER_TIMEOUT" not in os.environ and "RM_TIMEOUT" in os.environ:
+        print("gunicorn_conf: RM_TIMEOUT as the worker timeout is deprecated (it is the client's request "
+              "timeout); set RM_WORKER_TIMEOUT", file=sys.stderr)
+        return int(os.environ["RM_TIMEOUT"])
+    return int(os.environ.get("RM_WORKER_TIMEOUT", "60"))
+
 
 bind = os.environ.get("RM_BIND", "127.0.0.1:5000")
 worker_class = "gthread"
 workers = int(os.environ.get("RM_WORKERS", str(min(2 * multiprocessing.cpu_count() + 1, 9))))
 threads = int(os.environ.get("RM_THREADS", "4"))
-timeout = int(os.environ.get("RM_TIMEOUT", "60"))
+timeout = _timeout()
 graceful_timeout = 30
 keepalive = int(os.environ.get("RM_KEEPALIVE", "5"))
 # Requests with longer lines or more headers are refused (400/431) before the app sees them.

@@ -8,12 +8,13 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 
 if __package__ in (None, ""):  # run as ./server.py from inside resource_manager/
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from resource_manager import auth  # noqa: E402
+from resource_manager.api import auth  # noqa: E402
 
 log = logging.getLogger("resource_manager.server")
 
@@ -42,6 +43,18 @@ def ensure_dev_account(path):
                 "Never use it in production; manage accounts with `rm-users`.", path, DEV_USER, DEV_PASSWORD)
 
 
+def _listen(host, port):
+    """Return a listening socket on host:port (bound now, served later)."""
+    from werkzeug.serving import select_address_family
+
+    listener = socket.socket(select_address_family(host, port), socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(128)
+    listener.set_inheritable(True)
+    return listener
+
+
 def _stop(signum, frame):
     raise KeyboardInterrupt
 
@@ -52,32 +65,42 @@ def main(argv=None):
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Hold the API's port before the database starts: the database takes a free port of its own, which
+    # must never be ours, and a port already in use should fail here, not after the database is up.
+    try:
+        listener = _listen(args.host, args.port)
+    except OSError as e:
+        log.error("cannot serve on %s:%d: %s", args.host, args.port, e.strerror or e)
+        return 1
     localdb = None
+    overrides = {}
     if not os.environ.get("MONGO_URI") and not os.environ.get("RM_MONGO_URI"):
         from resource_manager.localdb import LocalDB
 
         localdb = LocalDB(os.path.join(args.data_dir, "db"), port=int(os.environ.get("RM_LOCALDB_PORT", "0")))
-        os.environ["MONGO_URI"] = localdb.start()
+        overrides["MONGO_URI"] = localdb.start()
         log.info("embedded database (FerretDB over %s) at %s, data in %s", localdb.engine, localdb.uri,
                  localdb.data_dir)
     if args.dev_account and not os.environ.get("RM_USERS_FILE"):
-        os.environ["RM_USERS_FILE"] = os.path.join(args.data_dir, "users.json")
-        ensure_dev_account(os.environ["RM_USERS_FILE"])
+        overrides["USERS_FILE"] = os.path.join(args.data_dir, "users.json")
+        ensure_dev_account(overrides["USERS_FILE"])
     if args.dev_account and not os.environ.get("RM_SECRET_KEY") and not os.environ.get("RM_SETTINGS_FILE"):
-        os.environ["RM_SECRET_KEY"] = DEV_SECRET_KEY
+        overrides["SECRET_KEY"] = DEV_SECRET_KEY
         log.warning("DEVELOPMENT SECRET_KEY in use for dashboard sessions: '%s'. "
                     "Set RM_SECRET_KEY to a long random value in production.", DEV_SECRET_KEY)
     try:
-        from werkzeug.serving import run_simple
+        from werkzeug.serving import make_server
 
         from resource_manager.app import create_app
 
-        app = create_app()
-        log.info("serving the API on http://%s:%d/", args.host, args.port)
-        run_simple(args.host, args.port, app, threaded=True)
+        app = create_app(overrides)
+        server = make_server(args.host, args.port, app, threaded=True, fd=listener.fileno())
+        log.info("serving the API on http://%s:%d/", args.host, listener.getsockname()[1])
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        listener.close()
         if localdb is not None:
             localdb.stop()
             log.info("embedded database stopped")

@@ -2,11 +2,10 @@
 
 import os
 import random
-import threading
 
 import pymongo
 
-from bench.deployed import Gunicorn
+from .deployed import Gunicorn
 
 COLLECTIONS = ("machines", "reservations", "reservation_ends", "machine_claims", "address_claims",
                "address_pools", "allocations", "public_addresses", "private_addresses", "history", "locks")
@@ -57,20 +56,3 @@ def emptied(shared):
         db[name].delete_many({})
     return shared
 
-
-def run_threads(n, target):
-    """Run target(i) in n threads released together by a barrier; return their results in order."""
-    barrier = threading.Barrier(n)
-    results = [None] * n
-
-    def body(i):
-        barrier.wait()
-        results[i] = target(i)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads)
-    return results

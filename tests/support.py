@@ -9,7 +9,7 @@ import pymongo
 import requests
 from werkzeug.serving import make_server
 
-from resource_manager import auth
+from resource_manager.api import auth
 from resource_manager.app import create_app
 
 PASSWORDS = {"admin": "admin-pw-1", "operator": "operator-pw-1", "reader": "reader-pw-1"}
@@ -120,3 +120,19 @@ def run_together(n, target, timeout=120):
         t.join(timeout)
     assert not any(t.is_alive() for t in threads)
     return results
+
+
+SEED_TAGS = {"memory": 17179869184, "cpucores": 8, "arch": "x86_64"}
+
+def seed_machines(db, count, prefix="m"):
+    """Insert `count` machines as Eve stores them (with _created, _updated, _etag); return hostnames."""
+    import datetime
+    import uuid
+
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    hostnames = [f"{prefix}{i:05d}.lab.example.com" for i in range(count)]
+    docs = [{"hostname": h, "state": "idle", "owner": None, "job_id": None, "tags": dict(SEED_TAGS, rack=f"r{i % 40}"),
+             "_created": now, "_updated": now, "_etag": uuid.uuid4().hex} for i, h in enumerate(hostnames)]
+    for start in range(0, count, 1000):
+        db.machines.insert_many(docs[start:start + 1000], ordered=False)
+    return hostnames

@@ -11,9 +11,9 @@ import pymongo
 import pytest
 import requests
 
-from resource_manager import auth
-from resource_manager.ratelimit import FailureLimiter
-from resource_manager.users import main as users_main
+from resource_manager.admin.users import main as users_main
+from resource_manager.api import auth
+from resource_manager.api.ratelimit import FailureLimiter
 
 from .support import PASSWORDS, LiveServer, run_together
 from .test_web import HTML, token
@@ -178,7 +178,7 @@ def test_a_malformed_users_file_keeps_the_last_good_accounts(live, users, caplog
     assert post(live, ("operator", PASSWORDS["operator"]), "before").status_code == 201
     with open(users, encoding="utf-8") as fh:
         good = fh.read()
-    caplog.set_level(logging.ERROR, logger="resource_manager.auth")
+    caplog.set_level(logging.ERROR, logger="resource_manager.api.auth")
     for i, case in enumerate(BROKEN):
         content, kind = case.values[0], case.id
         caplog.clear()

@@ -16,8 +16,8 @@ import pymongo
 import pytest
 import requests
 
-from .cluster import Cluster, emptied, run_threads, shared_cluster
-from .support import ADMIN, OPERATOR
+from .cluster import Cluster, emptied, shared_cluster
+from .support import ADMIN, OPERATOR, run_together
 
 THREADS = 32
 ROUNDS = 3
@@ -85,7 +85,7 @@ def test_concurrent_reservers_never_share_a_machine(cluster):
                            json={"count": counts[i], "owner": f"t{i}", "job_id": f"r{round_}"})
             return r.status_code, r.json()
 
-        results = run_threads(THREADS, reserve)
+        results = run_together(THREADS, reserve)
         granted = [body for status, body in results if status == 201]
         refused = [body for status, body in results if status == 409]
         assert len(granted) + len(refused) == THREADS, [r for r in results if r[0] not in (201, 409)]
@@ -103,7 +103,7 @@ def test_concurrent_reservers_never_share_a_machine(cluster):
             with session() as s:
                 return s.delete(urls[i % 2] + f"/reservations/{ids[i]}", timeout=60).status_code
 
-        assert set(run_threads(len(ids), release)) == {200}
+        assert set(run_together(len(ids), release)) == {200}
         assert check_machines(db) == 0
         assert db.machines.count_documents({"state": "idle"}) == MACHINES
 
@@ -138,7 +138,7 @@ def test_concurrent_allocators_never_share_an_address(cluster):
                            timeout=60)
             return r.status_code, r.json()
 
-        results = run_threads(THREADS, allocate)
+        results = run_together(THREADS, allocate)
         granted = [body["addresses"] for status, body in results if status == 201]
         assert len(granted) + sum(1 for status, _ in results if status == 409) == THREADS, [
             r for r in results if r[0] not in (201, 409)]
@@ -172,7 +172,7 @@ def test_idempotency_key_replayed_concurrently_yields_one_reservation(cluster):
             r = s.post(urls[i % 2] + "/reservations", json=body, headers={"Idempotency-Key": "k-1"}, timeout=60)
         return r.status_code, r.json()
 
-    results = run_threads(16, replay)
+    results = run_together(16, replay)
     assert {status for status, _ in results} == {201}
     assert len({b["_id"] for _, b in results}) == 1
     assert len({tuple(b["hostnames"]) for _, b in results}) == 1
@@ -187,7 +187,7 @@ def test_idempotency_key_replayed_concurrently_yields_one_reservation(cluster):
 
     with session() as s:
         s.post(urls[0] + "/address-pools", json={"name": "p", "cidr": "192.0.2.0/28", "kind": "private"})
-    results = run_threads(16, replay_allocation)
+    results = run_together(16, replay_allocation)
     assert {status for status, _ in results} == {201}
     assert {tuple(b["addresses"]) for _, b in results} == {("192.0.2.2", "192.0.2.3")}
     assert check_addresses(db) == 2

@@ -13,10 +13,10 @@ import sys
 import pytest
 import requests
 
-from resource_manager.check import check
+from resource_manager.core.check import check
 
-from .cluster import emptied, run_threads, shared_cluster
-from .support import ADMIN, OPERATOR
+from .cluster import emptied, shared_cluster
+from .support import ADMIN, OPERATOR, run_together
 
 ROUNDS = 6
 RACES = 4  # independent races per round, all released together
@@ -77,7 +77,7 @@ def test_two_patches_with_one_if_match_one_wins_and_the_other_gets_412(cluster):
             return call(urls[i % 2], "PATCH", f"/machines/{name}", json=bodies[i % 2],
                         headers={"If-Match": etags[name]})[0]
 
-        codes = run_threads(2 * RACES, patch)
+        codes = run_together(2 * RACES, patch)
         expected = []
         for k, name in enumerate(names):
             pair = codes[2 * k: 2 * k + 2]
@@ -107,7 +107,7 @@ def test_a_rename_racing_reservations_never_gives_one_machine_two_holders(cluste
             return call(urls[i % 2], "POST", "/reservations",
                         json={"count": 1, "where": {"hostname": {"$in": [name, name + "-new"]}}})
 
-        results = run_threads(3 * RACES, race)
+        results = run_together(3 * RACES, race)
         expected = []
         for k, name in enumerate(names):
             rename, *reservations = results[3 * k: 3 * k + 3]
@@ -138,7 +138,7 @@ def test_needs_repair_racing_a_reservation_has_one_winner(cluster):
                             headers={"If-Match": etags[name]})[0]
             return call(urls[1], "POST", "/reservations", **reserve_only(name))[0]
 
-        codes = run_threads(2 * RACES, race)
+        codes = run_together(2 * RACES, race)
         for k, name in enumerate(names):
             patch, reservation = codes[2 * k: 2 * k + 2]
             assert (patch, reservation) in ((200, 409), (409, 201), (412, 201)), (name, patch, reservation)
@@ -161,7 +161,7 @@ def test_delete_racing_a_reservation_has_one_winner(cluster):
                 return call(urls[0], "DELETE", f"/machines/{name}", headers={"If-Match": etags[name]})[0]
             return call(urls[1], "POST", "/reservations", **reserve_only(name))[0]
 
-        codes = run_threads(2 * RACES, race)
+        codes = run_together(2 * RACES, race)
         for k, name in enumerate(names):
             delete, reservation = codes[2 * k: 2 * k + 2]
             assert (delete, reservation) in ((204, 409), (409, 201), (412, 201)), (name, delete, reservation)
@@ -187,7 +187,7 @@ def test_extend_racing_release_never_brings_the_reservation_back(cluster):
                 return call(urls[0], "POST", f"/reservations/{rid}/extend", json={"lease_seconds": 3600})
             return call(urls[1], "DELETE", f"/reservations/{rid}")
 
-        results = run_threads(2 * RACES, race)
+        results = run_together(2 * RACES, race)
         for k, rid in enumerate(rids):
             (extend, _), (release, released) = results[2 * k: 2 * k + 2]
             assert extend in (200, 409) and release == 200, (extend, release)
@@ -219,7 +219,7 @@ def test_tags_patch_racing_reserve_and_release_loses_nothing(cluster):
                 return call(urls[1], "DELETE", f"/reservations/{held[name]}")[0]
             return call(urls[1], "POST", "/reservations", **reserve_only(name))[0]
 
-        codes = run_threads(4 * RACES, race)
+        codes = run_together(4 * RACES, race)
         expected = []
         for k, name in enumerate(names):
             patch, other = codes[2 * k: 2 * k + 2]
@@ -257,7 +257,7 @@ def test_address_tags_patch_racing_its_allocation_keeps_the_owner(cluster):
                             headers={"If-Match": etags[firsts[k]]})
             return call(urls[1], "POST", f"/address-pools/{pools[k]}/allocate", json={"owner": f"vm{k}"})
 
-        results = run_threads(2 * RACES, race)
+        results = run_together(2 * RACES, race)
         expected = []
         for k, first in enumerate(firsts):
             (patch, _), (allocate, body) = results[2 * k: 2 * k + 2]
@@ -284,7 +284,7 @@ def test_bulk_posts_sharing_a_new_hostname_store_all_or_nothing(cluster):
             docs = [{"hostname": h, "state": "idle"} for h in own[:2] + [shared] + own[2:]]
             return own, call(urls[i % 2], "POST", "/machines", json=docs)[0]
 
-        results = run_threads(2 * RACES, race)
+        results = run_together(2 * RACES, race)
         stored = {m["hostname"] for m in db.machines.find()}
         created = {h["name"] for h in db.history.find({"action": "create"})}
         for k in range(RACES):
@@ -308,7 +308,7 @@ def test_overlapping_pools_created_at_once_one_is_refused(cluster):
             return call(urls[i % 2], "POST", "/address-pools", auth=ADMIN,
                         json={"name": f"o{round_}-{i}", "cidr": cidr, "kind": "public"})
 
-        results = run_threads(2 * RACES, race)
+        results = run_together(2 * RACES, race)
         for k in range(RACES):
             codes = sorted(status for status, _ in results[2 * k: 2 * k + 2])
             assert codes == [201, 409], results[2 * k: 2 * k + 2]

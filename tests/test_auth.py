@@ -2,8 +2,8 @@
 
 import json
 
-from resource_manager import auth
-from resource_manager.users import main as users_main
+from resource_manager.admin.users import main as users_main
+from resource_manager.api import auth
 
 MACHINE = {"hostname": "h1", "state": "idle"}
 

@@ -6,7 +6,7 @@ import uuid
 import pymongo
 import pytest
 
-from resource_manager.datalayer import COUNTS
+from resource_manager.api.datalayer import COUNTS
 
 from .support import ADMIN, OPERATOR, LiveServer
 
@@ -558,7 +558,9 @@ def test_head_on_a_missing_item_is_404_not_401(anon, seeded):
 
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999", '{"a": [1, NaN]}', "1" * 30])
 def test_every_json_parser_of_ours_refuses_nan_and_infinity(text, tmp_path):
-    from resource_manager import auth, config, constraints, errors, jsontext, reservations
+    from resource_manager.api import auth, config, errors
+    from resource_manager.api.routes import reservations
+    from resource_manager.core import constraints, jsontext
 
     assert reservations.loads_strict is errors.loads_strict is jsontext.loads_strict
     with pytest.raises(ValueError):
@@ -578,7 +580,7 @@ def test_every_json_parser_of_ours_refuses_nan_and_infinity(text, tmp_path):
 def test_an_unknown_exception_is_still_a_logged_500(server, operator, seeded, monkeypatch, caplog):
     # The funnel maps the database's and the BSON encoder's refusals of client values; our own bugs stay 500.
     before = snapshot(server.db)
-    from resource_manager import reservations
+    from resource_manager.api.routes import reservations
 
     def broken(*_args, **_kwargs):
         raise OverflowError("a bug of ours, not the client's value")
@@ -593,7 +595,7 @@ def test_an_unknown_exception_is_still_a_logged_500(server, operator, seeded, mo
 def test_a_bson_encoding_error_that_slips_through_is_400(server, operator, seeded, monkeypatch):
     # A value no check of ours caught (simulated: the check is bypassed) is the client's value: 400, and logged.
     before = snapshot(server.db)
-    from resource_manager import constraints
+    from resource_manager.core import constraints
 
     monkeypatch.setattr(constraints, "check_value", lambda value: None)
     monkeypatch.setattr(constraints, "loads_strict", json.loads)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from resource_manager import __version__
-from resource_manager.cli_parser import COMMANDS
+from resource_manager.cli.parser import COMMANDS
 
 from .cli_helpers import SilentServer, run_cli
 from .support import PASSWORDS, free_port
@@ -239,7 +239,7 @@ def test_version_does_not_import_requests():
     import subprocess
     import sys
 
-    code = ("import sys; from resource_manager.cli import main; rc = main(['--version']); "
+    code = ("import sys; from resource_manager.cli.main import main; rc = main(['--version']); "
             "print(sorted(m for m in ('requests', 'prettytable', 'urllib3') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("[]")
@@ -255,7 +255,7 @@ def test_interrupt_is_exit_130(server):
 
     silent = SilentServer()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "resource_manager.cli", "list", "-e", silent.url],
+        proc = subprocess.Popen([sys.executable, "-m", "resource_manager.cli.main", "list", "-e", silent.url],
                                 env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # Wait until it is connected and waiting for the answer, then press ^C.
         conn, _ = silent.sock.accept()

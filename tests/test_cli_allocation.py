@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from resource_manager.client import Conflict, NotFound, ResourceManagerClient
+from resource_manager.clientlib.client import Conflict, NotFound, ResourceManagerClient
 
 from .cli_helpers import run_cli
 from .support import PASSWORDS

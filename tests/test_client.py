@@ -5,7 +5,7 @@ import json
 import pytest
 import requests
 
-from resource_manager.client import (
+from resource_manager.clientlib.client import (
     APIError,
     NotFound,
     PreconditionFailed,
@@ -15,7 +15,7 @@ from resource_manager.client import (
     TransportError,
     ValidationError,
 )
-from resource_manager.client_config import resolve
+from resource_manager.clientlib.config import resolve
 
 from .cli_helpers import SilentServer
 from .support import PASSWORDS, free_port, write_users_file
@@ -35,7 +35,7 @@ def client(server):
 
 def test_original_script_runs_verbatim(server, monkeypatch, capsys):
     monkeypatch.setenv("RM_ENDPOINT", server.url)  # the only change: where the server is
-    from resource_manager.client import ResourceManagerClient
+    from resource_manager.clientlib.client import ResourceManagerClient
     client = ResourceManagerClient()                     # resource_type='machines', endpoint='http://127.0.0.1:5000', username='admin', password='admin'  # noqa: E501
     client.print_resources()
     client.create_resource('{"hostname": "h1", "state": "idle"}')    # a JSON string, as old scripts pass; a dict works too  # noqa: E501

@@ -16,11 +16,11 @@ import time
 import pymongo
 import pytest
 
-from bench.deployed import Gunicorn
-from resource_manager.cli import Environment, main
-from resource_manager.client import APIError, PreconditionFailed, ResourceManagerClient, TransportError
-from resource_manager.client_retry import describe_failure
+from resource_manager.cli.main import Environment, main
+from resource_manager.clientlib.client import APIError, PreconditionFailed, ResourceManagerClient, TransportError
+from resource_manager.clientlib.retry import describe_failure
 
+from .deployed import Gunicorn
 from .support import ADMIN, OPERATOR, LiveServer, free_port
 
 FAST_FAIL = {"connect": False, "tz_aware": True, "serverSelectionTimeoutMS": 500, "connectTimeoutMS": 500}

@@ -14,8 +14,7 @@ import pymongo
 import pytest
 import requests
 
-from bench.deployed import Gunicorn
-
+from .deployed import Gunicorn
 from .support import OPERATOR, LiveServer
 
 FIELDS = {"_id", "hostname", "state", "owner", "tags", "_etag", "_created", "_updated"}
@@ -238,7 +237,7 @@ def test_worker_killed_mid_load_loses_no_acknowledged_write(gunicorn, localdb, d
 #    without a reservation, and every acknowledged reservation holds exactly its machines.
 
 def test_worker_killed_while_reserving_leaves_nothing_held_after_the_sweep(localdb, users_file, dbname, tmp_path):
-    from bench.reads import seed_machines
+    from .support import seed_machines
 
     with pymongo.MongoClient(localdb.uri) as client:
         db = client[dbname]

@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from resource_manager import openapi
+from resource_manager.api import openapi
 from resource_manager.app import create_app
 
 from .support import ADMIN, OPERATOR, READER, seeded_server

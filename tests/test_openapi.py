@@ -8,7 +8,7 @@ import requests
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from resource_manager import openapi
+from resource_manager.api import openapi
 
 # Routes that are not API: pages, assets, and Eve's method-override twin of item URLs.
 NOT_API = ("web.", "bootstrap.", "static", "home")

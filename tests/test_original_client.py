@@ -41,7 +41,7 @@ import json
 import httpretty
 import urllib
 
-from resource_manager.client import ResourceManagerClient
+from resource_manager.clientlib.client import ResourceManagerClient
 
 
 def test_init():

@@ -11,7 +11,7 @@ import json
 import pytest
 import requests
 
-from resource_manager.client import ResourceManagerClient
+from resource_manager.clientlib.client import ResourceManagerClient
 
 from .support import write_users_file
 

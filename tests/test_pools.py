@@ -2,7 +2,7 @@
 
 import ipaddress
 
-from resource_manager.ipranges import free_addresses, merge, parse_pool
+from resource_manager.core.ipranges import free_addresses, merge, parse_pool
 
 from .support import ADMIN, LiveServer
 

@@ -238,7 +238,7 @@ def test_extend_moves_the_lease_forward(operator, anon, server):
 
 
 def test_rm_sweep_console_command(operator, anon, server, localdb, dbname, users_file, monkeypatch, capsys):
-    from resource_manager import sweep
+    from resource_manager.admin import sweep
 
     add_machines(operator, "m1")
     res = reserve(operator, count=1, lease_seconds=60)

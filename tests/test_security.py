@@ -12,9 +12,9 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from resource_manager import users
-from resource_manager.datalayer import COUNTS
-from resource_manager.ratelimit import FailureLimiter
+from resource_manager.admin import users
+from resource_manager.api.datalayer import COUNTS
+from resource_manager.api.ratelimit import FailureLimiter
 
 from .support import ADMIN, OPERATOR, PASSWORDS, READER, LiveServer, seeded_server
 

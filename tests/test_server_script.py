@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def wait_until_up(url, process, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, "server.py exited early"
+        if process.poll() is not None:
+            raise AssertionError(f"server.py exited early ({process.returncode}):\n{process.stdout.read()}")
         try:
             return requests.get(url + "/healthz", timeout=2)
         except requests.ConnectionError:

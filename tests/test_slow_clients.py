@@ -11,8 +11,7 @@ import pymongo
 import pytest
 import requests
 
-from bench.deployed import Gunicorn
-
+from .deployed import Gunicorn
 from .support import OPERATOR, LiveServer
 
 BASIC = "Basic " + base64.b64encode(f"{OPERATOR[0]}:{OPERATOR[1]}".encode()).decode()

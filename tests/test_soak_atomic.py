@@ -15,10 +15,10 @@ import time
 import pytest
 import requests
 
-from resource_manager.check import check
+from resource_manager.core.check import check
 
-from .cluster import emptied, run_threads, shared_cluster
-from .support import ADMIN, OPERATOR
+from .cluster import emptied, shared_cluster
+from .support import ADMIN, OPERATOR, run_together
 
 WORKERS = 12
 MACHINES = 30
@@ -168,7 +168,7 @@ def test_random_interleavings_of_every_write_route_keep_every_invariant(shared):
             steps[i] += 1
 
     started = time.monotonic()
-    run_threads(WORKERS, work)
+    run_together(WORKERS, work)
     elapsed = time.monotonic() - started
     expected = [("machines", mid, f"tags.w{w.i}", value) for w in workers for mid, value in w.tags.items()
                 if db.machines.count_documents({"_id": mid}) == 1]

@@ -6,7 +6,7 @@ import tracemalloc
 import pytest
 import requests
 
-from resource_manager import listing
+from resource_manager.api import listing
 
 from .support import OPERATOR, LiveServer
 

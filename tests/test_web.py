@@ -6,7 +6,7 @@ import re
 import pytest
 import requests
 
-from resource_manager import auth
+from resource_manager.api import auth
 
 from .support import PASSWORDS, LiveServer
 

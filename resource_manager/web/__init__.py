@@ -6,7 +6,7 @@ from flask import Blueprint, abort, current_app, g, make_response, request
 from flask_bootstrap import Bootstrap5
 from flask_wtf.csrf import CSRFProtect
 
-from ..errors import add_body_gate
+from ..api.errors import add_body_gate
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _browser_home(api_home):
 
 def init_app(app):
     """Register the dashboard, /docs and /openapi.json; set Bootstrap, CSRF and cookie defaults."""
-    from . import docs, queries, signin, views  # noqa: F401  (routes register on bp)
+    from . import docs, queries, signin, views  # noqa: F401  (routes register on bp
 
     app.config["BOOTSTRAP_SERVE_LOCAL"] = True
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # the API uses HTTP Basic, not cookies

@@ -11,7 +11,7 @@ from importlib import resources
 
 from flask import abort, current_app, jsonify, make_response, render_template, request, send_from_directory
 
-from .. import openapi
+from ..api import openapi
 from . import CSP, bp
 
 # Only what the page loads; the package's index.html and OAuth2 redirect page (inline scripts) stay out.

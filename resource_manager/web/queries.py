@@ -21,10 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pymongo
 from flask import current_app
 
-from ..db import collection_name, database
-from ..jsontext import loads_strict
-from ..names import canonical_hostname
-from ..settings import MACHINE_STATES
+from ..api.db import collection_name, database
+from ..core.jsontext import loads_strict
+from ..schema import MACHINE_STATES, canonical_hostname
 
 SORTS = ("hostname", "state", "owner", "job_id", "_updated")
 PAGE_SIZES = (25, 50, 100, 200)
@@ -32,11 +31,21 @@ DEFAULT_PAGE_SIZE = 50
 TAG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 # Pages beyond this are clamped to it (and then to the last page): skip must fit 64 bits.
 MAX_PAGE = 10**9
-# Runs a page's second query beside the first; pymongo clients are thread-safe.
-_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rm-dashboard")
+# Runs a page's second query beside the first (pymongo clients are thread-safe), and cache renewals.
+# Started on the first dashboard page, not at import: a process that never serves one has no threads.
+_POOL = None
+_POOL_LOCK = threading.Lock()
 LIST_FIELDS = {"hostname": 1, "state": 1, "owner": 1, "job_id": 1, "tags": 1, "_updated": 1}
 DEFAULT_CACHE_SECONDS = 10
 CACHE_ENTRIES = 64  # per process: counts and orders of the most recent filters
+
+
+def _pool():
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rm-dashboard")
+        return _POOL
 
 
 class _Cache:
@@ -56,7 +65,7 @@ class _Cache:
                 self._entries.move_to_end(key)
                 if now - entry[1] >= max_age and key not in self._renewing:
                     self._renewing.add(key)
-                    _POOL.submit(self._renew, key, compute)
+                    _pool().submit(self._renew, key, compute)
                 return entry[0], now - entry[1]
         value = compute()
         self._store(key, value, now)
@@ -205,7 +214,7 @@ def _order(collection, query):
 def _rows(collection, ids):
     # One find_one by _id each, side by side: FerretDB pushes {_id: x} down (an index serves
     # it), not {_id: {$in: [...]}}. A machine deleted since the order was taken is left out.
-    found = _POOL.map(lambda i: collection.find_one({"_id": i}, LIST_FIELDS), ids)
+    found = _pool().map(lambda i: collection.find_one({"_id": i}, LIST_FIELDS), ids)
     return [doc for doc in found if doc is not None]
 
 
@@ -224,7 +233,7 @@ def overview(query, max_age=0):
     """
     collection = machines()
     if max_age <= 0:
-        counts_future = _POOL.submit(_state_counts, collection, query)
+        counts_future = _pool().submit(_state_counts, collection, query)
         rows = _page(collection, query, query.page)
         counts = counts_future.result()
         total = counts[query.state] if query.state else sum(counts.values())
@@ -233,7 +242,7 @@ def overview(query, max_age=0):
             query.page = pages
             rows = _page(collection, query, pages)
         return counts, total, rows, pages, 0.0
-    counts_future = _POOL.submit(_CACHE.get, _key(collection, "counts", query.filter(with_state=False)),
+    counts_future = _pool().submit(_CACHE.get, _key(collection, "counts", query.filter(with_state=False)),
                                  lambda: _state_counts(collection, query), max_age)
     order, order_age = _CACHE.get(_key(collection, "order", query.filter(), query.sort_spec()),
                                   lambda: _order(collection, query), max_age)

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
 
-from ..db import database
+from ..api.db import database
+from ..schema import WRITE_ROLES
 from . import bp
 
-WRITE_ROLES = ("operator", "admin")
 SESSIONS = "web_sessions"
 
 

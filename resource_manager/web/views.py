@@ -7,7 +7,7 @@ from flask import abort, current_app, flash, g, redirect, render_template, reque
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
-from ..settings import MACHINE_STATES
+from ..schema import MACHINE_STATES
 from . import alloc, bp, queries, signin
 
 # The order the dashboard shows states in: the usual ones first.
@@ -42,8 +42,7 @@ def dashboard():
     counts, total, rows, pages, age = queries.overview(query, max_age)
     return render_template(
         "dashboard.html", query=query, counts=counts, machines=rows, total=total, age=age, max_age=max_age,
-        pages=pages, reservations=alloc.active_reservations(), pools=alloc.pools(),
-        allocation=alloc.available())
+        pages=pages, reservations=alloc.active_reservations(), pools=alloc.pools())
 
 
 @bp.get("/ui/machines/<path:hostname>")
@@ -54,7 +53,7 @@ def machine(hostname):
         abort(404, description=f"no machine '{hostname}'")
     return render_template(
         "machine.html", m=doc, reservation=alloc.current_reservation(doc),
-        history=alloc.machine_history(doc), allocation=alloc.available(), settable=SETTABLE)
+        history=alloc.machine_history(doc), settable=SETTABLE)
 
 
 @bp.post("/ui/machines/<path:hostname>/state")
@@ -95,8 +94,6 @@ def set_state(hostname):
 def release(reservation_id):
     """Free a reservation: its machines go back to the pool."""
     user = signin.require_writer()
-    if not alloc.available():
-        abort(404, description="reservations are not available on this server")
     try:
         released = alloc.release(reservation_id, user["username"])
     except alloc.allocation.AllocationError as e:

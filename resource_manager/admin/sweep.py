@@ -1,0 +1,41 @@
+"""rm-sweep: expire leases and repair half-done reservations and allocations (for cron)."""
+
+import argparse
+import json
+import sys
+
+import pymongo.errors
+
+from ..api.db import database
+from ..app import create_app
+from ..core.sweep import DEFAULT_GRACE, grace_seconds, sweep
+
+
+def main(argv=None):
+    """rm-sweep: expire leases and repair half-done reservations (for cron)."""
+    parser = argparse.ArgumentParser(prog="rm-sweep", description=main.__doc__)
+    parser.add_argument("--grace", type=int, default=None,
+                        help="repair only what is older than this many seconds (default: SWEEP_GRACE_SECONDS, "
+                             f"{DEFAULT_GRACE}); 0 is safe only when no server is serving requests")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    try:
+        app = create_app()
+        with app.app_context():
+            app.extensions["rm_indexes"].ensure()
+            db = database(app)
+            result = sweep(db, grace_seconds(app) if args.grace is None else args.grace, "rm-sweep")
+            for client, _db in app.extensions["pymongo"].values():
+                client.close()
+    except RuntimeError as e:
+        print(f"rm-sweep: {e}", file=sys.stderr)
+        return 2
+    except pymongo.errors.PyMongoError as e:
+        print(f"rm-sweep: database unavailable: {e}", file=sys.stderr)
+        return 6
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

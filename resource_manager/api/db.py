@@ -1,0 +1,123 @@
+"""The database behind the API: its engine, unique indexes, and whether it answers."""
+
+import logging
+import threading
+
+import pymongo
+import pymongo.errors
+from flask import current_app, request
+
+from ..core import atomic
+from ..schema import NAME_FIELDS
+from .errors import error_response
+
+log = logging.getLogger(__name__)
+
+
+def database(app=None):
+    """Return the Database the app serves, its conditional writes atomic on this engine (see atomic.py).
+
+    Raises PyMongoError when the engine is not known yet and the database does not answer.
+    """
+    app = app or current_app
+    return engine(app).wrap(app.data.driver.db)
+
+
+def engine(app=None):
+    """Return the app's atomic.Engine, asking the database what it is on first use."""
+    return (app or current_app).extensions["rm_engine"].get()
+
+
+class EngineProbe:
+    """Detects the engine once per process (at start, or when the database first answers)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.engine = None
+        self._lock = threading.Lock()
+
+    def get(self):
+        if self.engine is None:
+            with self._lock:
+                if self.engine is None:
+                    config = self.app.config
+                    with self.app.app_context():
+                        self.engine = atomic.detect(self.app.data.driver.db,
+                                                    config.get("WRITE_SERIALISATION", "auto"),
+                                                    config.get("WRITE_LOCK_DIR"))
+        return self.engine
+
+
+def collection_name(app, resource):
+    """Return the MongoDB collection behind an Eve resource."""
+    return app.config["DOMAIN"][resource]["datasource"]["source"]
+
+
+class Indexes:
+    """Creates the unique indexes once the database answers; until then, writes wait."""
+
+    def __init__(self, app):
+        self.app = app
+        self.ready = False
+        self._lock = threading.Lock()
+        # (collection, keys, options): what exclusivity rests on, created at start.
+        self.specs = [
+            (collection_name(app, resource), [(field, pymongo.ASCENDING)], {"unique": True, "name": f"{field}_unique"})
+            for resource, field in NAME_FIELDS.items()
+        ]
+
+    def add(self, collection, keys, **options):
+        """Require one more index (for modules that own collections of their own)."""
+        self.specs.append((collection, keys, options))
+        self.ready = False
+
+    def ensure(self):
+        """Create every index; return whether they all exist."""
+        if self.ready:
+            return True
+        with self._lock:
+            if self.ready:
+                return True
+            with self.app.app_context():
+                db = self.app.data.driver.db
+                for coll, keys, options in self.specs:
+                    db[coll].create_index(keys, **options)
+            self.ready = True
+            log.info("database indexes ensured")
+        return True
+
+
+def ping():
+    """Return whether the app's database answers a ping."""
+    try:
+        current_app.data.driver.db.client.admin.command("ping")
+        return True
+    except pymongo.errors.PyMongoError:
+        return False
+
+
+def _ensure_before_write():
+    indexes = current_app.extensions["rm_indexes"]
+    if indexes.ready or request.endpoint == "health.healthz":
+        return None
+    try:
+        engine()
+        indexes.ensure()
+    except pymongo.errors.PyMongoError as e:
+        log.warning("cannot create indexes yet: %s", e)
+        return error_response(503, "database unavailable, try again shortly", headers={"Retry-After": "5"})
+    return None
+
+
+def init_app(app):
+    """Learn the engine and create the unique indexes now if the database answers, else on first use."""
+    probe = EngineProbe(app)
+    app.extensions["rm_engine"] = probe
+    indexes = Indexes(app)
+    app.extensions["rm_indexes"] = indexes
+    app.before_request(_ensure_before_write)
+    try:
+        probe.get()
+        indexes.ensure()
+    except pymongo.errors.PyMongoError as e:
+        log.warning("database not reachable at start (%s); will retry on each request", e)

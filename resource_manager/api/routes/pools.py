@@ -1,0 +1,170 @@
+"""/address-pools: define pools, see their utilisation, allocate addresses from them."""
+
+import re
+
+from flask import Blueprint, current_app, jsonify, request
+from pymongo.errors import DuplicateKeyError
+
+from ...core import addresses as address_allocation
+from ...core import mutex, pool_hints, sweep
+from ...core.addresses import POOLS
+from ...core.allocation import ADDRESS_CLAIMS, AllocationError
+from ...core.constraints import check_allocation
+from ...core.history import utcnow
+from ...core.ipranges import MAX_EXCLUDE, normalise, parse_pool
+from ..auth import require_role
+from ..db import database
+from ..errors import error_response
+from ..responses import created, idempotency_key, invalid
+
+bp = Blueprint("pools", __name__)
+
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+KINDS = ("public", "private")
+DEFAULT_MAX_POOLS = 1000
+
+
+def render(pool, with_utilisation=True):
+    """Return the JSON body of a pool."""
+    fmt = current_app.config["DATE_FORMAT"]
+    body = {"_id": str(pool["_id"]), "name": pool["name"], "cidr": pool["cidr"], "kind": pool["kind"],
+            "exclude": pool.get("exclude", []), "_created": pool["_created"].strftime(fmt),
+            "_updated": pool["_updated"].strftime(fmt)}
+    if with_utilisation:
+        body["utilisation"] = address_allocation.utilisation(database(), pool)
+    return body
+
+
+def _find(name):
+    return database()[POOLS].find_one({"name": name})
+
+
+def _check_pool(body):
+    issues = {}
+    for field in body:
+        if field not in ("name", "cidr", "kind", "exclude"):
+            issues[field] = "unknown field"
+    name = body.get("name")
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # fullmatch: "$" lets "x\n" through
+        issues["name"] = "required: letters, digits, '_', '.', '-' (at most 128)"
+    if body.get("kind") not in KINDS:
+        issues["kind"] = "required: public or private"
+    if not isinstance(body.get("cidr"), str):
+        issues["cidr"] = "required: an IPv4 or IPv6 network such as 10.0.0.0/24"
+        return None, issues
+    max_entries = int(current_app.config.get("POOL_MAX_EXCLUDE", MAX_EXCLUDE))
+    network, _excluded, more = parse_pool(body["cidr"], body.get("exclude", []), max_entries)
+    issues.update(more)
+    return network, issues
+
+
+def _stored_form(network, body):
+    """Return the pool's cidr, merged `exclude` and precomputed `ranges` (see ipranges.normalise)."""
+    fields, _issues = normalise(network, body.get("exclude", []), max_entries=None)  # checked by _check_pool
+    return fields
+
+
+def _too_many(db):
+    limit = int(current_app.config.get("POOLS_MAX", DEFAULT_MAX_POOLS))
+    # Bounds the cost of every listing (and of the overlap check); concurrent creations may pass it by a few.
+    if db[POOLS].count_documents({}) >= limit:
+        return error_response(409, f"there are {limit} pools already, the most this server keeps (POOLS_MAX)")
+    return None
+
+
+def _overlapping(db, kind, network):
+    for pool in db[POOLS].find({"kind": kind}, {"name": 1, "cidr": 1}):
+        other = address_allocation.pool_ranges(pool)[0]
+        if other.version == network.version and other.overlaps(network):
+            return pool["name"]
+    return None
+
+
+@bp.post("/address-pools")
+def create():
+    """Define a pool."""
+    require_role("operator", "admin")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error_response(400, "body must be a JSON object")
+    network, issues = _check_pool(body)
+    if issues:
+        return invalid("pool", issues)
+    db = database()
+    now = utcnow()
+    pool = {"name": body["name"], "kind": body["kind"], **_stored_form(network, body), "_created": now, "_updated": now}
+    try:
+        # One pool definition of a kind at a time, so that the overlap check still holds at the insert.
+        with mutex.holding(db, f"pools/{body['kind']}"):
+            refused = _too_many(db)
+            if refused is not None:
+                return refused
+            other = _overlapping(db, body["kind"], network)
+            if other:
+                return error_response(409, f"{network} overlaps pool {other}")
+            db[POOLS].insert_one(pool)
+    except DuplicateKeyError:
+        return error_response(409, f"pool {body['name']} exists")
+    except mutex.Busy:
+        return error_response(503, "another pool is being defined; retry", headers={"Retry-After": "1"})
+    return created(render(pool), f"/address-pools/{pool['name']}")
+
+
+@bp.get("/address-pools")
+def listing():
+    """List the pools with their utilisation."""
+    pools = database()[POOLS].find().sort("name", 1)
+    return jsonify({"_items": [render(p) for p in pools]})
+
+
+@bp.get("/address-pools/<name>")
+def show(name):
+    """Answer one pool with its utilisation."""
+    pool = _find(name)
+    if pool is None:
+        return error_response(404, f"no pool {name}")
+    return jsonify(render(pool))
+
+
+@bp.delete("/address-pools/<name>")
+def delete(name):
+    """Delete a pool definition (its addresses stay as they are)."""
+    require_role("admin")
+    pool = _find(name)
+    if pool is None:
+        return error_response(404, f"no pool {name}")
+    database()[POOLS].delete_one({"_id": pool["_id"]})
+    pool_hints.forget(database(), pool)
+    return "", 204
+
+
+@bp.post("/address-pools/<name>/allocate")
+def allocate(name):
+    """Allocate the lowest free addresses of a pool, all or nothing."""
+    user = require_role("operator", "admin")["username"]
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict):
+        return error_response(400, "body must be a JSON object")
+    pool = _find(name)
+    if pool is None:
+        return error_response(404, f"no pool {name}")
+    req, issues = check_allocation(body, user, int(current_app.config.get("ALLOCATION_MAX_COUNT", 1024)))
+    if issues:
+        return invalid("allocation", issues)
+    key = idempotency_key()
+    try:
+        alloc, _replayed = address_allocation.allocate(
+            database(), pool, req, user, key, sweep.grace_seconds(current_app),
+            current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", 10))
+    except AllocationError as e:
+        return error_response(e.status, e.message, headers=e.headers())
+    return created({"pool": name, "addresses": alloc["addresses"], "owner": alloc["owner"], "_id": alloc["_id"]})
+
+
+def init_app(app):
+    """Register the pool routes and the unique pool name."""
+    indexes = app.extensions["rm_indexes"]
+    indexes.add(POOLS, [("name", 1)], unique=True, name="name_unique")
+    # Finds a pool's claimed addresses by range on MongoDB (FerretDB scans; see the README).
+    indexes.add(ADDRESS_CLAIMS, [("kind", 1), ("ipkey", 1)], name="kind_ipkey")
+    app.register_blueprint(bp)

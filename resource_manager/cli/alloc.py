@@ -1,0 +1,94 @@
+"""The allocation commands of the CLI: reserve, release, reservations, allocate-address, pools, history."""
+
+import re
+
+from .commands import output_format, parse_json_object
+from .output import write_item, write_items
+from .status import UsageError
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text):
+    """Return seconds from "90", "90s", "30m", "2h", "1d" (or "1h30m"). Raises UsageError."""
+    text = re.sub(r"\s", "", text.lower())
+    if not re.fullmatch(r"(\d+[smhd]?)+", text):
+        raise UsageError(f"--lease: expected a duration like 90s, 30m, 2h or 1d, got {text!r}")
+    parts = re.findall(r"(\d+)([smhd]?)", text)
+    return sum(int(n) * _UNITS[u] for n, u in parts)
+
+
+def _write_names(names, env):
+    for name in names:
+        env.stdout.write(f"{name}\n")
+
+
+def cmd_reserve(client, args, env):
+    if args.count < 1:
+        raise UsageError("--count must be at least 1")
+    where = parse_json_object(args.where, "--where") if args.where else None
+    lease = parse_duration(args.lease) if args.lease else None
+    result = client.reserve(args.count, where=where, owner=args.owner, job_id=args.job_id,
+                            lease_seconds=lease, reason=args.reason, dry_run=args.dry_run,
+                            idempotency_key=args.idempotency_key)
+    fmt = output_format(args, env)
+    if fmt == "plain":
+        _write_names(result.get("would_reserve" if args.dry_run else "hostnames", []), env)
+    else:
+        write_item(result, env.stdout, fmt)
+
+
+def cmd_release(client, args, env):
+    if bool(args.reservation) == bool(args.job_id):
+        raise UsageError("release needs a RESERVATION id or --job-id (one of them)")
+    result = client.release(args.reservation, job_id=args.job_id)
+    fmt = output_format(args, env)
+    if fmt == "plain":
+        _write_names(result.get("released", []), env)
+    else:
+        write_item(result, env.stdout, fmt)
+    if env.stderr_isatty or fmt == "plain":
+        env.note(f"released {len(result.get('released', []))} machine(s)")
+
+
+def cmd_extend(client, args, env):
+    result = client.extend(args.reservation, parse_duration(args.lease))
+    write_item(result, env.stdout, output_format(args, env))
+
+
+def cmd_reservations(client, args, env):
+    items = client.reservations(job_id=args.job_id, owner=args.owner, state=args.state)
+    write_items(items, env.stdout, output_format(args, env),
+                ["_id", "owner", "job_id", "count", "state", "expires", "hostnames"])
+
+
+def cmd_allocate_address(client, args, env):
+    if args.count < 1:
+        raise UsageError("--count must be at least 1")
+    result = client.allocate_address(args.pool, args.count, owner=args.owner, idempotency_key=args.idempotency_key)
+    fmt = output_format(args, env)
+    if fmt == "plain":
+        _write_names(result.get("addresses", []), env)
+    else:
+        write_item(result, env.stdout, fmt)
+
+
+def cmd_pools(client, args, env):
+    pools = client.pools()
+    fmt = output_format(args, env)
+    for pool in pools if fmt != "json" else ():
+        usage = pool.get("utilisation") or {}
+        for key in ("size", "allocated", "free"):
+            pool.setdefault(key, usage.get(key))
+    write_items(pools, env.stdout, fmt, ["name", "kind", "cidr", "size", "allocated", "free"])
+
+
+def cmd_history(client, args, env):
+    items = client.history(args.name)
+    write_items(items, env.stdout, output_format(args, env), ["at", "user", "action", "changes", "reason", "job_id"])
+
+
+HANDLERS = {
+    "reserve": cmd_reserve, "release": cmd_release, "extend": cmd_extend, "reservations": cmd_reservations,
+    "allocate-address": cmd_allocate_address, "pools": cmd_pools, "history": cmd_history,
+}

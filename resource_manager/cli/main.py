@@ -1,0 +1,146 @@
+"""rmctl (and ./client.py): the command line of ResourceManager, with one error funnel for exit codes."""
+
+import os
+import sys
+
+from .. import __version__  # noqa: F401  (cheap: the package __init__ is one line
+from .status import ExitStatus, UsageError
+
+__all__ = ["Environment", "ExitStatus", "UsageError", "main"]
+
+
+class Environment:
+    """What the CLI touches of the outside world, injectable so tests can call main(argv, env)."""
+
+    def __init__(self, stdin=None, stdout=None, stderr=None, environ=None, config_dir=None,
+                 stdout_isatty=None, stderr_isatty=None, prog=None):
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        self.environ = os.environ if environ is None else environ
+        self.config_dir = config_dir
+        self.stdout_isatty = _isatty(self.stdout) if stdout_isatty is None else stdout_isatty
+        self.stderr_isatty = _isatty(self.stderr) if stderr_isatty is None else stderr_isatty
+        self.prog = prog or _prog_name()
+
+    def error(self, message):
+        """Write one line to stderr, prefixed with the program name."""
+        self.stderr.write(f"{self.prog}: {message}\n")
+        self.stderr.flush()
+
+    def note(self, message):
+        """Write an informational line to stderr (stdout is for data)."""
+        self.stderr.write(message + "\n")
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _prog_name():
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "rmctl"
+    return name if name and name not in ("__main__.py", "-c") else "rmctl"
+
+
+def main(argv=None, env=None):
+    """Run one command; return its exit code (0 ok, 1 unexpected, 2 usage, 4/5 API, 6 transport, 130)."""
+    env = env or Environment()
+    argv = _join_sort(sys.argv[1:] if argv is None else list(argv))
+    from .parser import build
+
+    parser = build(env.prog, env.stdout, env.stderr)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error argparse already printed
+        return e.code if isinstance(e.code, int) else ExitStatus.USAGE
+    debug = getattr(args, "debug", False) or "--debug" in argv
+    try:
+        return _run(args, env) or ExitStatus.OK
+    except KeyboardInterrupt:
+        env.error("interrupted")
+        return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`rmctl list | head`): not an error worth a message.
+        _silence_stdout(env)
+        return ExitStatus.OK
+    except Exception as e:  # the funnel: every failure becomes one line and an exit code
+        code, message = _describe(e, env)
+        if debug:
+            import traceback
+
+            traceback.print_exc(file=env.stderr)
+        env.error(message)
+        return code
+
+
+def _join_sort(argv):
+    # `--sort -hostname` reads naturally; argparse would take -hostname for an option.
+    joined = []
+    for arg in argv:
+        if joined and joined[-1] == "--sort" and arg.startswith("-") and arg[1:2].isalpha():
+            joined[-1] = f"--sort={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
+def _run(args, env):
+    from . import commands as cli_commands
+
+    return cli_commands.run(args, env)
+
+
+def _describe(error, env):
+    from ..clientlib.errors import APIError, ResourceManagerError, TransportError
+
+    if isinstance(error, UsageError):
+        return ExitStatus.USAGE, str(error)
+    if isinstance(error, APIError):
+        return (ExitStatus.API_5XX if error.status >= 500 else ExitStatus.API_4XX), _api_message(error, env)
+    if isinstance(error, TransportError):
+        return ExitStatus.UNREACHABLE, error.message
+    if isinstance(error, ResourceManagerError):
+        return ExitStatus.UNEXPECTED, error.message
+    return ExitStatus.UNEXPECTED, (f"unexpected error: {type(error).__name__}: {error} "
+                                   "(run again with --debug for details)")
+
+
+def _api_message(error, env):
+    from urllib.parse import unquote, urlsplit
+
+    what = ""
+    if error.method and error.url:
+        what = f"{error.method} {unquote(urlsplit(error.url).path)}: "
+    message = error.message
+    if error.status == 404 and message.startswith("The requested URL was not found"):
+        message = "not found"
+    if error.issues:
+        from ..clientlib.errors import format_issues
+
+        # Eve's 422 message ("Insertion failure: 1 document(s)...") says less than the issues do.
+        text = f"{what}{error.status} invalid: {format_issues(error.issues)}"
+    else:
+        text = f"{what}{error.status} {message}"
+    if error.status == 401:
+        text += " - check the credentials: --username/--password, RM_USERNAME/RM_PASSWORD or the config file"
+    elif error.status == 403:
+        text += (f" - user '{getattr(env, 'username', None) or 'this user'}' lacks the role for this: "
+                 "writes need an operator or admin account")
+    elif error.status == 412:
+        text += " - the item changed since it was read; try again (update --retries N re-reads for you)"
+    return text
+
+
+def _silence_stdout(env):
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, env.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

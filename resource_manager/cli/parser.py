@@ -1,0 +1,258 @@
+"""The argparse tree of rmctl / ./client.py: commands, options and their examples."""
+
+import argparse
+import sys
+
+from .. import __version__
+from ..schema import NAME_FIELDS
+
+RESOURCE_TYPES = tuple(NAME_FIELDS)
+OUTPUT_FORMATS = ("table", "json", "csv")
+
+DESCRIPTION = """Manage ResourceManager machines and addresses from the shell.
+
+Endpoint and credentials: --endpoint/--username/--password, else RM_ENDPOINT/RM_USERNAME/RM_PASSWORD,
+else the config file ($RM_CONFIG or ~/.config/resource-manager/client.ini, section [client]),
+else http://127.0.0.1:5000 with admin/admin.
+
+Server restarts are ridden out: connection errors and 502/503/504 are retried (--max-retries, 5; none
+later than --retry-time, 30 s, after the first failure; waits as Retry-After says, else from
+--retry-backoff, 0.5 s, doubling), each retry noted on stderr. Only requests safe to repeat are repeated;
+reserve and allocate-address carry an Idempotency-Key so a repeat never reserves twice."""
+
+EPILOG = """examples:
+  {prog} list
+  {prog} list --state idle --sort hostname --fields hostname,owner
+  {prog} list -r public-addresses --format csv > addresses.csv
+  {prog} create hostname=a-15-r state=idle tags.memory:=17179869184
+  {prog} update a-15-r owner=ci
+  {prog} reserve --count 2 --lease 2h --job-id build-42 --format plain
+  {prog} import machines.csv
+
+exit codes: 0 ok, 1 unexpected error, 2 usage, 4 refused by the API (4xx), 5 server error (5xx),
+6 cannot connect or timed out, 130 interrupted"""
+
+ASSIGNMENTS_HELP = ("field=value pairs; field:=JSON for numbers, booleans, null, lists; "
+                    "tags.memory:=16 sets one tag")
+
+COMMANDS = {
+    "list": ("list items (table on a terminal, JSON when piped)", """examples:
+  {prog} list
+  {prog} list --state idle --owner ''
+  {prog} list --where '{{"tags.memory": {{"$gte": 17179869184}}}}' --sort -hostname
+  {prog} list --fields hostname,state --format csv
+  {prog} list -r private-addresses -e http://127.0.0.1:5000"""),
+    "get": ("show one item by name (hostname or address)", """examples:
+  {prog} get a-15-r
+  {prog} get 10.0.0.7 -r private-addresses --format json"""),
+    "create": ("create an item from --json or field=value pairs", """examples:
+  {prog} create --json '{{"hostname":"my-machine", "owner": "tony", "state": "idle"}}'
+  {prog} create hostname=my-machine state=idle tags.cpucores:=8
+  {prog} create -r public-addresses address=203.0.113.7"""),
+    "update": ("change fields of an item (PATCH with If-Match)", """examples:
+  {prog} update --json '{{"hostname":"my-machine", "owner": ""}}'
+  {prog} update my-machine owner=ci state=in_use
+  {prog} update my-machine job_id:=null --retries 3"""),
+    "delete": ("delete an item", """examples:
+  {prog} delete my-machine
+  {prog} delete --json '{{"hostname":"my-machine"}}'"""),
+    "import": ("create or update items from a CSV or JSON-lines file",
+               """Rows are matched by name (hostname/address): new ones are created in bulk,
+existing ones updated when they differ. Empty CSV cells are left out; tags.<key> columns fill tags.
+Prints a summary; each failed row is reported on stderr; exit code 4 when any row failed.
+
+examples:
+  {prog} import machines.csv
+  {prog} import addresses.jsonl -r public-addresses
+  {prog} export backup.csv && {prog} import backup.csv"""),
+    "export": ("write every item (or those matching --where) to CSV, JSON or JSON lines", """examples:
+  {prog} export machines.csv
+  {prog} export --format jsonl --where '{{"state": "idle"}}' > idle.jsonl"""),
+    "reserve": ("reserve idle machines (exclusive, with a lease)", """examples:
+  {prog} reserve --count 2 --lease 2h --job-id build-42
+  hosts=$({prog} reserve --count 4 --where '{{"tags.cpucores": {{"$gte": 8}}}}' --format plain)
+  {prog} reserve --count 2 --job-id "$BUILD_TAG" --idempotency-key "$BUILD_TAG-hosts"
+  {prog} reserve --count 10 --dry-run"""),
+    "release": ("release a reservation, or every reservation of a job", """examples:
+  {prog} release 6650c0ffee0000000000abcd
+  {prog} release --job-id build-42"""),
+    "extend": ("extend the lease of a reservation", """examples:
+  {prog} extend 6650c0ffee0000000000abcd --lease 4h"""),
+    "reservations": ("list reservations", """examples:
+  {prog} reservations --state active
+  {prog} reservations --job-id build-42 --format json"""),
+    "allocate-address": ("allocate free addresses from a pool", """examples:
+  {prog} allocate-address lab-public
+  {prog} allocate-address lab-private --count 4 --format plain"""),
+    "pools": ("list address pools and their utilisation", """examples:
+  {prog} pools
+  {prog} pools --format json"""),
+    "history": ("show the change history of an item, newest first", """examples:
+  {prog} history a-15-r
+  {prog} history 203.0.113.7 -r public-addresses"""),
+}
+
+
+def _common(parser, top):
+    # Options accepted before and after the command: old scripts put -r/-e after it.
+    default = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
+    parser.add_argument("-r", "--resource", choices=RESOURCE_TYPES, default=default("machines"),
+                        help="resource type (default: machines)")
+    parser.add_argument("-e", "--endpoint", default=default(None), help="API base URL (RM_ENDPOINT)")
+    parser.add_argument("-u", "--username", default=default(None), help="user name (RM_USERNAME)")
+    parser.add_argument("-p", "--password", default=default(None),
+                        help="password (RM_PASSWORD; prefer the variable or the config file)")
+    parser.add_argument("--timeout", type=float, default=default(None), help="seconds per request (RM_TIMEOUT)")
+    parser.add_argument("--max-retries", type=_count, default=default(None), metavar="N",
+                        help="retries after a connection error or 502/503/504 (RM_MAX_RETRIES, 5; 0: none)")
+    parser.add_argument("--retry-time", type=_seconds, default=default(None), metavar="SECONDS",
+                        help="no retry later than this after the first failure (RM_RETRY_TIME, 30)")
+    parser.add_argument("--retry-backoff", type=_seconds, default=default(None), metavar="SECONDS",
+                        help="first wait between retries, doubling, unless Retry-After says (RM_RETRY_BACKOFF, 0.5)")
+    parser.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks")
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _idempotency(parser, what):
+    parser.add_argument("--idempotency-key", metavar="KEY",
+                        help=f"the same KEY again answers the same {what} instead of making another, "
+                             "e.g. $BUILD_TAG when the whole job step may be re-run (default: a new key "
+                             "per command, kept across its own retries)")
+
+
+def _output(parser, extra=()):
+    parser.add_argument("-f", "--format", choices=OUTPUT_FORMATS + tuple(extra),
+                        help="output format (default: table on a terminal, else json)")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser writing its help, version and usage errors to the streams it is given."""
+
+    def __init__(self, *args, stdout=None, stderr=None, **kwargs):
+        self.out, self.err = stdout, stderr
+        super().__init__(*args, **kwargs)
+
+    def _print_message(self, message, file=None):
+        # argparse names sys.stdout for help and version, sys.stderr (or nothing) for errors.
+        if message:
+            if file is None or file is sys.stderr:
+                (self.err or sys.stderr).write(message)
+            else:
+                (self.out or sys.stdout).write(message)
+
+
+def build(prog, stdout=None, stderr=None):
+    """Return the top-level parser, writing to ``stdout`` and ``stderr`` (default: the process's)."""
+    parser = Parser(prog=prog, description=DESCRIPTION, epilog=EPILOG.format(prog=prog),
+                    formatter_class=argparse.RawDescriptionHelpFormatter, stdout=stdout, stderr=stderr)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    commands = {}
+    for name, (summary, examples) in COMMANDS.items():
+        commands[name] = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+                                        epilog=examples.format(prog=prog),
+                                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                                        stdout=stdout, stderr=stderr)
+        _common(commands[name], top=False)
+
+    p = commands["list"]
+    p.add_argument("--where", help="Eve/MongoDB filter as JSON")
+    p.add_argument("--sort", help="field to sort by; -field for descending; a,b for several")
+    p.add_argument("--fields", help="comma-separated fields to show")
+    p.add_argument("--state", help="machines in this state (shortcut for --where)")
+    p.add_argument("--owner", help="items of this owner ('' for none)")
+    p.add_argument("--limit", type=int, help="at most this many items")
+    _output(p)
+
+    p = commands["get"]
+    p.add_argument("name", help="hostname, address or _id")
+    _output(p)
+
+    for name in ("create", "update", "delete"):
+        p = commands[name]
+        p.add_argument("--json", dest="json_doc", metavar="JSON",
+                       help="the document as a JSON object" + (" naming the item" if name != "create" else ""))
+    for name in ("create", "update", "delete"):
+        commands[name].add_argument("--reason", help="why: kept in the item's history")
+    commands["create"].add_argument("assignments", nargs="*", metavar="FIELD=VALUE", help=ASSIGNMENTS_HELP)
+    commands["update"].add_argument("words", nargs="*", metavar="NAME FIELD=VALUE", help="the item, then "
+                                    + ASSIGNMENTS_HELP)
+    commands["update"].add_argument("--retries", type=int, default=0,
+                                    help="re-read and retry this many times if the item changes meanwhile")
+    commands["delete"].add_argument("name", nargs="?", help="hostname, address or _id")
+    for name in ("create", "update"):
+        _output(commands[name])
+
+    p = commands["import"]
+    p.add_argument("file", help="CSV, JSON lines or a JSON array; - for standard input")
+    p.add_argument("--format", dest="file_format", choices=("csv", "jsonl", "json"),
+                   help="file format (default: from the extension, else guessed from the content)")
+    p.add_argument("--chunk-size", type=int, default=1000, help="documents per bulk request (default 1000)")
+
+    p = commands["export"]
+    p.add_argument("file", nargs="?", default="-", help="output file (default: standard output)")
+    p.add_argument("--format", dest="file_format", choices=("csv", "jsonl", "json"),
+                   help="file format (default: from the extension, else json)")
+    p.add_argument("--where", help="Eve/MongoDB filter as JSON")
+
+    p = commands["reserve"]
+    p.add_argument("--count", type=int, required=True, help="how many machines")
+    p.add_argument("--where", help="which machines qualify, as JSON")
+    p.add_argument("--lease", help="lease length: 90s, 30m, 2h, 1d or seconds")
+    p.add_argument("--job-id", help="the job the machines are for")
+    p.add_argument("--owner", help="owner to record (default: your user name)")
+    p.add_argument("--reason", help="free text kept in the history")
+    p.add_argument("--dry-run", action="store_true", help="show what would be reserved")
+    _idempotency(p, "reserve")
+    _output(p, extra=("plain",))
+
+    p = commands["release"]
+    p.add_argument("reservation", nargs="?", help="reservation id")
+    p.add_argument("--job-id", help="release every reservation of this job")
+    _output(p, extra=("plain",))
+
+    p = commands["extend"]
+    p.add_argument("reservation", help="reservation id")
+    p.add_argument("--lease", required=True, help="new lease from now: 90s, 30m, 2h, 1d or seconds")
+    _output(p)
+
+    p = commands["reservations"]
+    p.add_argument("--job-id")
+    p.add_argument("--owner")
+    p.add_argument("--state", choices=("active", "released", "expired"))
+    _output(p)
+
+    p = commands["allocate-address"]
+    p.add_argument("pool", help="address pool name")
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--owner", help="owner to record (default: your user name)")
+    _idempotency(p, "allocation")
+    _output(p, extra=("plain",))
+
+    _output(commands["pools"])
+
+    p = commands["history"]
+    p.add_argument("name", help="hostname or address")
+    _output(p)
+    return parser

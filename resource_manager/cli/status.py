@@ -1,0 +1,19 @@
+"""The CLI's exit statuses (documented in `rmctl --help` and the README) and its usage error."""
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """What the process exit code of rmctl (and ./client.py) means."""
+
+    OK = 0
+    UNEXPECTED = 1  # a bug, or an error with no better code
+    USAGE = 2  # the command line is wrong
+    API_4XX = 4  # the server refused the request
+    API_5XX = 5  # the server failed
+    UNREACHABLE = 6  # cannot connect, or timed out
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class UsageError(Exception):
+    """The command line is wrong (exit code 2)."""

@@ -1,0 +1,396 @@
+"""Claims and reservations: the only code that grants exclusivity.
+
+A machine or an address belongs to whoever inserted its claim document (`_id` = the
+machine's `_id`, or "<kind>/<canonical address>": identities that never change, so a
+rename cannot open a second claim). The insert of an existing `_id` fails atomically
+(E11000) on MongoDB and FerretDB alike, so two claimants can never both win, whatever
+reads they made before. Everything else here is bookkeeping around that one fact, with
+each step a conditional write that is atomic on every engine (atomic.py), ordered so
+that a crash at any point leaves a visible, repairable state (see sweep.py):
+
+reserve:  insert reservation (pending) -> claims -> machines in_use (if unchanged) -> active (if still pending)
+end:      mark `ending` (if active and not ending: one ender) -> machines idle -> claims deleted -> released/expired
+undo:     mark `ending` (the sweep, if still pending) -> machines idle -> claims deleted -> reservation deleted
+extend:   new expiry (if active, not ending, not yet expired): ordered against an ending either way
+"""
+
+import datetime
+import hashlib
+import json
+import time
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from . import history
+from .candidates import Candidates
+from .constraints import fingerprint
+from .etag import etag
+from .history import utcnow
+
+MACHINE_CLAIMS = "machine_claims"
+ADDRESS_CLAIMS = "address_claims"
+RESERVATIONS = "reservations"
+ENDS = "reservation_ends"  # end markers of earlier versions; the sweep finishes what they started
+NOT_ENDING = {"$exists": False}
+REPLAY_POLL = 0.05
+CANDIDATE_BATCH = 64  # idle machines read at a time when reserving (see _claim_candidates)
+
+
+class AllocationError(Exception):
+    """A request the allocator cannot meet; `status` is the HTTP answer (503: retry after `retry_after` s)."""
+
+    def __init__(self, message, status=409, retry_after=None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after if retry_after is not None else (1 if status == 503 else None)
+
+    def headers(self):
+        """Return the headers of the HTTP answer."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else None
+
+
+class Shortfall(AllocationError):
+    """Fewer resources available than requested; nothing was taken."""
+
+    def __init__(self, requested, available):
+        super().__init__(f"requested {requested}, {available} available")
+        self.requested, self.available = requested, available
+
+
+def request_id(prefix, user, key):
+    """Return the _id of a new reservation/allocation: derived from an Idempotency-Key if given."""
+    if not key:
+        return str(ObjectId())
+    return prefix + hashlib.sha256(f"{user}\0{key}".encode()).hexdigest()[:32]
+
+
+def claim_machine(db, machine, holder):
+    """Insert the claim on `machine` (keyed by its _id); return whether we won it."""
+    try:
+        db[MACHINE_CLAIMS].insert_one({"_id": machine["_id"], "hostname": machine.get("hostname"),
+                                       "holder": holder, "at": utcnow()})
+        return True
+    except DuplicateKeyError:
+        return False
+
+
+def drop_machine_claim(db, machine_id, holder):
+    """Delete the claim on machine `machine_id`, only if `holder` holds it."""
+    db[MACHINE_CLAIMS].delete_one({"_id": machine_id, "holder": holder})
+
+
+def rekey_legacy_claims(db):
+    """Move claims keyed by hostname (before 1.1) to the machine's _id; return how many moved."""
+    moved = 0
+    for claim in list(db[MACHINE_CLAIMS].find({"hostname": {"$exists": False}})):
+        machine = db.machines.find_one({"hostname": claim["_id"]}, {"hostname": 1})
+        if machine is not None:
+            try:
+                db[MACHINE_CLAIMS].insert_one({"_id": machine["_id"], "hostname": machine["hostname"],
+                                               "holder": claim["holder"], "at": claim["at"]})
+            except DuplicateKeyError:
+                pass  # already claimed under its _id; the sweep judges which holder is real
+        db[MACHINE_CLAIMS].delete_one({"_id": claim["_id"], "holder": claim["holder"]})
+        moved += 1
+    return moved
+
+
+def address_claim_id(kind, address):
+    """Return the claim _id of an address of kind public/private."""
+    return f"{kind}/{address}"
+
+
+def claim_address(db, kind, address, holder, doc_id, key):
+    """Insert the address's claim; return whether we won it."""
+    try:
+        db[ADDRESS_CLAIMS].insert_one({"_id": address_claim_id(kind, address), "kind": kind, "ipkey": key,
+                                       "holder": holder, "doc": doc_id, "at": utcnow()})
+        return True
+    except DuplicateKeyError:
+        return False
+
+
+def drop_address_claim(db, kind, address, **match):
+    """Delete the address's claim, only if it still matches (`doc=` or `holder=`)."""
+    db[ADDRESS_CLAIMS].delete_one({"_id": address_claim_id(kind, address), **match})
+
+
+def stamp(before, fields, now):
+    """Return the $set for `fields` on an Eve document, with a fresh _etag and _updated."""
+    after = {k: v for k, v in before.items() if k != "_etag"}
+    after.update(fields)
+    after["_updated"] = now
+    return dict(fields, _updated=now, _etag=etag(after))
+
+
+def _set_machine(db, machine, fields, match, action, user, reason, job_id):
+    now = utcnow()
+    result = db.machines.update_one(dict(match, _id=machine["_id"]), {"$set": stamp(machine, fields, now)})
+    if result.matched_count != 1:
+        return False
+    after = dict(machine, **fields)
+    history.record(db, "machines", after, action, history.diff(machine, after), user, reason, job_id, now)
+    return True
+
+
+def free_machine(db, machine, rid, action, user=None, reason=None):
+    """Put a machine held by reservation `rid` back to idle; return whether it was held."""
+    fields = {"state": "idle", "owner": None, "job_id": None, "reservation": None}
+    return _set_machine(db, machine, fields, {"reservation": rid}, action, user, reason, machine.get("job_id"))
+
+
+# -- reserving ---------------------------------------------------------------
+
+def reserve(db, req, user, key=None, grace=120, wait=10):
+    """Reserve req["count"] idle machines matching req["where"]; return (reservation, replayed).
+
+    Raises Shortfall (nothing taken) or AllocationError (replay conflicts, slowness).
+    """
+    rid = request_id("res-", user, key)
+    fp = fingerprint(req)
+    for _attempt in range(3):
+        now = utcnow()
+        # `where` is kept as JSON text: its dotted keys (tags.memory) are not valid stored field names.
+        doc = dict(req, where=json.dumps(req["where"] or {}), _id=rid, state="pending", user=user,
+                   idempotency_key=key, fingerprint=fp,
+                   hostnames=[], machine_ids=[], expires=None, _created=now, _updated=now)
+        try:
+            db[RESERVATIONS].insert_one(doc)
+        except DuplicateKeyError:
+            existing = await_settled(db[RESERVATIONS], rid, wait)
+            if existing is None:
+                continue  # the first request failed and was undone: make it ourselves
+            if existing.get("fingerprint") != fp:
+                raise AllocationError("this Idempotency-Key was used for a different request", 422) from None
+            return existing, True
+        return _fill(db, doc, grace), False
+    raise AllocationError("could not settle this Idempotency-Key; retry")
+
+
+def await_settled(collection, _id, wait):
+    """Wait until a pending document settles; return it, or None once it is gone."""
+    deadline = time.monotonic() + wait
+    while True:
+        doc = collection.find_one({"_id": _id})
+        if doc is None or doc.get("state") != "pending":
+            return doc
+        if time.monotonic() > deadline:
+            # 503, not 409: the first request may yet succeed, and a client retrying with this key must retry.
+            raise AllocationError(f"a request with this Idempotency-Key is still in progress ({_id}); retry later",
+                                  503)
+        time.sleep(REPLAY_POLL)
+
+
+def _fill(db, res, grace):
+    """Claim, then take, res["count"] machines; undo everything on any failure."""
+    rid, count = res["_id"], res["count"]
+    deadline = time.monotonic() + grace / 2
+    claimed, taken = [], []
+    try:
+        reclaimed = False
+        while len(taken) < count:
+            claimed += _claim_candidates(db, res, count - len(taken) - len(claimed))
+            if len(taken) + len(claimed) < count and not reclaimed:
+                reclaimed = True
+                if reclaim_expired(db)[0]:
+                    continue
+            if len(taken) + len(claimed) < count:
+                raise Shortfall(count, len(taken) + len(claimed))
+            if time.monotonic() > deadline:
+                # Past grace/2 the sweep may soon judge us crashed; give up cleanly instead.
+                raise AllocationError("reservation took too long; nothing reserved, retry", 503)
+            fields = {"state": "in_use", "owner": res["owner"], "job_id": res["job_id"], "reservation": rid}
+            for machine in claimed:
+                # Still idle in the version we read just after claiming: a write in between makes us let go.
+                if _set_machine(db, machine, fields, {"_etag": machine.get("_etag"), "state": "idle"}, "reserve",
+                                res["user"], res["reason"], res["job_id"]):
+                    taken.append(machine)
+                else:
+                    drop_machine_claim(db, machine["_id"], rid)
+            claimed = []
+        now = utcnow()
+        expires = now + datetime.timedelta(seconds=res["lease_seconds"]) if res["lease_seconds"] else None
+        update = {"state": "active", "hostnames": sorted(m["hostname"] for m in taken),
+                  "machine_ids": [m["_id"] for m in taken], "expires": expires, "_updated": now}
+        # Only if still pending and not being undone by a sweep that judged us dead.
+        result = db[RESERVATIONS].update_one({"_id": rid, "state": "pending", "ending": NOT_ENDING},
+                                             {"$set": update})
+        if result.matched_count != 1:
+            raise AllocationError("reservation was repaired by a sweep while being made; retry", 503)
+        return dict(res, **update)
+    except BaseException:
+        undo(db, res, claimed + taken)
+        raise
+
+
+def _claim_candidates(db, res, need):
+    """Claim up to `need` idle machines matching the reservation; return their fresh documents.
+
+    Candidates come a batch at a time from this process's pass over the idle machines matching
+    the filter (candidates.py: one query serves many reservations, in the database's own order),
+    the lowest hostnames of each batch first; those not needed go back for the next reservation.
+    No sort and no read of every claim: on an engine that sorts and limits in memory (FerretDB)
+    that read and decoded every idle machine to hand out one. A machine held by another
+    reservation fails its claim insert and is skipped; one changed since the pass read it fails
+    the re-read.
+    """
+    if need <= 0:
+        return []
+    rid = res["_id"]
+    query = dict(json.loads(res["where"]), state="idle")
+    candidates = Candidates(db.machines, query, max(CANDIDATE_BATCH, 2 * need))
+    got = []
+    while len(got) < need:
+        chunk = sorted(candidates.next_batch(), key=lambda m: m["hostname"])
+        if not chunk:
+            break
+        for tried, candidate in enumerate(chunk):
+            if len(got) == need:
+                candidates.give_back(chunk[tried:])
+                break
+            if not claim_machine(db, candidate, rid):
+                continue
+            # Re-read after winning: the machine may have changed between our query and our claim.
+            fresh = db.machines.find_one({"_id": candidate["_id"]})
+            if fresh is None or fresh.get("state") != "idle" or fresh.get("hostname") != candidate["hostname"]:
+                drop_machine_claim(db, candidate["_id"], rid)
+                continue
+            got.append(fresh)
+    return got
+
+
+def take_over_pending(db, collection, _id):
+    """Mark a pending request as being undone by us (the sweep); return whether we won it."""
+    result = db[collection].update_one({"_id": _id, "state": "pending", "ending": NOT_ENDING},
+                                       {"$set": {"ending": "undone", "_updated": utcnow()}})
+    return result.matched_count == 1
+
+
+def undo(db, res, machines=None):
+    """Roll back a pending reservation (machines idle, claims deleted, reservation deleted); return freed hostnames."""
+    rid = res["_id"]
+    if machines is None:
+        machines = list(db.machines.find({"reservation": rid}))
+        machine_ids = [c["_id"] for c in db[MACHINE_CLAIMS].find({"holder": rid}, {"_id": 1})]
+    else:
+        machine_ids = [m["_id"] for m in machines]
+    freed = []
+    for machine in machines:
+        current = db.machines.find_one({"_id": machine["_id"]})
+        if current is not None and current.get("reservation") == rid:
+            if free_machine(db, current, rid, "release", None, "reservation not completed"):
+                freed.append(current["hostname"])
+    for machine_id in set(machine_ids) | {m["_id"] for m in machines}:
+        drop_machine_claim(db, machine_id, rid)
+    db[RESERVATIONS].delete_one({"_id": rid, "state": "pending"})
+    return freed
+
+
+# -- ending ------------------------------------------------------------------
+
+def end_reservation(db, res, why, user=None, reason=None):
+    """End an active reservation (why: released/expired); return its freed hostnames.
+
+    Returns None when it is not ours to end: another request is ending it, or (for an
+    expiry) it was extended meanwhile. The conditional `ending` mark makes one ender,
+    and orders every ending against every extension.
+    """
+    now = utcnow()
+    condition = {"_id": res["_id"], "state": "active", "ending": NOT_ENDING}
+    if why == "expired":
+        condition["expires"] = {"$lt": now}
+    result = db[RESERVATIONS].update_one(condition, {"$set": {"ending": why, "ended": now, "ended_by": user,
+                                                              "_updated": now}})
+    if result.matched_count != 1:
+        return None
+    return finish_end(db, res, why, user, reason)
+
+
+def finish_end(db, res, why, user=None, reason=None):
+    """Do (or redo, after a crash) the steps of ending a reservation; return freed hostnames."""
+    rid = res["_id"]
+    released = []
+    for machine_id in res.get("machine_ids", []):
+        machine = db.machines.find_one({"_id": machine_id})
+        if machine is not None and machine.get("reservation") == rid:
+            if free_machine(db, machine, rid, "expire" if why == "expired" else "release", user, reason):
+                released.append(machine["hostname"])
+        drop_machine_claim(db, machine_id, rid)
+    now = utcnow()
+    db[RESERVATIONS].update_one({"_id": rid, "state": "active"},
+                                {"$set": {"state": why, "ending": why, "_updated": now}})
+    return sorted(released)
+
+
+def release(db, rid, user=None, reason=None):
+    """Release reservation `rid`; return freed hostnames ([] if already ended), or None if unknown."""
+    res = db[RESERVATIONS].find_one({"_id": rid})
+    if res is None:
+        return None
+    if res["state"] == "pending":
+        raise AllocationError(f"reservation {rid} is still being made; retry shortly", 503)
+    if res["state"] != "active":
+        return []
+    return end_reservation(db, res, "released", user, reason) or []
+
+
+def reclaim_expired(db, user=None):
+    """End every active reservation whose lease has passed; return (count, hostnames)."""
+    hostnames, count = [], 0
+    for res in list(db[RESERVATIONS].find({"state": "active", "expires": {"$lt": utcnow()}})):
+        freed = end_reservation(db, res, "expired", user, "lease expired")
+        if freed is not None:
+            count += 1
+            hostnames += freed
+    return count, hostnames
+
+
+def extend(db, rid, lease_seconds):
+    """Set the lease to end `lease_seconds` from now (never earlier); return the reservation.
+
+    Raises AllocationError: 404 unknown, 409 not active, ending, lease-less or expired.
+    """
+    now = utcnow()
+    expires = now + datetime.timedelta(seconds=lease_seconds)
+    # $max: never earlier, even against a concurrent extension; the condition orders us against endings.
+    result = db[RESERVATIONS].update_one(
+        {"_id": rid, "state": "active", "ending": NOT_ENDING, "expires": {"$gt": now}},
+        {"$max": {"expires": expires}, "$set": {"_updated": now}})
+    res = db[RESERVATIONS].find_one({"_id": rid})
+    if result.matched_count == 1:
+        return res
+    if res is None:
+        raise AllocationError(f"no reservation {rid}", 404)
+    if res["state"] != "active":
+        raise AllocationError(f"reservation {rid} is {res['state']}")
+    if res.get("ending"):
+        raise AllocationError(f"reservation {rid} is being {res['ending']}")
+    if res.get("expires") is None:
+        raise AllocationError(f"reservation {rid} has no lease to extend")
+    raise AllocationError(f"the lease of reservation {rid} has expired")
+
+
+def explain(db, req):
+    """Answer a dry run: what would be reserved, and why not when too little matches."""
+    matching = list(db.machines.find(req["where"] or {}, {"hostname": 1, "state": 1, "reservation": 1}))
+    busy = {c["_id"] for c in db[MACHINE_CLAIMS].find({}, {"_id": 1})}
+    expired = {r["_id"] for r in db[RESERVATIONS].find({"state": "active", "expires": {"$lt": utcnow()}},
+                                                        {"_id": 1})}
+    states = {}
+    for m in matching:
+        states[m.get("state")] = states.get(m.get("state"), 0) + 1
+    free = sorted(m["hostname"] for m in matching if m.get("state") == "idle" and m["_id"] not in busy)
+    reclaimable = sorted(m["hostname"] for m in matching if m.get("reservation") in expired)
+    available = free + reclaimable
+    count = req["count"]
+    body = {"would_reserve": available[:count] if len(available) >= count else [], "requested": count,
+            "matching": len(matching), "idle": states.get("idle", 0), "available": len(available),
+            "reclaimable": len(reclaimable), "states": states}
+    if len(available) < count:
+        body["explanation"] = (
+            f"requested {count}, {len(available)} available: {len(matching)} machines match the constraints, "
+            f"{states.get('idle', 0)} of them idle ({len(free)} unclaimed), "
+            f"{len(reclaimable)} held by expired leases")
+    return body

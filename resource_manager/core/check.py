@@ -1,0 +1,130 @@
+"""rm-check: read the database and report every broken invariant of machines, reservations and addresses.
+
+Each violation names its invariant, the item, what is wrong, and whether the sweep repairs it
+(`repairable`). Work still in progress (a pending reservation, an ending not finished) is not a
+violation until it is older than the grace period: pass 0 once no server is serving.
+
+The invariants:
+- reserved-machine: every active reservation's machines exist, are `in_use`, name it, and hold its claims;
+- complete: an active reservation holds as many machines as it asked for;
+- one-holder: no machine is in two active reservations, and no claim is held for a reservation
+  that does not list the machine;
+- in-use-reserved: every `in_use` machine (or one naming a reservation) has an active reservation holding it;
+- address-claimed: every address with an owner holds its claim, and every claim's address has an owner;
+- half-done: nothing pending or half-ended past the grace period;
+- acknowledged: (tests) every acknowledged write's value is present, given as expectations.
+"""
+
+import datetime
+
+from .addresses import ALLOCATIONS, collection_of
+from .allocation import ADDRESS_CLAIMS, ENDS, MACHINE_CLAIMS, RESERVATIONS
+from .history import utcnow
+
+
+class Report:
+    """The violations found, in the order found."""
+
+    def __init__(self):
+        self.violations = []
+
+    def add(self, invariant, item, detail, repairable):
+        self.violations.append({"invariant": invariant, "item": item, "detail": detail, "repairable": repairable})
+
+
+def check(db, grace=0, expected=()):
+    """Return the list of violations in `db` (see the module doc).
+
+    `expected`: (collection, _id, field, value) of acknowledged writes to verify.
+    """
+    report = Report()
+    cutoff = utcnow() - datetime.timedelta(seconds=grace)
+    _check_machines(db, report, cutoff)
+    for kind in ("public", "private"):
+        _check_addresses(db, report, kind, cutoff)
+    for collection, _id, field, value in expected:
+        doc = db[collection].find_one({"_id": _id}, {field.split(".")[0]: 1})
+        found = _dig(doc, field) if doc is not None else "(no such document)"
+        if found != value:
+            report.add("acknowledged", f"{collection}/{_id}", f"{field} is {found!r}, acknowledged {value!r}", False)
+    return report.violations
+
+
+def _dig(doc, dotted):
+    for part in dotted.split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
+
+
+def _check_machines(db, report, cutoff):
+    machines = {m["_id"]: m for m in db.machines.find({}, {"hostname": 1, "state": 1, "reservation": 1})}
+    claims = {c["_id"]: c for c in db[MACHINE_CLAIMS].find()}
+    holders = {}
+    for res in db[RESERVATIONS].find({"state": {"$in": ["pending", "active"]}}):
+        rid = res["_id"]
+        if res["state"] == "pending" or res.get("ending"):
+            since = res.get("ended") if res.get("ending") and res["state"] == "active" else res.get("_created")
+            if since is None or since < cutoff:
+                doing = "pending" if res["state"] == "pending" else f"being {res['ending']}"
+                report.add("half-done", f"reservation {rid}", f"{doing} since {since}", True)
+            continue
+        ids = res.get("machine_ids") or []
+        if len(ids) != res.get("count"):
+            report.add("complete", f"reservation {rid}", f"holds {len(ids)} machines, asked for {res.get('count')}",
+                       False)
+        for machine_id in ids:
+            holders.setdefault(machine_id, []).append(rid)
+            machine = machines.get(machine_id)
+            if machine is None:
+                report.add("reserved-machine", f"reservation {rid}", f"machine {machine_id} does not exist", False)
+                continue
+            if machine.get("state") != "in_use" or machine.get("reservation") != rid:
+                report.add("reserved-machine", f"machine {machine['hostname']}",
+                           f"is {machine.get('state')} naming reservation {machine.get('reservation')}, "
+                           f"but active reservation {rid} lists it", False)
+            claim = claims.get(machine_id)
+            if claim is None or claim.get("holder") != rid:
+                report.add("reserved-machine", f"machine {machine['hostname']}",
+                           f"claim held by {claim and claim.get('holder')}, not by its reservation {rid}", False)
+    for machine_id, rids in holders.items():
+        if len(rids) > 1:
+            name = machines.get(machine_id, {}).get("hostname", machine_id)
+            report.add("one-holder", f"machine {name}", f"in active reservations {', '.join(map(str, rids))}", False)
+    pending = {r["_id"] for r in db[RESERVATIONS].find({"state": "pending"}, {"_id": 1})}
+    for machine_id, claim in claims.items():
+        if "hostname" not in claim:
+            report.add("one-holder", f"claim {machine_id}", "keyed by hostname (before 1.1)", True)
+        elif claim.get("holder") not in pending and claim.get("holder") not in holders.get(machine_id, []):
+            if claim.get("at") is None or claim["at"] < cutoff:
+                report.add("one-holder", f"machine {claim.get('hostname')}",
+                           f"claimed by {claim.get('holder')}, which does not hold it", True)
+    for machine_id, machine in machines.items():
+        rid = machine.get("reservation")
+        if machine.get("state") != "in_use" and rid is None:
+            continue
+        if rid in holders.get(machine_id, []) or rid in pending:
+            continue
+        report.add("in-use-reserved", f"machine {machine['hostname']}",
+                   f"is {machine.get('state')} naming reservation {rid}, which does not hold it"
+                   + ("" if rid else " (a plain write set in_use? reserve through /reservations)"), rid is not None)
+    for marker in db[ENDS].find():
+        report.add("half-done", f"reservation {marker['_id']}", "end marker of an earlier version", True)
+
+
+def _check_addresses(db, report, kind, cutoff):
+    owned = {d["address"]: d for d in db[collection_of(kind)].find({"owner": {"$nin": [None, ""]}},
+                                                                   {"address": 1, "owner": 1})}
+    pending = {a["_id"] for a in db[ALLOCATIONS].find({"state": "pending"}, {"_id": 1, "_created": 1})
+               if a["_created"] >= cutoff}
+    claims = {c["_id"].split("/", 1)[1]: c for c in db[ADDRESS_CLAIMS].find({"kind": kind})}
+    for address, doc in owned.items():
+        if address not in claims:
+            report.add("address-claimed", f"{kind} address {address}", f"owned by {doc['owner']} without a claim", True)
+    for address, claim in claims.items():
+        if address not in owned and claim.get("holder") not in pending and claim["at"] < cutoff:
+            report.add("address-claimed", f"{kind} address {address}",
+                       f"claimed by {claim.get('holder')} but has no owner", True)
+    for alloc in db[ALLOCATIONS].find({"state": "pending", "kind": kind, "_created": {"$lt": cutoff}}, {"_id": 1}):
+        report.add("half-done", f"allocation {alloc['_id']}", "pending", True)
+
+

@@ -1,0 +1,53 @@
+"""History: who changed which machine or address, when, what, and why.
+
+Every change is one document in the `history` collection. Allocation code calls
+record() itself; plain POST/PATCH/PUT/DELETE through Eve are recorded by hooks.
+A write made through Eve may carry a reason in the `X-Reason` header.
+"""
+
+import datetime
+
+from ..schema import META_FIELDS, NAME_FIELDS
+
+COLLECTION = "history"
+
+
+def utcnow():
+    """Return the time as Eve stores it: tz-aware UTC, whole seconds."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def diff(before, after):
+    """Return {field: {"before", "after"}} for the fields that differ (meta fields aside)."""
+    changes = {}
+    for field in sorted(set(before) | set(after)):
+        if field in META_FIELDS:
+            continue
+        old, new = before.get(field), after.get(field)
+        if old != new:
+            changes[field] = {"before": old, "after": new}
+    return changes
+
+
+def entry(resource, doc, action, changes, user=None, reason=None, job_id=None, at=None):
+    """Return the history entry for the machine or address `doc` (not stored)."""
+    return {
+        "resource": resource,
+        "name": doc.get(NAME_FIELDS[resource]),
+        "item_id": str(doc.get("_id")),
+        "at": at or utcnow(),
+        "user": user,
+        "action": action,
+        "changes": changes,
+        "reason": reason,
+        "job_id": job_id if job_id is not None else doc.get("job_id"),
+    }
+
+
+def record(db, resource, doc, action, changes, user=None, reason=None, job_id=None, at=None):
+    """Store one history entry for the machine or address `doc`."""
+    if not changes and action in ("update",):
+        return
+    db[COLLECTION].insert_one(entry(resource, doc, action, changes, user, reason, job_id, at))
+
+

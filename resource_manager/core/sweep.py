@@ -1,0 +1,95 @@
+"""The sweep: reclaim expired leases and repair what crashed requests left behind.
+
+Run it from cron with `rm-sweep` (or POST /reservations/sweep). Repairs wait
+for a grace period (SWEEP_GRACE_SECONDS, default 120 s): a request still
+working is never mistaken for a crashed one, because requests give up by
+themselves after half of it.
+"""
+
+import datetime
+
+from . import addresses as address_allocation
+from . import mutex
+from .allocation import (
+    ENDS,
+    MACHINE_CLAIMS,
+    NOT_ENDING,
+    RESERVATIONS,
+    drop_machine_claim,
+    end_reservation,
+    finish_end,
+    free_machine,
+    reclaim_expired,
+    rekey_legacy_claims,
+    take_over_pending,
+    undo,
+)
+from .history import utcnow
+
+DEFAULT_GRACE = 120
+STALE_LOCK = datetime.timedelta(minutes=10)
+
+
+def grace_seconds(app):
+    """Return the configured grace period."""
+    return int(app.config.get("SWEEP_GRACE_SECONDS", DEFAULT_GRACE))
+
+
+def sweep(db, grace, user=None):
+    """Expire leases and repair half-done work; return {"expired", "repaired", "released"}."""
+    if not mutex.try_take(db, "sweep", STALE_LOCK):
+        return {"expired": 0, "repaired": 0, "released": [], "skipped": "another sweep is running"}
+    try:
+        expired, released = reclaim_expired(db, user)
+        cutoff = utcnow() - datetime.timedelta(seconds=grace)
+        repaired, freed = _repair_reservations(db, cutoff)
+        repaired += address_allocation.repair(db, cutoff)
+        return {"expired": expired, "repaired": repaired, "released": sorted(set(released + freed))}
+    finally:
+        mutex.give_back(db, "sweep")
+
+
+def _repair_reservations(db, cutoff):
+    repaired, freed = rekey_legacy_claims(db), []
+    # A reserver that died mid-way: its reservation stays pending. Take it over (so that a reserver
+    # still alive cannot make it active after all), then undo it.
+    for res in list(db[RESERVATIONS].find({"state": "pending", "_created": {"$lt": cutoff}})):
+        if res.get("ending") or take_over_pending(db, RESERVATIONS, res["_id"]):
+            freed += undo(db, res)
+            repaired += 1
+    # An ender that died mid-way: the reservation is still active, marked `ending`. Finish it.
+    for res in list(db[RESERVATIONS].find({"state": "active", "ending": {"$exists": True},
+                                           "ended": {"$lt": cutoff}})):
+        freed += finish_end(db, res, res["ending"], res.get("ended_by"))
+        repaired += 1
+    # The same left by an earlier version: an end marker on a still-active reservation.
+    for marker in list(db[ENDS].find({"at": {"$lt": cutoff}})):
+        res = db[RESERVATIONS].find_one({"_id": marker["_id"], "state": "active", "ending": NOT_ENDING})
+        if res is not None:
+            freed += end_reservation(db, res, "released", marker.get("user")) or []
+            repaired += 1
+        db[ENDS].delete_one({"_id": marker["_id"]})
+    # Claims whose reservation is gone or over, or does not list the machine; and machines that name
+    # a reservation which does not hold them. Each is judged on a fresh read of its reservation, so
+    # one that started after this sweep did is never mistaken for a stray.
+    for claim in list(db[MACHINE_CLAIMS].find({"at": {"$lt": cutoff}})):
+        if not _holds(db, claim["holder"], claim["_id"]):
+            drop_machine_claim(db, claim["_id"], claim["holder"])
+            repaired += 1
+    for machine in list(db.machines.find({"reservation": {"$nin": [None]}})):
+        rid = machine["reservation"]
+        if _holds(db, rid, machine["_id"]):
+            continue
+        if free_machine(db, machine, rid, "release", None, "sweep: held without a reservation"):
+            freed.append(machine["hostname"])
+            repaired += 1
+    return repaired, freed
+
+
+def _holds(db, rid, machine_id):
+    res = db[RESERVATIONS].find_one({"_id": rid}, {"state": 1, "machine_ids": 1})
+    if res is None:
+        return False
+    return res["state"] == "pending" or (res["state"] == "active" and machine_id in res.get("machine_ids", []))
+
+
