@@ -24,6 +24,10 @@ def wait_until_up(url, process, timeout=60):
             return requests.get(url + "/healthz", timeout=2)
         except requests.ConnectionError:
             time.sleep(0.2)
+        except requests.Timeout:
+            # The port is held (listening) while the embedded database starts (initdb on a fresh
+            # data directory, a few seconds on a busy machine): the request waits, then we ask again.
+            pass
     raise AssertionError("server.py did not come up")
 
 
