@@ -55,6 +55,13 @@ def etag(url, path):
     return body["_etag"]
 
 
+def fresh_machines(url, prefix, round_):
+    """Create this round's idle machines; return their names and current etags."""
+    names = [f"{prefix}{round_}-{i}" for i in range(RACES)]
+    add(url, names)
+    return names, {n: etag(url, f"/machines/{n}") for n in names}
+
+
 def reserve_only(name, **extra):
     return {"json": dict({"count": 1, "where": {"hostname": name}}, **extra)}
 
@@ -67,9 +74,7 @@ def test_two_patches_with_one_if_match_one_wins_and_the_other_gets_412(cluster):
     cluster, db = cluster
     urls = cluster.urls
     for round_ in range(ROUNDS):
-        names = [f"p{round_}-{i}" for i in range(RACES)]
-        add(urls[0], names)
-        etags = {n: etag(urls[0], f"/machines/{n}") for n in names}
+        names, etags = fresh_machines(urls[0], "p", round_)
         bodies = [{"owner": "patcher"}, {"tags": {"patched": round_}}]
 
         def patch(i, names=names, etags=etags, bodies=bodies):
@@ -95,9 +100,7 @@ def test_a_rename_racing_reservations_never_gives_one_machine_two_holders(cluste
     cluster, db = cluster
     urls = cluster.urls
     for round_ in range(ROUNDS):
-        names = [f"r{round_}-{i}" for i in range(RACES)]
-        add(urls[0], names)
-        etags = {n: etag(urls[0], f"/machines/{n}") for n in names}
+        names, etags = fresh_machines(urls[0], "r", round_)
 
         def race(i, names=names, etags=etags):
             name = names[i // 3]
@@ -127,9 +130,7 @@ def test_needs_repair_racing_a_reservation_has_one_winner(cluster):
     cluster, db = cluster
     urls = cluster.urls
     for round_ in range(ROUNDS):
-        names = [f"n{round_}-{i}" for i in range(RACES)]
-        add(urls[0], names)
-        etags = {n: etag(urls[0], f"/machines/{n}") for n in names}
+        names, etags = fresh_machines(urls[0], "n", round_)
 
         def race(i, names=names, etags=etags):
             name = names[i // 2]
@@ -151,9 +152,7 @@ def test_delete_racing_a_reservation_has_one_winner(cluster):
     cluster, db = cluster
     urls = cluster.urls
     for round_ in range(ROUNDS):
-        names = [f"d{round_}-{i}" for i in range(RACES)]
-        add(urls[0], names)
-        etags = {n: etag(urls[0], f"/machines/{n}") for n in names}
+        names, etags = fresh_machines(urls[0], "d", round_)
 
         def race(i, names=names, etags=etags):
             name = names[i // 2]
