@@ -8,7 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import web
 from .api import auth, config, db, errors, guards, listing, lookup, queryargs, requestid
 from .api.datalayer import Mongo
-from .api.routes import health, history, pools, reservations
+from .api.routes import health, history, pools, reservations, tokens
 from .api.validation import Validator
 from .schema import DOMAIN, EVE_SETTINGS
 
@@ -35,6 +35,7 @@ def create_app(overrides=None, environ=None):
     guards.init_app(app)
     reservations.init_app(app)
     pools.init_app(app)
+    tokens.init_app(app)
     web.init_app(app)
     proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
     if proxies:

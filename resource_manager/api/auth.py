@@ -1,4 +1,4 @@
-"""Accounts (a users file of hashed passwords and roles) and HTTP Basic auth."""
+"""Accounts (a users file of hashed passwords and roles), HTTP Basic auth and Bearer tokens (tokens.py)."""
 
 import hashlib
 import hmac
@@ -14,11 +14,16 @@ from eve.auth import BasicAuth
 from flask import abort, current_app, g, has_request_context, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ..core.tokens import ROLE_SCOPE
 from ..schema import ROLES
 from . import devices, ratelimit
+from . import tokens as bearer
 from .errors import add_body_gate, error_response, loads_strict
 
 log = logging.getLogger(__name__)
+
+CREDENTIALS = "Please provide proper credentials (HTTP Basic or a Bearer token)"
+CHALLENGES = f'Basic realm="resource_manager", {bearer.CHALLENGE}'
 
 # Checked against when the user does not exist, so that a miss costs what a hit costs.
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
@@ -185,7 +190,13 @@ def set_user(path, username, password, role):
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     users = read_users(path) if os.path.exists(path) else {}
-    users[username] = {"password": generate_password_hash(password), "role": role}
+    record = {"password": generate_password_hash(password), "role": role}
+    # An account's identity for its API tokens: a new account (even under a removed one's name)
+    # gets a new one, so the tokens of the one removed stay dead; a password or role change keeps it.
+    uid = users[username].get("uid") if username in users else secrets.token_hex(8)
+    if uid:
+        record["uid"] = uid
+    users[username] = record
     write_users(path, users)
 
 
@@ -206,6 +217,8 @@ class RoleAuth(BasicAuth):
             return False
         self.set_user_or_token(user["username"])
         if allowed_roles and user["role"] not in allowed_roles:
+            if user.get("token"):
+                abort(403, description=f"{bearer.describe(user)}, which may not {method} {resource or '/'}")
             abort(403, description=(
                 f"user '{user['username']}' has role '{user['role']}', "
                 f"which may not {method} {resource or '/'}; needs one of: {', '.join(allowed_roles)}"
@@ -214,15 +227,26 @@ class RoleAuth(BasicAuth):
 
 
 def current_user():
-    """Return {"username", "role"} of the request's valid credentials, or None."""
+    """Return {"username", "role", "scope", "token"} of the request's valid credentials, or None.
+
+    HTTP Basic, or a Bearer token (tokens.py); a token that does not authenticate aborts 401.
+    `role` is what the request may do: for a token, the weaker of its scope and its user's role.
+    """
     if "rm_user" in g:
         return g.rm_user
-    auth = request.authorization
+    users = current_app.extensions["rm_users"]
+    token = bearer.presented()
     user = None
-    if auth is not None and auth.type == "basic" and auth.username:
-        record = current_app.extensions["rm_users"].verify(auth.username, auth.password)
-        if record is not None:
-            user = {"username": auth.username, "role": record.get("role", "reader")}
+    if token is not None:
+        user = bearer.authenticate(token, users)
+    else:
+        auth = request.authorization
+        if auth is not None and auth.type == "basic" and auth.username:
+            record = users.verify(auth.username, auth.password)
+            if record is not None:
+                role = record.get("role", "reader")
+                user = {"username": auth.username, "role": role, "scope": ROLE_SCOPE.get(role, "read"),
+                        "token": None}
     g.rm_user = user
     return user
 
@@ -231,8 +255,10 @@ def require_role(*roles):
     """Abort 401 without valid credentials, 403 when the role is not among `roles`."""
     user = current_user()
     if user is None:
-        abort(401, description="Please provide proper credentials (HTTP Basic)")
+        abort(401, description=CREDENTIALS)
     if user["role"] not in roles:
+        if user.get("token"):
+            abort(403, description=f"{bearer.describe(user)}; needs one of the roles: {', '.join(roles)}")
         abort(403, description=(
             f"user '{user['username']}' has role '{user['role']}'; needs one of: {', '.join(roles)}"
         ))
@@ -248,12 +274,23 @@ def init_app(app):
                                            limiter=ratelimit.from_config(app.config))
     devices.init_app(app)
     add_body_gate(app, _authenticate_first)
+    app.before_request(_check_token)
 
 
 def _authenticate_first():
-    # Every write of the API needs credentials (the dashboard has its own gate): check them
-    # before the body is read, so that an anonymous slow body is refused at once.
-    if request.blueprint == "web" or current_user() is not None:
+    # Every write of the API needs credentials (the dashboard has its own gate): check them, and a
+    # token's scope, before the body is read, so that an anonymous slow body is refused at once.
+    if request.blueprint == "web":
         return None
-    return error_response(401, "Please provide proper credentials (HTTP Basic)",
-                          headers={"WWW-Authenticate": 'Basic realm="resource_manager"'})
+    user = current_user()
+    if user is None:
+        return error_response(401, CREDENTIALS, headers={"WWW-Authenticate": CHALLENGES})
+    return bearer.refusal(user)
+
+
+def _check_token():
+    # Any other request presenting a token (reads and DELETEs too): a dead token is refused, not
+    # taken for no credentials, and a token's scope holds.
+    if request.blueprint == "web" or bearer.presented() is None:
+        return None
+    return bearer.refusal(current_user())

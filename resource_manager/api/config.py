@@ -109,11 +109,12 @@ SETTINGS = {
     "DASHBOARD_CACHE_SECONDS": _number,
     "DASHBOARD_SESSION_SECONDS": int,
     "LOG_FORMAT": _log_format,
+    "TOKEN_MAX_DAYS": int,
 }
 
 # RM_* variables that belong to other programs: read elsewhere, never the app's config.
 CLIENT_VARIABLES = {"RM_ENDPOINT", "RM_USERNAME", "RM_PASSWORD", "RM_TIMEOUT", "RM_CONFIG",
-                    "RM_MAX_RETRIES", "RM_RETRY_TIME", "RM_RETRY_BACKOFF"}
+                    "RM_MAX_RETRIES", "RM_RETRY_TIME", "RM_RETRY_BACKOFF", "RM_TOKEN"}
 GUNICORN_VARIABLES = {"RM_BIND", "RM_WORKERS", "RM_THREADS", "RM_WORKER_TIMEOUT", "RM_KEEPALIVE",
                       "RM_ACCESS_LOG"}
 OTHER_VARIABLES = {"RM_SETTINGS_FILE", "RM_DATA_DIR", "RM_LOCALDB_PORT", "RM_LOCALDB_ENGINE",

@@ -40,7 +40,7 @@ def _http_error(error):
             return known
     headers = {}
     if error.code == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="resource_manager"'
+        headers["WWW-Authenticate"] = 'Basic realm="resource_manager", Bearer realm="resource_manager"'
     if error.code == 405 and error.valid_methods:
         headers["Allow"] = ", ".join(error.valid_methods)
     if error.response is not None and error.code in (401, 429, 503):

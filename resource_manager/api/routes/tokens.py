@@ -1,0 +1,161 @@
+"""/tokens: create, list and revoke API tokens (how they authenticate: api/tokens.py, core/tokens.py).
+
+Who may do what:
+- Anyone signed in creates tokens for themselves, of a scope up to their role (reader: read,
+  operator: write, admin: admin); an admin also for anyone (`user`).
+- A token may create tokens only if its scope is admin, and never one that outlives it. A token
+  of a lower scope cannot mint tokens: a leaked `reserve` token stays a `reserve` token until it
+  expires or is revoked.
+- Everyone lists and revokes their own tokens; an admin lists (`?user=`) and revokes anyone's.
+  Another user's token is "no such token" (404) to a non-admin, and `?user=` of someone else 403.
+  A token may always revoke itself; revoking other tokens with a token needs scope admin.
+"""
+
+import datetime
+import logging
+
+from flask import Blueprint, current_app, jsonify, request
+
+from ...core import tokens as records
+from ...core.history import utcnow
+from ...schema import ROLES
+from ..auth import require_role
+from ..db import database
+from ..errors import error_response
+from ..responses import created, invalid
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("tokens", __name__)
+
+DEFAULT_DAYS = 90
+DEFAULT_MAX_DAYS = 366
+FIELDS = ("scope", "expires_in", "expires", "description", "user")
+
+
+def check_request(body, now, max_days):
+    """Return ({scope, expires, description, user}, issues) of a POST /tokens body; issues as {field: message}."""
+    issues = {field: "unknown field" for field in body if field not in FIELDS}
+    scope = body.get("scope")
+    if scope not in records.SCOPES:
+        issues["scope"] = f"required: one of {', '.join(records.SCOPES)}"
+    latest = now + datetime.timedelta(days=max_days)
+    expires = now + datetime.timedelta(days=min(DEFAULT_DAYS, max_days))
+    if "expires_in" in body and "expires" in body:
+        issues["expires"] = "give expires_in or expires, not both"
+    elif "expires_in" in body:
+        seconds = body["expires_in"]
+        if type(seconds) is not int or not 0 < seconds <= max_days * 86400:
+            issues["expires_in"] = f"a whole number of seconds, 1 to {max_days * 86400} ({max_days} days)"
+        else:
+            expires = now + datetime.timedelta(seconds=seconds)
+    elif "expires" in body:
+        expires = _date(body["expires"])
+        if expires is None or not now < expires <= latest:
+            issues["expires"] = f"a date (ISO 8601, e.g. 2027-01-31T00:00:00Z) in the next {max_days} days"
+    description = body.get("description")
+    if description is not None and (not isinstance(description, str) or len(description) > records.MAX_DESCRIPTION):
+        issues["description"] = f"text of at most {records.MAX_DESCRIPTION} characters"
+    user = body.get("user")
+    if user is not None and (not isinstance(user, str) or not user or len(user) > 256):
+        issues["user"] = "a user name"
+    return {"scope": scope, "expires": expires, "description": description, "user": user}, issues
+
+
+def _date(value):
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        date = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    date = date if date.tzinfo else date.replace(tzinfo=datetime.timezone.utc)
+    return date.astimezone(datetime.timezone.utc).replace(microsecond=0)
+
+
+def render(record):
+    """Return the JSON body of a token's record: never its hash, and its secret only at creation."""
+    fmt = current_app.config["DATE_FORMAT"]
+    body = {}
+    for field in records.PUBLIC_FIELDS:
+        value = record.get(field)
+        body[field] = value.strftime(fmt) if isinstance(value, datetime.datetime) else value
+    body["expired"] = records.expired(record)
+    return body
+
+
+def _no_such_token(token_id):
+    return error_response(404, f"no token {str(token_id)[:64]}")
+
+
+@bp.post("/tokens")
+def create():
+    """Create a token; its secret is in this answer and nowhere else."""
+    caller = require_role(*ROLES)
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict):
+        return error_response(400, "body must be a JSON object")
+    now = utcnow()
+    req, issues = check_request(body, now, int(current_app.config.get("TOKEN_MAX_DAYS", DEFAULT_MAX_DAYS)))
+    if issues:
+        return invalid("token", issues)
+    if caller["token"] and caller["scope"] != "admin":
+        return error_response(403, f"token {caller['token']} has scope '{caller['scope']}': only a token of scope "
+                                   "admin creates tokens (or sign in with your password)")
+    target = req["user"] or caller["username"]
+    if target != caller["username"] and caller["role"] != "admin":
+        return error_response(403, f"user '{caller['username']}' may create tokens for themselves only; "
+                                   "an admin creates them for others")
+    account = current_app.extensions["rm_users"].get(target)
+    if account is None:
+        return invalid("token", {"user": f"no user '{target[:64]}'"})
+    # Never beyond the user's role, nor beyond what the caller may do itself (a token: its scope).
+    ceiling = records.weaker(records.ROLE_SCOPE.get(account.get("role"), "read"), caller["scope"])
+    if records.weaker(req["scope"], ceiling) != req["scope"]:
+        return invalid("token", {"scope": f"at most '{ceiling}' for user '{target[:64]}' "
+                                          f"(role '{account.get('role', 'reader')}')"})
+    if caller["token"] and caller.get("expires") is not None and req["expires"] > caller["expires"]:
+        return invalid("token", {"expires": f"not later than the token creating it "
+                                            f"({caller['expires'].strftime(current_app.config['DATE_FORMAT'])})"})
+    by = caller["username"] + (f" (token {caller['token']})" if caller["token"] else "")
+    record, token = records.create(database(), target, account.get("uid"), req["scope"], req["expires"],
+                                   req["description"], by)
+    log.info("token %s (scope %s) created for user '%s' by %s", record["_id"], req["scope"], target, by)
+    response = created({**render(record), "token": token})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/tokens")
+def listing():
+    """List your tokens (an admin: everyone's, or ?user='s). Never a secret or a hash."""
+    caller = require_role(*ROLES)
+    user = request.args.get("user") or None
+    if caller["role"] != "admin":
+        if user not in (None, caller["username"]):
+            return error_response(403, f"user '{caller['username']}' may list their own tokens only")
+        user = caller["username"]
+    return jsonify({"_items": [render(r) for r in records.listing(database(), user)]})
+
+
+@bp.delete("/tokens/<token_id>")
+def revoke(token_id):
+    """Revoke a token: the next request with it is refused (401)."""
+    caller = require_role(*ROLES)
+    db = database()
+    record = records.get(db, token_id)
+    if record is None or (record["user"] != caller["username"] and caller["role"] != "admin"):
+        return _no_such_token(token_id)  # another user's token is none of a non-admin's business
+    if caller["token"] and caller["token"] != token_id and caller["scope"] != "admin":
+        return error_response(403, f"token {caller['token']} has scope '{caller['scope']}': a token revokes "
+                                   "itself, or others with scope admin (or sign in with your password)")
+    if not records.revoke(db, token_id):
+        return _no_such_token(token_id)
+    log.info("token %s of user '%s' revoked by %s", token_id, record["user"], caller["username"])
+    return "", 204
+
+
+def init_app(app):
+    """Register the token routes and the index that lists a user's tokens."""
+    app.extensions["rm_indexes"].add(records.COLLECTION, [("user", 1)], name="user_1")
+    app.register_blueprint(bp)

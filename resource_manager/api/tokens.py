@@ -1,0 +1,139 @@
+"""Bearer tokens on the API: who a token is, and what its scope lets it do (records: core/tokens.py).
+
+A request carrying `Authorization: Bearer <token>` is that token's user, with the weaker of the
+token's scope and the user's role as it is now: `read` acts as a reader, `reserve` and `write`
+as an operator, `admin` as an admin. Scope `reserve` may write through RESERVE_ROUTES only.
+A token that does not authenticate (malformed, unknown, revoked, expired, its user removed) is
+refused with 401 on every API route, reads included; wrong secrets count against the
+bad-password throttle (ratelimit.py) like wrong passwords. The dashboard ignores tokens.
+"""
+
+import logging
+import math
+
+import pymongo.errors
+from flask import abort, current_app, request
+
+from ..core import tokens as records
+from .db import collection_name, database
+from .errors import error_response
+from .lookup import name_filter
+
+log = logging.getLogger(__name__)
+
+CHALLENGE = 'Bearer realm="resource_manager"'
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+# What a token of scope `reserve` may write: reserve, extend, release machines (and the queue,
+# which lives on the same routes: POST /reservations with wait_seconds, DELETE /reservations/<id>
+# cancels), allocate addresses from a pool and release them (DELETE of an allocated address).
+# Nothing else: not the sweep, not machines, pools or plain address writes. A route added later
+# is refused to it until it is named here.
+RESERVE_ROUTES = frozenset({
+    ("POST", "reservations.create"),
+    ("POST", "reservations.extend"),
+    ("DELETE", "reservations.release_one"),
+    ("DELETE", "reservations.release_job"),
+    ("POST", "pools.allocate"),
+    ("DELETE", "public-addresses|item_lookup"),
+    ("DELETE", "private-addresses|item_lookup"),
+})
+ADDRESS_RELEASES = ("public-addresses|item_lookup", "private-addresses|item_lookup")
+
+
+def presented():
+    """Return the text after `Bearer ` of the request's Authorization header, or None when it has none."""
+    scheme, _, rest = (request.headers.get("Authorization") or "").strip().partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" else None
+
+
+def _refuse(message):
+    abort(error_response(401, message, headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'}))
+
+
+def authenticate(text, users):
+    """Return {"username", "role", "scope", "token", ...} of a valid token; abort 401 (or 429) otherwise.
+
+    The secret is checked under the throttle of bad passwords: the key is the token's id and the
+    client address, or, for a malformed or unknown token, the client address alone (spraying
+    random tokens is throttled as one). The record is looked up first, by _id: that reveals nothing.
+    """
+    db = database()
+    record = records.lookup(db, text)
+    address = request.remote_addr or ""
+    key = (f"token:{record['_id']}" if record else "token:?", address)
+    limiter = users.limiter
+    wait = limiter.begin(key) if limiter else 0
+    if wait:
+        seconds = str(math.ceil(wait))
+        abort(error_response(429, f"too many failed token attempts; retry in {seconds} s",
+                             headers={"Retry-After": seconds}))
+    ok = False
+    try:
+        ok = record is not None and records.matches(record, text)
+    finally:
+        if limiter:
+            limiter.end(key, ok)
+    if not ok:
+        _refuse("the token is malformed" if records.parse(text) is None else "the token is unknown or revoked")
+    # The secret is right: from here on, messages may say why.
+    account = users.get(record["user"])
+    if account is None or account.get("uid") != record.get("uid"):
+        _forget(db, users, record, account)
+        _refuse(f"token {record['_id']}: its user '{record['user']}' no longer exists")
+    if records.expired(record):
+        _refuse(f"token {record['_id']} expired at {record['expires'].strftime(current_app.config['DATE_FORMAT'])}")
+    role = account.get("role", "reader")
+    scope = records.effective_scope(record["scope"], role)
+    try:
+        records.touch(db, record)
+    except pymongo.errors.PyMongoError as e:  # a lost last_used is no reason to refuse the request
+        log.warning("token %s: last_used not recorded: %s", record["_id"], e)
+    return {"username": record["user"], "role": records.SCOPE_ROLE[scope], "scope": scope, "token": record["_id"],
+            "token_scope": record["scope"], "user_role": role, "expires": record.get("expires")}
+
+
+def _forget(db, users, record, account):
+    # A removed (or removed and re-created) user's tokens are dead: delete them, but only while the
+    # users file reads well (a missing or broken file must not wipe everyone's tokens).
+    if users.status().get("status") != "ok":
+        return
+    if account is None:
+        count = records.revoke_user(db, record["user"])
+    else:
+        count = int(records.revoke(db, record["_id"]))
+    log.warning("deleted %d token(s) of user '%s', who no longer exists", count, record["user"][:64])
+
+
+def refusal(user):
+    """Return the 403 answer when a token's scope may not do this request, else None."""
+    if not user or not user.get("token") or request.method in SAFE_METHODS or request.routing_exception:
+        return None
+    if request.blueprint == "tokens":  # the token routes apply their own rules (routes/tokens.py)
+        return None
+    scope, route = user["scope"], (request.method, request.endpoint)
+    if scope in ("write", "admin"):
+        return None  # operator or admin: the routes' role checks decide
+    if scope == "reserve" and route in RESERVE_ROUTES:
+        return _unallocated_address() if request.endpoint in ADDRESS_RELEASES else None
+    needs = "reserve" if route in RESERVE_ROUTES else "write"
+    return error_response(403, f"{describe(user)} may not {request.method} {request.path}; needs scope {needs}")
+
+
+def describe(user):
+    """Say what a token may do: "token X has scope 'read'" (and why, when the user's role cut it down)."""
+    text = f"token {user['token']} has scope '{user['token_scope']}'"
+    if user["scope"] != user["token_scope"]:
+        text += f", limited to '{user['scope']}' by the role '{user['user_role']}' of user '{user['username']}'"
+    return text
+
+
+def _unallocated_address():
+    # Releasing is deleting an allocated address: a reserve token may not delete one nobody holds.
+    resource = request.endpoint.split("|")[0]
+    value = (request.view_args or {}).get("_id", "")
+    doc = database()[collection_name(current_app, resource)].find_one(name_filter(resource, value), {"owner": 1})
+    if doc is not None and not doc.get("owner"):
+        return error_response(403, f"a token of scope 'reserve' releases allocated addresses only; {value} has "
+                                   "no owner")
+    return None
