@@ -48,12 +48,16 @@ def test_any_converters_become_one_path_per_choice():
         "/machines/{name}/history", "/public-addresses/{name}/history"]
 
 
-def test_reads_are_public_and_writes_need_basic_auth(spec):
-    scheme = spec["components"]["securitySchemes"]["basicAuth"]
-    assert (scheme["type"], scheme["scheme"]) == ("http", "basic")
+def test_reads_are_public_and_writes_need_basic_auth_or_a_token(spec):
+    schemes = spec["components"]["securitySchemes"]
+    assert (schemes["basicAuth"]["type"], schemes["basicAuth"]["scheme"]) == ("http", "basic")
+    assert (schemes["bearerAuth"]["type"], schemes["bearerAuth"]["scheme"]) == ("http", "bearer")  # Swagger's Authorize
     machines = spec["paths"]["/machines"]
     assert machines["get"]["security"] == []
-    assert machines["post"]["security"] == [{"basicAuth": []}]
+    assert machines["post"]["security"] == [{"basicAuth": []}, {"bearerAuth": []}]
+    assert spec["paths"]["/reservations"]["post"]["x-token-scopes"] == ["reserve", "write", "admin"]
+    assert spec["paths"]["/address-pools"]["post"]["x-token-scopes"] == ["write", "admin"]
+    assert set(spec["paths"]["/tokens"]) == {"get", "post"} and "delete" in spec["paths"]["/tokens/{id}"]
     patch = spec["paths"]["/machines/{hostname}"]["patch"]
     assert {"$ref": "#/components/parameters/IfMatch"} in patch["parameters"]
     assert {"412", "428", "422"} <= set(patch["responses"])

@@ -32,8 +32,10 @@ SESSION_ROUTE = re.compile(r"/log(in|out)\b|/sign-?(in|out)\b")
 
 def snapshot(db):
     # Dashboard sign-ins store their sessions (web_sessions): that is signing in, not a write.
-    # Listing counts are a cache a read may refresh (datalayer.COUNTS), not data.
-    return {name: sorted(json.dumps(d, default=str, sort_keys=True) for d in db[name].find())
+    # Listing counts are a cache a read may refresh (datalayer.COUNTS), not data. A token's
+    # last_used records that a request came, refused or not.
+    return {name: sorted(json.dumps({k: v for k, v in d.items() if k != "last_used"}, default=str, sort_keys=True)
+                         for d in db[name].find())
             for name in sorted(db.list_collection_names()) if name not in ("web_sessions", COUNTS)}
 
 
@@ -99,12 +101,18 @@ def send(session, method, url, headers):
 
 
 def sweep(server, auth, codes, headers=None):
-    """Send every write with `auth`; return the routes that did not refuse it with one of `codes`."""
+    """Send every write with `auth`; return the routes that did not refuse it with one of `codes`.
+
+    `codes` may be a function of (method, rule) answering the codes of that route, or None to skip it.
+    """
     before = snapshot(server.db)
     failures = []
     with server.session(auth) as session:
         for method, url, rule in write_routes(server.app):
             if SESSION_ROUTE.search(rule.rule):  # signing in and out: anybody may; checked below
+                continue
+            expected = codes(method, rule) if callable(codes) else codes
+            if expected is None:  # allowed to this caller: tested where it is allowed
                 continue
             response = send(session, method, url, headers)
             if response.status_code == 405:
@@ -112,7 +120,7 @@ def sweep(server, auth, codes, headers=None):
                 with server.session(ADMIN) as admin:
                     if admin.request(method, url, json={}, allow_redirects=False).status_code == 405:
                         continue
-            if not refused(response, codes):
+            if not refused(response, expected):
                 failures.append(f"{method} {url} ({rule.rule}): {response.status_code} {response.text[:200]}")
             elif response.status_code in (401, 403, 429) and "json" in response.headers.get("Content-Type", ""):
                 assert response.json()["_error"]["code"] == response.status_code
@@ -165,8 +173,79 @@ def test_malformed_authorization_headers_are_401(server, authorization):
     assert sweep(server, None, (401,), headers={"Authorization": authorization}) == []
 
 
+def own_tokens(method, rule, codes=(403,)):
+    # Anybody signed in manages their own tokens (test_tokens.py); this sweep's are none of theirs.
+    if rule.rule.startswith("/tokens"):
+        return (422,) if method == "POST" else (404,)
+    return codes
+
+
 def test_every_write_route_refuses_the_reader_role(server):
-    assert sweep(server, READER, (403,)) == []
+    assert sweep(server, READER, own_tokens) == []
+
+
+# Tokens: every write route refuses dead ones (401), and live ones beyond their scope (403).
+
+@pytest.fixture(scope="module")
+def tokens(server):
+    """Tokens of the operator (scopes read, reserve, write; one revoked, one expired) and of the reader."""
+    made = {}
+    for who, auth, scope in (("read", OPERATOR, "read"), ("reserve", OPERATOR, "reserve"),
+                             ("write", OPERATOR, "write"), ("revoked", OPERATOR, "write"),
+                             ("expired", OPERATOR, "write"), ("readers", READER, "read")):
+        with server.session(auth) as session:
+            response = session.post("/tokens", json={"scope": scope, "description": f"sweep {who}"})
+            assert response.status_code == 201, response.text
+            made[who] = response.json()
+    with server.session(OPERATOR) as operator:
+        assert operator.delete(f"/tokens/{made['revoked']['_id']}").status_code == 204
+    created = server.db.api_tokens.find_one({"_id": made["expired"]["_id"]})["created"]
+    server.db.api_tokens.update_one({"_id": made["expired"]["_id"]}, {"$set": {"expires": created}})
+    return {who: record["token"] for who, record in made.items()}
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def dashboard(rule):
+    return rule.endpoint.startswith("web.")  # the dashboard ignores tokens: no session, 401
+
+
+@pytest.mark.parametrize("which", ["revoked", "expired", "malformed", "unknown", "truncated", "other-prefix"])
+def test_every_write_route_refuses_dead_tokens(server, tokens, which):
+    token = {"malformed": "rm_not_a_token", "unknown": "rm_0123456789abcdef_" + "A" * 43,
+             "truncated": tokens["write"][:-1], "other-prefix": "gh" + tokens["write"][2:]}.get(which)
+    assert sweep(server, None, (401,), headers=bearer(token or tokens[which])) == []
+
+
+@pytest.mark.parametrize("which", ["read", "readers"])
+def test_every_write_route_refuses_read_tokens_of_any_user(server, tokens, which):
+    # "readers": another user's token acts as that user (a reader), whoever sends it.
+    def codes(method, rule):
+        return (401,) if dashboard(rule) else (404,) if rule.rule.startswith("/tokens/") else (403,)
+
+    assert sweep(server, None, codes, headers=bearer(tokens[which])) == []
+
+
+def test_a_reserve_token_is_refused_everywhere_but_on_reserving(server, tokens):
+    from resource_manager.api.tokens import RESERVE_ROUTES
+
+    def codes(method, rule):
+        if (method, rule.endpoint) in RESERVE_ROUTES:
+            return None  # allowed: test_tokens.py reserves, extends and releases with one
+        return (401,) if dashboard(rule) else (404,) if rule.rule.startswith("/tokens/") else (403,)
+
+    assert sweep(server, None, codes, headers=bearer(tokens["reserve"])) == []
+
+
+def test_a_write_token_writes_so_the_token_sweeps_are_not_vacuous(server, tokens):
+    with server.session() as session:
+        assert session.post("/machines", json={"hostname": "probe-t", "state": "idle"},
+                            headers=bearer(tokens["write"])).status_code == 201
+        etag = session.get("/machines/probe-t").json()["_etag"]
+        assert session.delete("/machines/probe-t", headers={**bearer(tokens["write"]), "If-Match": etag}
+                              ).status_code == 204
 
 
 def test_unauthenticated_response_asks_for_basic_auth(server):

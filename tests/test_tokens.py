@@ -7,6 +7,7 @@ import uuid
 import pymongo
 import pytest
 
+from resource_manager.admin.users import main as users_main
 from resource_manager.api import auth
 from resource_manager.core import tokens as records
 
@@ -249,3 +250,18 @@ def test_wrong_secrets_are_throttled_like_wrong_passwords(localdb, users, dbname
         server.stop()
         with pymongo.MongoClient(localdb.uri) as client:
             client.drop_database(dbname)
+
+
+def test_rm_users_remove_deletes_the_users_tokens(live, users, person, monkeypatch, capsys):
+    made = [make(live, person, scope="read") for _ in range(2)]
+    kept = make(live, OPERATOR, scope="read")
+    monkeypatch.setenv("MONGO_URI", live.app.config["MONGO_URI"])
+    monkeypatch.setenv("RM_MONGO_DBNAME", live.db.name)
+    assert users_main(["--file", users, "remove", person[0]]) == 0
+    assert capsys.readouterr().out == f"{person[0]}: removed; 2 API token(s) deleted\n"
+    assert live.db.api_tokens.count_documents({"_id": {"$in": [m["_id"] for m in made]}}) == 0
+    assert live.db.api_tokens.count_documents({"_id": kept["_id"]}) == 1
+    monkeypatch.delenv("MONGO_URI")  # no database configured: the file changes, and the note says so
+    auth.set_user(users, person[0], "person-pw-1", "operator")
+    assert users_main(["--file", users, "remove", person[0]]) == 0
+    assert "not deleted (MONGO_URI is not set)" in capsys.readouterr().out

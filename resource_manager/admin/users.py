@@ -1,11 +1,23 @@
-"""rm-users: manage the accounts of the users file (hashed passwords and roles)."""
+"""rm-users: manage the accounts of the users file (hashed passwords and roles).
+
+Removing an account also deletes its API tokens from the database the server uses (MONGO_URI and
+the other RM_* settings, as for rm-sweep), when one is configured and answers. Either way its
+tokens are refused from then on: a token names the account it was made for, and a new account
+under the same name is another account.
+"""
 
 import argparse
 import getpass
 import os
 import sys
 
+import pymongo
+import pymongo.errors
+
+from ..api import config as server_config
 from ..api.auth import ROLES, UsersFileError, read_users, remove_user, set_user
+from ..core import atomic
+from ..core import tokens as api_tokens
 
 
 def parse_args(argv):
@@ -57,11 +69,31 @@ def _run(args):
         if not remove_user(args.file, args.username):
             print(f"rm-users: no user '{args.username}'", file=sys.stderr)
             return 4
+        print(f"{args.username}: removed; {_delete_tokens(args.username)}")
     else:
         users = read_users(args.file) if os.path.exists(args.file) else {}
         for name, record in sorted(users.items()):
             print(f"{name}\t{record.get('role', 'reader')}")
     return 0
+
+
+def _delete_tokens(username):
+    """Delete a removed user's API tokens from the server's database; return what happened, in words."""
+    refused = "refused anyway, and deleted by the server when next presented"
+    try:
+        settings = server_config.load()
+    except RuntimeError as e:  # no MONGO_URI, or a bad setting
+        return f"its API tokens were not deleted ({str(e).split(':')[0]}): {refused}"
+    client = pymongo.MongoClient(settings["MONGO_URI"], **settings.get("MONGO_OPTIONS", {}))
+    try:
+        db = client.get_default_database(settings.get("MONGO_DBNAME"))
+        engine = atomic.detect(db, settings.get("WRITE_SERIALISATION", "auto"), settings.get("WRITE_LOCK_DIR"))
+        count = api_tokens.revoke_user(engine.wrap(db), username)
+    except pymongo.errors.PyMongoError as e:
+        return f"its API tokens were not deleted (database unavailable: {str(e)[:120]}): {refused}"
+    finally:
+        client.close()
+    return f"{count} API token(s) deleted"
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ _TYPES = {
 
 ERRORS = {
     400: "Bad request: the body or a query parameter is malformed",
-    401: "No or wrong credentials (HTTP Basic)",
-    403: "The user's role may not do this",
+    401: "No or wrong credentials (HTTP Basic), or a token that is malformed, unknown, revoked or expired",
+    403: "The user's role, or the token's scope, may not do this",
     404: "No such item",
     405: "Method not allowed here",
     408: "The request body did not arrive within BODY_TIMEOUT seconds",
@@ -160,15 +160,25 @@ def _common_components(app):
         "schemas": {"Error": error, "WriteResult": write_result},
         "responses": responses,
         "parameters": params,
-        "securitySchemes": {"basicAuth": {
-            "type": "http", "scheme": "basic",
-            "description": "accounts of the users file; roles reader < operator < admin"}},
+        "securitySchemes": SECURITY_SCHEMES,
     }
+
+
+SECURITY_SCHEMES = {
+    "basicAuth": {"type": "http", "scheme": "basic",
+                  "description": "accounts of the users file; roles reader < operator < admin"},
+    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "rm_<id>_<secret>",
+                   "description": "an API token (POST /tokens, rmctl token create), acting with the weaker of its "
+                                  "scope (read < reserve < write < admin) and its user's role; reserve reaches "
+                                  "reserving, extending, releasing and allocating only"},
+}
+# Either scheme will do (OpenAPI: alternatives are separate entries).
+CREDENTIALS = [{"basicAuth": []}, {"bearerAuth": []}]
 
 
 def _security(settings, method, item):
     public = settings["public_item_methods" if item else "public_methods"]
-    return [] if method in public else [{"basicAuth": []}]
+    return [] if method in public else copy.deepcopy(CREDENTIALS)
 
 
 def _roles(settings, method, item):
@@ -364,7 +374,8 @@ def document(app):
         "openapi": OPENAPI_VERSION,
         "info": {"title": "ResourceManager API", "version": __version__,
                  "description": "Track and hand out lab and datacenter machines and IP addresses. Reads are "
-                                "public; writes need HTTP Basic credentials of an operator or admin. Errors "
+                                "public; writes need HTTP Basic credentials of an operator or admin, or an API "
+                                "token (Authorization: Bearer) whose scope and user allow them. Errors "
                                 "are JSON: {\"_status\": \"ERR\", "
                                 "\"_error\": {\"code\", \"message\", \"request_id\"}}. "
                                 "Every answer carries X-Request-Id: the caller's if it sent one of 1-128 "

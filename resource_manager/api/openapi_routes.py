@@ -4,7 +4,9 @@ Each is published only when the app has the route (see openapi.document), so the
 allocation routes appear exactly when allocation is installed.
 """
 
-from .openapi import JSON, error_responses
+import copy
+
+from .openapi import CREDENTIALS, JSON, error_responses
 
 
 def _json(ref_or_schema, description):
@@ -12,13 +14,22 @@ def _json(ref_or_schema, description):
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-def _op(op_id, summary, tag, write=False, **rest):
-    op = {"operationId": op_id, "summary": summary, "tags": [tag], "security": [{"basicAuth": []}] if write else []}
+def _op(op_id, summary, tag, write=False, reserve=False, **rest):
+    op = {"operationId": op_id, "summary": summary, "tags": [tag],
+          "security": copy.deepcopy(CREDENTIALS) if write else []}
     if write:
-        op["description"] = "Needs role operator or admin."
+        scopes = ["reserve", "write", "admin"] if reserve else ["write", "admin"]
+        op["description"] = f"Needs role operator or admin; a token needs scope {', '.join(scopes)}."
         op["x-roles"] = ["operator", "admin"]
+        op["x-token-scopes"] = scopes
     op.update(rest)
     return op
+
+
+def _signed_in(op_id, summary, **rest):
+    # Token routes: anybody signed in, for their own tokens (an admin: anyone's).
+    return {"operationId": op_id, "summary": summary, "tags": ["tokens"], "security": copy.deepcopy(CREDENTIALS),
+            "x-roles": ["reader", "operator", "admin"], **rest}
 
 
 def _body(ref):
@@ -96,6 +107,25 @@ SCHEMAS = {
             "before": {}, "after": {}}}},
         "reason": {"type": "string", "nullable": True}, "job_id": {"type": "string", "nullable": True}}},
     "History": _HISTORY,
+    "TokenRequest": {"type": "object", "required": ["scope"], "properties": {
+        "scope": {"type": "string", "enum": ["read", "reserve", "write", "admin"],
+                  "description": "at most what the user's role allows (reader: read, operator: write, admin: admin)"},
+        "expires_in": {"type": "integer", "minimum": 1, "description": "seconds from now (not with expires); "
+                       "default 90 days, at most TOKEN_MAX_DAYS (366)"},
+        "expires": {"type": "string", "format": "date-time", "description": "when it expires (not with expires_in)"},
+        "description": {"type": "string", "maxLength": 200, "nullable": True},
+        "user": {"type": "string", "description": "the user it is for (admins only; default: you)"}}},
+    "Token": {"type": "object", "properties": {
+        "_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"}, "user": {"type": "string"},
+        "scope": {"type": "string", "enum": ["read", "reserve", "write", "admin"]},
+        "description": {"type": "string", "nullable": True}, "created": {"type": "string"},
+        "created_by": {"type": "string"}, "expires": {"type": "string"},
+        "last_used": {"type": "string", "nullable": True, "description": "to the minute"},
+        "expired": {"type": "boolean"}}},
+    "TokenCreated": {"allOf": [{"$ref": "#/components/schemas/Token"}, {"type": "object", "properties": {
+        "token": {"type": "string", "description": "the secret, rm_<id>_<secret>: in this answer only"}}}]},
+    "TokenList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
+        "$ref": "#/components/schemas/Token"}}}},
 }
 
 TAGS = [
@@ -103,6 +133,7 @@ TAGS = [
     {"name": "reservations", "description": "reserve machines race-free, release them, extend leases"},
     {"name": "address-pools", "description": "address pools and race-free address allocation"},
     {"name": "history", "description": "who changed what, newest first"},
+    {"name": "tokens", "description": "API tokens: Authorization: Bearer, scoped, expiring, revocable, shown once"},
 ]
 
 
@@ -123,12 +154,12 @@ def own_routes():
             "get": _op("listReservations", "List reservations", "reservations", parameters=[
                 {"name": n, "in": "query", "schema": {"type": "string"}} for n in ("job_id", "owner", "state")],
                 responses={"200": _json("ReservationList", "reservations"), **error_responses(400, 503)}),
-            "post": _op("reserve", "Reserve idle machines", "reservations", write=True, parameters=[
+            "post": _op("reserve", "Reserve idle machines", "reservations", write=True, reserve=True, parameters=[
                 _IDEMPOTENCY, {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
                 requestBody=_body("ReservationRequest"),
                 responses={"201": _json("Reservation", "reserved"), "200": _json("DryRun", "dry run only"),
                            "409": {"$ref": "#/components/responses/Error409"}, **_WRITE_ERRORS}),
-            "delete": _op("releaseJob", "Release every reservation of a job", "reservations", write=True,
+            "delete": _op("releaseJob", "Release every reservation of a job", "reservations", write=True, reserve=True,
                           parameters=[{"name": "job_id", "in": "query", "required": True,
                                        "schema": {"type": "string"}}],
                           responses={"200": _json("Released", "released"), **_WRITE_ERRORS}),
@@ -141,10 +172,12 @@ def own_routes():
             "get": _op("getReservation", "Get one reservation", "reservations",
                        responses={"200": _json("Reservation", "the reservation"), **error_responses(404, 503)}),
             "delete": _op("release", "Release a reservation (again: released [])", "reservations", write=True,
+                          reserve=True,
                           responses={"200": _json("Released", "released"), **error_responses(401, 403, 404, 503)}),
         },
         "/reservations/{id}/extend": {"parameters": [rid], "post": _op(
-            "extend", "Extend a reservation's lease", "reservations", write=True, requestBody=_body("Extend"),
+            "extend", "Extend a reservation's lease", "reservations", write=True, reserve=True,
+            requestBody=_body("Extend"),
             responses={"200": _json("Reservation", "extended"), **error_responses(404, 409), **_WRITE_ERRORS})},
         "/address-pools": {
             "get": _op("listPools", "List address pools", "address-pools",
@@ -164,9 +197,23 @@ def own_routes():
                        "description": "Needs role admin.", "x-roles": ["admin"]},
         },
         "/address-pools/{name}/allocate": {"parameters": [pool], "post": _op(
-            "allocate", "Allocate free addresses of a pool", "address-pools", write=True,
+            "allocate", "Allocate free addresses of a pool", "address-pools", write=True, reserve=True,
             parameters=[_IDEMPOTENCY], requestBody=_body("AllocateRequest"),
             responses={"201": _json("Allocation", "allocated"), **error_responses(404, 409), **_WRITE_ERRORS})},
+        "/tokens": {
+            "get": _signed_in("listTokens", "List your tokens (an admin: everyone's, or ?user='s)", parameters=[
+                {"name": "user", "in": "query", "schema": {"type": "string"}}],
+                responses={"200": _json("TokenList", "tokens, never their secrets"), **error_responses(401, 403, 503)}),
+            "post": _signed_in("createToken", "Create a token: its secret is shown in this answer only",
+                               description="For yourself, or (admins) for anyone. A token creates tokens only with "
+                                           "scope admin, and none that outlives it.",
+                               requestBody=_body("TokenRequest"),
+                               responses={"201": _json("TokenCreated", "created"), **_WRITE_ERRORS}),
+        },
+        "/tokens/{id}": {"parameters": [rid], "delete": _signed_in(
+            "revokeToken", "Revoke a token: the next request with it is 401",
+            description="Yours (a token may revoke itself), or anyone's for an admin; another user's is 404.",
+            responses={"204": {"description": "revoked"}, **error_responses(401, 403, 404, 503)})},
         "/machines/{hostname}/history": _history_path("Machine", "hostname"),
         "/public-addresses/{address}/history": _history_path("PublicAddress", "address"),
         "/private-addresses/{address}/history": _history_path("PrivateAddress", "address"),

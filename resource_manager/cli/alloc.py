@@ -9,11 +9,11 @@ from .status import UsageError
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text):
-    """Return seconds from "90", "90s", "30m", "2h", "1d" (or "1h30m"). Raises UsageError."""
+def parse_duration(text, option="--lease"):
+    """Return seconds from "90", "90s", "30m", "2h", "1d" (or "1h30m"). Raises UsageError naming `option`."""
     text = re.sub(r"\s", "", text.lower())
     if not re.fullmatch(r"(\d+[smhd]?)+", text):
-        raise UsageError(f"--lease: expected a duration like 90s, 30m, 2h or 1d, got {text!r}")
+        raise UsageError(f"{option}: expected a duration like 90s, 30m, 2h or 1d, got {text!r}")
     parts = re.findall(r"(\d+)([smhd]?)", text)
     return sum(int(n) * _UNITS[u] for n, u in parts)
 

@@ -14,9 +14,10 @@ def run(args, env):
         handler = HANDLERS.get(args.command)
         if handler is None:
             from . import alloc as cli_alloc
+            from . import tokens as cli_tokens
             from . import transfer as cli_import
 
-            handler = {**cli_import.HANDLERS, **cli_alloc.HANDLERS}[args.command]
+            handler = {**cli_import.HANDLERS, **cli_alloc.HANDLERS, **cli_tokens.HANDLERS}[args.command]
         return handler(client, args, env)
     finally:
         client.close()
@@ -29,13 +30,14 @@ def make_client(args, env):
 
     try:
         client = ResourceManagerClient(args.resource, args.endpoint, args.username, args.password,
-                                       timeout=args.timeout, environ=env.environ,
+                                       token=args.token, timeout=args.timeout, environ=env.environ,
                                        config_file=client_config.config_path(env.environ, env.config_dir),
                                        max_retries=args.max_retries, retry_time=args.retry_time,
                                        retry_backoff=args.retry_backoff, on_retry=lambda e: note_retry(e, env))
     except ValueError as e:  # a bad config file or RM_TIMEOUT
         raise UsageError(str(e)) from e
     env.username = client.username
+    env.token = client.auth if client.token else None  # its repr names the id, never the secret
     return client
 
 

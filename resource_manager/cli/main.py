@@ -124,8 +124,14 @@ def _api_message(error, env):
         text = f"{what}{error.status} invalid: {format_issues(error.issues)}"
     else:
         text = f"{what}{error.status} {message}"
-    if error.status == 401:
-        text += " - check the credentials: --username/--password, RM_USERNAME/RM_PASSWORD or the config file"
+    token = getattr(env, "token", None)
+    if error.status == 401 and token:
+        text += " - check the token: --token, RM_TOKEN or the config file (revoked or expired? rmctl token list)"
+    elif error.status == 401:
+        text += (" - check the credentials: --username/--password, RM_USERNAME/RM_PASSWORD, --token/RM_TOKEN "
+                 "or the config file")
+    elif error.status == 403 and token:
+        text += " - the token's scope, or its user's role, does not allow this"
     elif error.status == 403:
         text += (f" - user '{getattr(env, 'username', None) or 'this user'}' lacks the role for this: "
                  "writes need an operator or admin account")

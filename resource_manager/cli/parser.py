@@ -11,9 +11,10 @@ OUTPUT_FORMATS = ("table", "json", "csv")
 
 DESCRIPTION = """Manage ResourceManager machines and addresses from the shell.
 
-Endpoint and credentials: --endpoint/--username/--password, else RM_ENDPOINT/RM_USERNAME/RM_PASSWORD,
-else the config file ($RM_CONFIG or ~/.config/resource-manager/client.ini, section [client]),
-else http://127.0.0.1:5000 with admin/admin.
+Endpoint and credentials: --endpoint/--username/--password/--token, else RM_ENDPOINT/RM_USERNAME/
+RM_PASSWORD/RM_TOKEN, else the config file ($RM_CONFIG or ~/.config/resource-manager/client.ini, section
+[client]), else http://127.0.0.1:5000 with admin/admin. An API token, wherever it comes from, wins over
+username and password (--token '' sends none).
 
 Server restarts are ridden out: connection errors and 502/503/504 are retried (--max-retries, 5; none
 later than --retry-time, 30 s, after the first failure; waits as Retry-After says, else from
@@ -28,6 +29,7 @@ EPILOG = """examples:
   {prog} update a-15-r owner=ci
   {prog} reserve --count 2 --lease 2h --job-id build-42 --format plain
   {prog} import machines.csv
+  {prog} token create --scope reserve --expires 90d --description jenkins
 
 exit codes: 0 ok, 1 unexpected error, 2 usage, 4 refused by the API (4xx), 5 server error (5xx),
 6 cannot connect or timed out, 130 interrupted"""
@@ -90,6 +92,33 @@ examples:
     "history": ("show the change history of an item, newest first", """examples:
   {prog} history a-15-r
   {prog} history 203.0.113.7 -r public-addresses"""),
+    "token": ("create, list and revoke API tokens", """examples:
+  {prog} token create --scope reserve --expires 90d --description jenkins
+  RM_TOKEN=$({prog} token create --scope reserve --expires 90d --format plain)
+  {prog} token list
+  {prog} token list --user ci-bot        (an admin sees everyone's, or one user's)
+  {prog} token revoke 0123456789abcdef"""),
+}
+
+TOKEN_COMMANDS = {
+    "create": ("create a token; it is printed once, never again", """Scopes: read; reserve (reserve, extend and
+release machines, allocate and release addresses, nothing else); write (what an operator does); admin.
+A token never does more than its user's role allows at the time it is used. Only a signed-in user (or a
+token of scope admin) creates tokens; an admin also for another user (--user).
+
+examples:
+  {prog} token create --scope reserve --expires 90d --description jenkins
+  {prog} token create --scope read --expires 2027-01-31 --format plain
+  {prog} -u admin token create --scope reserve --user ci-bot --description nightly"""),
+    "list": ("list your tokens (an admin: everyone's): scope, description, created, last used, expiry",
+             """Never a secret: a token is shown once, when it is created.
+
+examples:
+  {prog} token list
+  {prog} token list --user ci-bot --format json"""),
+    "revoke": ("revoke a token: the next request with it is refused", """examples:
+  {prog} token revoke 0123456789abcdef
+  {prog} token revoke "$RM_TOKEN"        (a token revokes itself)"""),
 }
 
 
@@ -102,6 +131,9 @@ def _common(parser, top):
     parser.add_argument("-u", "--username", default=default(None), help="user name (RM_USERNAME)")
     parser.add_argument("-p", "--password", default=default(None),
                         help="password (RM_PASSWORD; prefer the variable or the config file)")
+    parser.add_argument("--token", default=default(None),
+                        help="API token, sent instead of username/password (RM_TOKEN; prefer the variable or the "
+                             "config file)")
     parser.add_argument("--timeout", type=float, default=default(None), help="seconds per request (RM_TIMEOUT)")
     parser.add_argument("--max-retries", type=_count, default=default(None), metavar="N",
                         help="retries after a connection error or 502/503/504 (RM_MAX_RETRIES, 5; 0: none)")
@@ -255,4 +287,28 @@ def build(prog, stdout=None, stderr=None):
     p = commands["history"]
     p.add_argument("name", help="hostname or address")
     _output(p)
+    _token_commands(commands["token"], prog, stdout, stderr)
     return parser
+
+
+def _token_commands(parser, prog, stdout, stderr):
+    sub = parser.add_subparsers(dest="token_command", metavar="ACTION")
+    sub.required = True
+    actions = {}
+    for name, (summary, examples) in TOKEN_COMMANDS.items():
+        actions[name] = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+                                       epilog=examples.format(prog=prog),
+                                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                                       stdout=stdout, stderr=stderr)
+        _common(actions[name], top=False)
+    p = actions["create"]
+    p.add_argument("--scope", required=True, choices=("read", "reserve", "write", "admin"))
+    p.add_argument("--expires", help="lifetime (90d, 12h, seconds) or a date (2027-01-31); default: 90 days")
+    p.add_argument("--description", help="what the token is for, e.g. the CI job")
+    p.add_argument("--user", help="the user the token is for (admins only; default: you)")
+    _output(p, extra=("plain",))
+    p = actions["list"]
+    p.add_argument("--user", help="only this user's tokens (admins; others see only their own)")
+    _output(p)
+    p = actions["revoke"]
+    p.add_argument("token", metavar="ID", help="the token's id (or the token itself)")

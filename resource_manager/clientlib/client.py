@@ -23,6 +23,7 @@ from .errors import (
     error_from_response,
 )
 from .original import OriginalAPIMixin, as_dict, merge
+from .tokens import BearerAuth, TokenMixin
 
 __all__ = [
     "ResourceManagerClient", "ResourceManagerError", "RequestFailureException", "APIError", "NotFound",
@@ -51,12 +52,14 @@ def _query(where, sort, fields):
     return {k: v for k, v in params.items() if v is not None}
 
 
-class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
+class ResourceManagerClient(OriginalAPIMixin, AllocationMixin, TokenMixin):
     """A client for one resource type (machines, public-addresses, private-addresses).
 
     Endpoint and credentials come from the arguments, else RM_ENDPOINT / RM_USERNAME /
-    RM_PASSWORD, else the config file ($RM_CONFIG or ~/.config/resource-manager/client.ini),
-    else http://127.0.0.1:5000 and admin/admin, the defaults of the original tool.
+    RM_PASSWORD / RM_TOKEN, else the config file ($RM_CONFIG or ~/.config/resource-manager/client.ini),
+    else http://127.0.0.1:5000 and admin/admin, the defaults of the original tool. A token
+    (`token=`, RM_TOKEN or `token =` in the file) wins over username and password wherever they come
+    from: it is sent as `Authorization: Bearer`, and `username` and `password` are None.
     Every request goes through one requests.Session with a timeout (RM_TIMEOUT, 30 s by default).
     Errors raise ResourceManagerError subclasses (see client_errors.py).
 
@@ -74,19 +77,20 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
 
     def __init__(self, resource_type="machines", endpoint=None, username=None, password=None, *,
                  timeout=None, session=None, environ=None, config_file=None, max_retries=None,
-                 retry_time=None, retry_backoff=None, on_retry=None):
+                 retry_time=None, retry_backoff=None, on_retry=None, token=None):
         if resource_type not in NAME_FIELDS:
             raise ValueError(f"unknown resource type {resource_type!r}: use one of {', '.join(RESOURCE_TYPES)}")
         settings = client_config.resolve(
-            {"endpoint": endpoint, "username": username, "password": password, "timeout": timeout,
+            {"endpoint": endpoint, "username": username, "password": password, "token": token, "timeout": timeout,
              "max_retries": max_retries, "retry_time": retry_time, "retry_backoff": retry_backoff},
             environ, config_file)
         if not settings["endpoint"].startswith(("http://", "https://")):
             raise ValueError(f"endpoint must start with http:// or https://, not {settings['endpoint']!r}")
         self.resource_type = resource_type
         self.base_url = settings["endpoint"]
-        self.username = settings["username"]
-        self.password = settings["password"]
+        self.token = settings["token"] or None
+        self.username = None if self.token else settings["username"]
+        self.password = None if self.token else settings["password"]
         self.timeout = settings["timeout"]
         self.max_retries = settings["max_retries"]
         self.retry_time = settings["retry_time"]
@@ -96,7 +100,10 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
         self.schema_fields = list(DOMAIN[resource_type]["schema"])
         self.headers = {"content-type": "application/json"}
         self.session = session or requests.Session()
-        self.session.auth = (self.username, self.password) if self.username else None
+        if self.token:
+            self.session.auth = BearerAuth(self.token)
+        else:
+            self.session.auth = (self.username, self.password) if self.username else None
         self.session.headers["User-Agent"] = f"resource-manager-client/{__version__}"
         if self.max_retries:
             retry = client_retry.policy(self.max_retries, self.retry_time, self.retry_backoff, on_retry)
@@ -117,7 +124,7 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin):
 
     @property
     def auth(self):
-        """The (username, password) every request sends, or None."""
+        """The (username, password) every request sends, a BearerAuth for a token, or None."""
         return self.session.auth
 
     @auth.setter

@@ -7,6 +7,8 @@ DEFAULTS = {
     "endpoint": "http://127.0.0.1:5000",
     "username": "admin",
     "password": "admin",
+    # An API token (rm_...): when one is set (at any layer) it is sent instead of username/password.
+    "token": "",
     "timeout": "30",
     # Riding out restarts (client_retry.py): at most 5 retries, none starting later than 30 s
     # after the first failure, waits from 0.5 s doubling (or what Retry-After says).
@@ -19,6 +21,7 @@ ENV_NAMES = {
     "endpoint": "RM_ENDPOINT",
     "username": "RM_USERNAME",
     "password": "RM_PASSWORD",
+    "token": "RM_TOKEN",
     "timeout": "RM_TIMEOUT",
     "max_retries": "RM_MAX_RETRIES",
     "retry_time": "RM_RETRY_TIME",
@@ -70,7 +73,7 @@ def read_file(path):
 
 
 def resolve(arguments=None, environ=None, path=None, directory=None):
-    """Return endpoint, username, password, timeout and the retry settings, each from the first layer that sets it.
+    """Return endpoint, username, password, token, timeout and the retry settings, each from its first layer.
 
     Raises ValueError naming the setting when a number is not one, or is negative.
     """

@@ -95,13 +95,13 @@ def create():
     body = request.get_json(silent=True) if request.content_length else {}
     if not isinstance(body, dict):
         return error_response(400, "body must be a JSON object")
+    if caller["token"] and caller["scope"] != "admin":
+        return error_response(403, f"token {caller['token']} has scope '{caller['scope']}': only a token of scope "
+                                   "admin creates tokens (or sign in with your password)")
     now = utcnow()
     req, issues = check_request(body, now, int(current_app.config.get("TOKEN_MAX_DAYS", DEFAULT_MAX_DAYS)))
     if issues:
         return invalid("token", issues)
-    if caller["token"] and caller["scope"] != "admin":
-        return error_response(403, f"token {caller['token']} has scope '{caller['scope']}': only a token of scope "
-                                   "admin creates tokens (or sign in with your password)")
     target = req["user"] or caller["username"]
     if target != caller["username"] and caller["role"] != "admin":
         return error_response(403, f"user '{caller['username']}' may create tokens for themselves only; "
