@@ -200,10 +200,15 @@ def test_config_precedence_argument_env_file_default(tmp_path):
     path = tmp_path / "client.ini"
     path.write_text("[client]\nendpoint = http://file:1\nusername = fileuser\npassword = filepw\ntimeout = 7\n"
                     "max_retries = 9\nretry_time = 90\nretry_backoff = 2\n")
-    env = {"RM_ENDPOINT": "http://env:2", "RM_USERNAME": "envuser", "RM_RETRY_TIME": "120"}
+    env = {"RM_ENDPOINT": "http://env:2", "RM_USERNAME": "envuser", "RM_RETRY_TIME": "120", "RM_TOKEN": "rm_env"}
     got = resolve({"endpoint": "http://arg:3", "retry_backoff": 0.25}, env, str(path))
     assert got == {"endpoint": "http://arg:3", "username": "envuser", "password": "filepw", "timeout": 7.0,
-                   "max_retries": 9, "retry_time": 120.0, "retry_backoff": 0.25}
+                   "max_retries": 9, "retry_time": 120.0, "retry_backoff": 0.25, "token": "rm_env"}
+    assert resolve({"token": "rm_arg"}, env, str(path))["token"] == "rm_arg"
+    with_token = tmp_path / "token.ini"
+    with_token.write_text("[client]\ntoken = rm_file\n")
+    assert resolve({}, {}, str(with_token))["token"] == "rm_file"
+    assert resolve({}, {"RM_TOKEN": "rm_env"}, str(with_token))["token"] == "rm_env"
     defaults = resolve({}, {}, str(tmp_path / "missing.ini"))
     assert (defaults["max_retries"], defaults["retry_time"], defaults["retry_backoff"]) == (5, 30.0, 0.5)
     for name, value in (("RM_MAX_RETRIES", "-1"), ("RM_MAX_RETRIES", "2.5"), ("RM_RETRY_TIME", "soon"),

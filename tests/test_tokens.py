@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import logging
 import uuid
 
 import pymongo
@@ -234,7 +235,8 @@ def test_last_used_is_written_at_most_once_a_minute(live, person):
         assert session.get("/tokens").json()["_items"][0]["last_used"] is not None
 
 
-def test_wrong_secrets_are_throttled_like_wrong_passwords(localdb, users, dbname):
+def test_wrong_secrets_are_throttled_like_wrong_passwords(localdb, users, dbname, caplog):
+    caplog.set_level(logging.DEBUG)
     server = LiveServer({"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users,
                          "AUTH_MAX_FAILURES": 3, "AUTH_BACKOFF_BASE": 30})
     try:
@@ -246,6 +248,9 @@ def test_wrong_secrets_are_throttled_like_wrong_passwords(localdb, users, dbname
         sprayed = [call(server, "GET", "/machines", f"rm_{i:016x}_{'a' * 43}").status_code for i in range(4)]
         assert sprayed == [401, 401, 401, 429]
         assert call(server, "GET", "/tokens", make(server, ADMIN, scope="read")["token"]).status_code == 200
+        assert f"3 failed logins for token {made['_id']} from 127.0.0.1" in caplog.text
+        assert "3 failed logins for unknown or malformed tokens from 127.0.0.1" in caplog.text
+        assert made["token"][20:] not in caplog.text and guess[20:] not in caplog.text  # ids at most, never secrets
     finally:
         server.stop()
         with pymongo.MongoClient(localdb.uri) as client:

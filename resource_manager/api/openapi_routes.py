@@ -14,11 +14,15 @@ def _json(ref_or_schema, description):
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-def _op(op_id, summary, tag, write=False, reserve=False, **rest):
+# The operations a token of scope `reserve` reaches (api/tokens.py's RESERVE_ROUTES, by operationId).
+RESERVE_OPERATIONS = frozenset({"reserve", "extend", "release", "releaseJob", "allocate"})
+
+
+def _op(op_id, summary, tag, write=False, **rest):
     op = {"operationId": op_id, "summary": summary, "tags": [tag],
           "security": copy.deepcopy(CREDENTIALS) if write else []}
     if write:
-        scopes = ["reserve", "write", "admin"] if reserve else ["write", "admin"]
+        scopes = ["reserve", "write", "admin"] if op_id in RESERVE_OPERATIONS else ["write", "admin"]
         op["description"] = f"Needs role operator or admin; a token needs scope {', '.join(scopes)}."
         op["x-roles"] = ["operator", "admin"]
         op["x-token-scopes"] = scopes
@@ -154,12 +158,12 @@ def own_routes():
             "get": _op("listReservations", "List reservations", "reservations", parameters=[
                 {"name": n, "in": "query", "schema": {"type": "string"}} for n in ("job_id", "owner", "state")],
                 responses={"200": _json("ReservationList", "reservations"), **error_responses(400, 503)}),
-            "post": _op("reserve", "Reserve idle machines", "reservations", write=True, reserve=True, parameters=[
+            "post": _op("reserve", "Reserve idle machines", "reservations", write=True, parameters=[
                 _IDEMPOTENCY, {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
                 requestBody=_body("ReservationRequest"),
                 responses={"201": _json("Reservation", "reserved"), "200": _json("DryRun", "dry run only"),
                            "409": {"$ref": "#/components/responses/Error409"}, **_WRITE_ERRORS}),
-            "delete": _op("releaseJob", "Release every reservation of a job", "reservations", write=True, reserve=True,
+            "delete": _op("releaseJob", "Release every reservation of a job", "reservations", write=True,
                           parameters=[{"name": "job_id", "in": "query", "required": True,
                                        "schema": {"type": "string"}}],
                           responses={"200": _json("Released", "released"), **_WRITE_ERRORS}),
@@ -172,12 +176,10 @@ def own_routes():
             "get": _op("getReservation", "Get one reservation", "reservations",
                        responses={"200": _json("Reservation", "the reservation"), **error_responses(404, 503)}),
             "delete": _op("release", "Release a reservation (again: released [])", "reservations", write=True,
-                          reserve=True,
                           responses={"200": _json("Released", "released"), **error_responses(401, 403, 404, 503)}),
         },
         "/reservations/{id}/extend": {"parameters": [rid], "post": _op(
-            "extend", "Extend a reservation's lease", "reservations", write=True, reserve=True,
-            requestBody=_body("Extend"),
+            "extend", "Extend a reservation's lease", "reservations", write=True, requestBody=_body("Extend"),
             responses={"200": _json("Reservation", "extended"), **error_responses(404, 409), **_WRITE_ERRORS})},
         "/address-pools": {
             "get": _op("listPools", "List address pools", "address-pools",
@@ -197,7 +199,7 @@ def own_routes():
                        "description": "Needs role admin.", "x-roles": ["admin"]},
         },
         "/address-pools/{name}/allocate": {"parameters": [pool], "post": _op(
-            "allocate", "Allocate free addresses of a pool", "address-pools", write=True, reserve=True,
+            "allocate", "Allocate free addresses of a pool", "address-pools", write=True,
             parameters=[_IDEMPOTENCY], requestBody=_body("AllocateRequest"),
             responses={"201": _json("Allocation", "allocated"), **error_responses(404, 409), **_WRITE_ERRORS})},
         "/tokens": {

@@ -1,7 +1,8 @@
 """Exponential backoff on repeated bad passwords, per key, atomic: a burst is no bypass.
 
 The key is chosen by the caller (auth.py): a client's device token when it presents a valid
-one for the account, else the (username, client address) pair.
+one for the account, else the (username, client address) pair; for API tokens (tokens.py) the
+token's id and the client address, or the address alone for malformed and unknown tokens.
 
 Atomic per key: a password check is admitted (begin) before it runs and counted (end) after,
 and checks still running count against the allowance. So with `max_failures` = 5, a burst of
@@ -121,9 +122,12 @@ class FailureLimiter:
     @staticmethod
     def _log(key, count, delay):
         if delay:
-            # The username, never the password; truncated, as it may be anything a client sent.
-            log.warning("%d failed logins for user %r from %s: refusing it for %.0f s",
-                        count, str(key[0])[:64], key[1], math.ceil(delay))
+            # The username (or a token's id, not secret), never the password or token; truncated, as it
+            # may be anything a client sent.
+            who = str(key[0])[:64]
+            who = ("unknown or malformed tokens" if who == "token:?" else f"token {who[6:]}" if who.startswith("token:")
+                   else f"user {who!r}")
+            log.warning("%d failed logins for %s from %s: refusing it for %.0f s", count, who, key[1], math.ceil(delay))
 
     def succeeded(self, key):
         """Forget the failures of `key` after a successful login."""
