@@ -1,5 +1,6 @@
 """Swagger UI on /docs/swagger in a real browser (headless chromium): it renders every operation, "Try it out"
-works with HTTP Basic, nothing is loaded from another origin, and the Content-Security-Policy is never violated.
+works with HTTP Basic and with an API token, nothing is loaded from another origin, and the
+Content-Security-Policy is never violated.
 """
 
 from .browser import screenshot
@@ -32,6 +33,29 @@ def watch(page, server):
     return requested, refused
 
 
+def authorize(page, fields):
+    """Fill one scheme's form of Swagger UI's Authorize dialog (fields by input id) and authorize it."""
+    page.click("button.authorize")
+    for selector, value in fields.items():
+        page.fill(selector, value)
+    form = page.locator(".auth-container", has=page.locator(next(iter(fields))))
+    form.locator("button.authorize").click()
+    page.click("button.btn-done")
+
+
+def try_create(page, hostname):
+    """Create a machine with "Try it out"; return the status Swagger UI shows."""
+    create = page.locator("#operations-machines-createMachine")
+    if not create.locator("button.execute").count():
+        create.locator(".opblock-summary").click()
+        create.locator("button.try-out__btn").click()
+    create.locator("textarea.body-param__text").fill(f'{{"hostname": "{hostname}", "state": "idle"}}')
+    create.locator("button.execute").click()
+    status = create.locator(".live-responses-table tbody .response-col_status")
+    status.wait_for()
+    return status.inner_text().strip()
+
+
 def test_swagger_ui_tries_a_write_with_basic_auth_loads_nothing_from_outside_and_is_linked(page, server, anon):
     requested, refused = watch(page, server)
     spec = anon.get("/openapi.json").json()
@@ -43,19 +67,8 @@ def test_swagger_ui_tries_a_write_with_basic_auth_loads_nothing_from_outside_and
     assert page.locator(".opblock").count() == operations
 
     # Authorize with HTTP Basic, then create a machine with "Try it out".
-    page.click("button.authorize")
-    page.fill(".auth-container input[type=text]", "operator")
-    page.fill(".auth-container input[type=password]", PASSWORDS["operator"])
-    page.click(".auth-container button.authorize")
-    page.click("button.btn-done")
-    create = page.locator("#operations-machines-createMachine")
-    create.locator(".opblock-summary").click()
-    create.locator("button.try-out__btn").click()
-    create.locator("textarea.body-param__text").fill('{"hostname": "from-swagger", "state": "idle"}')
-    create.locator("button.execute").click()
-    status = create.locator(".live-responses-table tbody .response-col_status")
-    status.wait_for()
-    assert status.inner_text().strip() == "201"
+    authorize(page, {"#auth-basic-username": "operator", "#auth-basic-password": PASSWORDS["operator"]})
+    assert try_create(page, "from-swagger") == "201"
     stored = server.db.machines.find_one({"hostname": "from-swagger"})
     assert stored["state"] == "idle"
     screenshot(page, "swagger.png")
@@ -78,3 +91,13 @@ def test_swagger_ui_tries_a_write_with_basic_auth_loads_nothing_from_outside_and
     assert page.locator("#operations-machines-updateMachine .opblock-summary-path").inner_text().startswith(
         "/machines/")
     assert refused == [] and page.evaluate("window.cspViolations") == []
+
+
+def test_swagger_ui_authorizes_with_an_api_token(page, server, operator):
+    token = operator.post("/tokens", json={"scope": "write", "description": "swagger"}).json()["token"]
+    page.goto("/docs/swagger")
+    page.wait_for_selector(".opblock")
+    authorize(page, {"#auth-bearer-value": token})
+    assert try_create(page, "from-swagger-token") == "201"
+    entry = server.db.history.find_one({"action": "create"})
+    assert entry["user"] == "operator"

@@ -99,7 +99,8 @@ def create():
         return error_response(403, f"token {caller['token']} has scope '{caller['scope']}': only a token of scope "
                                    "admin creates tokens (or sign in with your password)")
     now = utcnow()
-    req, issues = check_request(body, now, int(current_app.config.get("TOKEN_MAX_DAYS", DEFAULT_MAX_DAYS)))
+    max_days = max(1, int(current_app.config.get("TOKEN_MAX_DAYS", DEFAULT_MAX_DAYS)))
+    req, issues = check_request(body, now, max_days)
     if issues:
         return invalid("token", issues)
     target = req["user"] or caller["username"]
