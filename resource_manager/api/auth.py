@@ -4,7 +4,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import secrets
 import threading
@@ -121,9 +120,7 @@ class UsersFile:
         wait = self.limiter.begin(key)
         if wait:
             # Refused without checking the password: during the wait, guesses teach nothing.
-            seconds = str(math.ceil(wait))
-            abort(error_response(429, f"too many failed logins for '{username[:64]}'; retry in {seconds} s",
-                                 headers={"Retry-After": seconds}))
+            ratelimit.refuse(wait, f"logins for '{username[:64]}'")
         record = None
         try:
             record = self._verify(username, password)

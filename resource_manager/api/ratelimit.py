@@ -17,7 +17,17 @@ import math
 import threading
 import time
 
+from flask import abort
+
+from .errors import error_response
+
 log = logging.getLogger(__name__)
+
+
+def refuse(wait, what):
+    """Abort the request: 429 with Retry-After, "too many failed <what>; retry in N s"."""
+    seconds = str(math.ceil(wait))
+    abort(error_response(429, f"too many failed {what}; retry in {seconds} s", headers={"Retry-After": seconds}))
 
 
 class FailureLimiter:

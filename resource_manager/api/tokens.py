@@ -9,12 +9,12 @@ bad-password throttle (ratelimit.py) like wrong passwords. The dashboard ignores
 """
 
 import logging
-import math
 
 import pymongo.errors
 from flask import abort, current_app, request
 
 from ..core import tokens as records
+from . import ratelimit
 from .db import collection_name, database
 from .errors import error_response
 from .lookup import name_filter
@@ -65,9 +65,7 @@ def authenticate(text, users):
     limiter = users.limiter
     wait = limiter.begin(key) if limiter else 0
     if wait:
-        seconds = str(math.ceil(wait))
-        abort(error_response(429, f"too many failed token attempts; retry in {seconds} s",
-                             headers={"Retry-After": seconds}))
+        ratelimit.refuse(wait, "token attempts")
     ok = False
     try:
         ok = record is not None and records.matches(record, text)

@@ -198,15 +198,7 @@ def build(prog, stdout=None, stderr=None):
                     formatter_class=argparse.RawDescriptionHelpFormatter, stdout=stdout, stderr=stderr)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common(parser, top=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    commands = {}
-    for name, (summary, examples) in COMMANDS.items():
-        commands[name] = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
-                                        epilog=examples.format(prog=prog),
-                                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                                        stdout=stdout, stderr=stderr)
-        _common(commands[name], top=False)
+    commands = _subcommands(parser, "command", "COMMAND", COMMANDS, prog, stdout, stderr)
 
     p = commands["list"]
     p.add_argument("--where", help="Eve/MongoDB filter as JSON")
@@ -291,16 +283,22 @@ def build(prog, stdout=None, stderr=None):
     return parser
 
 
-def _token_commands(parser, prog, stdout, stderr):
-    sub = parser.add_subparsers(dest="token_command", metavar="ACTION")
+def _subcommands(parser, dest, metavar, table, prog, stdout, stderr):
+    """Add the required subcommands of `table` ({name: (summary, examples)}); return their parsers by name."""
+    sub = parser.add_subparsers(dest=dest, metavar=metavar)
     sub.required = True
-    actions = {}
-    for name, (summary, examples) in TOKEN_COMMANDS.items():
-        actions[name] = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+    parsers = {}
+    for name, (summary, examples) in table.items():
+        parsers[name] = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
                                        epilog=examples.format(prog=prog),
                                        formatter_class=argparse.RawDescriptionHelpFormatter,
                                        stdout=stdout, stderr=stderr)
-        _common(actions[name], top=False)
+        _common(parsers[name], top=False)
+    return parsers
+
+
+def _token_commands(parser, prog, stdout, stderr):
+    actions = _subcommands(parser, "token_command", "ACTION", TOKEN_COMMANDS, prog, stdout, stderr)
     p = actions["create"]
     p.add_argument("--scope", required=True, choices=("read", "reserve", "write", "admin"))
     p.add_argument("--expires", help="lifetime (90d, 12h, seconds) or a date (2027-01-31); default: 90 days")
