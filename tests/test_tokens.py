@@ -116,6 +116,7 @@ def test_revoked_expired_malformed_and_unknown_tokens_are_401_even_on_reads(live
     with live.session(person) as session:
         assert session.delete(f"/tokens/{other['_id']}").status_code == 204
         assert session.delete(f"/tokens/{other['_id']}").status_code == 404
+        assert session.delete("/tokens/%00x").status_code == 404
     before = snapshot(live.db)
     for bad in (other["token"], "rm_x", token[:-1] + ("A" if token[-1] != "A" else "B"), "", "a b"):
         response = call(live, "POST", "/machines", bad, json={"hostname": "x", "state": "idle"})

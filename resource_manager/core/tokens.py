@@ -22,6 +22,7 @@ from .history import utcnow
 COLLECTION = "api_tokens"
 PREFIX = "rm_"
 TOKEN = re.compile(r"rm_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+ID = re.compile(r"[0-9a-f]{16}")
 
 # Scopes, weakest first. A token never does more than its scope, nor more than its user's role.
 SCOPES = ("read", "reserve", "write", "admin")
@@ -107,8 +108,10 @@ def listing(db, user=None):
 
 
 def get(db, token_id):
-    """Return a token's record (without its hash), or None."""
-    return db[COLLECTION].find_one({"_id": token_id}, {"hash": 0}) if isinstance(token_id, str) else None
+    """Return a token's record (without its hash), or None (also for what cannot be an id: no query then)."""
+    if not isinstance(token_id, str) or not ID.fullmatch(token_id):
+        return None
+    return db[COLLECTION].find_one({"_id": token_id}, {"hash": 0})
 
 
 def revoke(db, token_id):
