@@ -40,6 +40,7 @@ ERRORS = {
     415: "Body is not application/json",
     422: "Validation failed: see _issues",
     428: "If-Match header required",
+    429: "Too many failed logins or token attempts from here: retry after Retry-After seconds",
     503: "Database unavailable: retry after Retry-After seconds",
 }
 
@@ -129,7 +130,7 @@ def _common_components(app):
         entry = {"description": text, "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
         if code == 401:
             entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
-        if code == 503:
+        if code in (429, 503):
             entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
         responses[f"Error{code}"] = entry
     params = {
@@ -368,6 +369,13 @@ def document(app):
             paths.setdefault(path, {}).update(kept)
     components["schemas"].update(schemas)
     components["schemas"] = _reachable(paths, components["schemas"])
+    for item in paths.values():
+        for method, op in item.items():
+            if method != "parameters":
+                # Credentials sent anywhere are checked: a dead token is 401 even on an open read, and
+                # repeated failures are 429.
+                op["responses"] = {**op["responses"], **{k: v for k, v in error_responses(401, 429).items()
+                                                         if k not in op["responses"]}}
     used = {t for item in paths.values() for op in item.values() if isinstance(op, dict) for t in op.get("tags", [])}
     tags += [t for t in own_tags if t["name"] in used]
     return {

@@ -38,10 +38,12 @@ def cmd_list(client, args, env):
 
 
 def cmd_revoke(client, args, env):
-    client.revoke_token(args.token)
     from ..clientlib.tokens import token_id
 
-    env.note(f"revoked token {token_id(args.token) or args.token}")
+    client.revoke_token(args.token)
+    ident = token_id(args.token) or args.token
+    # Named by its id only: what was given may have been the whole token.
+    env.note(f"revoked token {ident}" if re.fullmatch(r"[0-9a-f]{16}", ident) else "revoked the token")
 
 
 ACTIONS = {"create": cmd_create, "list": cmd_list, "revoke": cmd_revoke}
