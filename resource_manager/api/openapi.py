@@ -9,6 +9,7 @@ import copy
 import re
 
 from .. import __version__
+from ..core.constraints import BODIES
 from ..schema import NAME_FIELDS
 
 OPENAPI_VERSION = "3.0.3"
@@ -88,6 +89,34 @@ def field_schema(rule):
         notes.append("unique")
     if notes:
         schema["description"] = "; ".join(notes)
+    return schema
+
+
+def body_schema(name, config):
+    """Return the OpenAPI schema of one of our route bodies (core/constraints.BODIES), limits from `config`."""
+    from .bodies import settled_schema
+
+    rules = BODIES[name]
+    schema = object_schema(settled_schema(name, config))
+    schema["additionalProperties"] = False
+    for field, prop in schema["properties"].items():
+        rule, notes = rules[field], []
+        if "default" in rule:
+            prop["default"] = copy.deepcopy(rule["default"])
+        if rule.get("nonblank") and "pattern" not in prop:
+            prop["pattern"] = r"\S"
+        if rule.get("where"):
+            prop.update({"type": "object", "additionalProperties": True})
+        if rule.get("mongo_keys"):
+            notes.append("no key may be empty, start with '$' or contain '.'")
+        if rule.get("max_setting"):
+            notes.append(f"the server setting {rule['max_setting']} sets the maximum")
+        meta = rule.get("meta") or {}
+        notes = [meta["description"] if "description" in meta else meta.get("hint")] + notes
+        if prop.get("description"):
+            notes.append(prop["description"])
+        if any(notes):
+            prop["description"] = "; ".join(n.strip() for n in notes if n)
     return schema
 
 
@@ -345,7 +374,7 @@ def document(app):
         components["schemas"].update(schemas)
         tags.append({"name": resource, "description": f"the {resource} collection (Eve)"})
     served = {shape(p): methods for p, methods in rule_paths(app).items()}
-    fragments, schemas, own_tags = own_routes()
+    fragments, schemas, own_tags = own_routes(app)
     registry = app.extensions.get("rm_openapi")
     if registry is not None:
         fragments = {**fragments, **registry.paths}
