@@ -41,6 +41,7 @@ ERRORS = {
     415: "Body is not application/json",
     422: "Validation failed: see _issues",
     428: "If-Match header required",
+    429: "Too many failed logins for this account from this client: retry after Retry-After seconds",
     503: "Database unavailable: retry after Retry-After seconds",
 }
 
@@ -158,7 +159,7 @@ def _common_components(app):
         entry = {"description": text, "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
         if code == 401:
             entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
-        if code == 503:
+        if code in (429, 503):
             entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
         responses[f"Error{code}"] = entry
     params = {
@@ -269,7 +270,7 @@ def resource_paths(app, resource, settings):
             responses={"200": {"description": f"the {name}", "headers": etag_header,
                                "content": {JSON: {"schema": {"$ref": ref}}}},
                        "304": {"description": "not modified since If-None-Match"},
-                       **error_responses(404, 409, 503)})
+                       **error_responses(400, 404, 409, 503)})
     write_errors = error_responses(400, 401, 403, 404, 408, 409, 412, 413, 415, 422, 428, 503)
     for method, verb, body_ref in (("PATCH", "update", f"{name}Patch"), ("PUT", "replace", f"{name}Input")):
         if method in item_methods:
@@ -387,6 +388,11 @@ def document(app):
             paths.setdefault(path, {}).update(kept)
     components["schemas"].update(schemas)
     components["schemas"] = _reachable(paths, components["schemas"])
+    for item in paths.values():
+        for op in item.values():
+            if isinstance(op, dict) and op.get("security"):
+                # Every operation that takes credentials: none or wrong ones, or too many wrong ones.
+                op["responses"] = {**op["responses"], **error_responses(401, 429)}
     used = {t for item in paths.values() for op in item.values() if isinstance(op, dict) for t in op.get("tags", [])}
     tags += [t for t in own_tags if t["name"] in used]
     return {

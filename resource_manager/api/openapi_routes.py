@@ -1,7 +1,7 @@
 """OpenAPI fragments of the routes this package serves itself (not Eve resources).
 
-Each is published only when the app has the route (see openapi.document), so the
-allocation routes appear exactly when allocation is installed.
+Each is published only when the app has the route (see openapi.document). Request bodies are
+generated from their Cerberus schemas (core/constraints.BODIES, see BODY_SCHEMAS).
 """
 
 from ..schema import RESERVATION_STATES
