@@ -253,8 +253,11 @@ def test_interrupt_is_exit_130(server):
     from .cli_helpers import subprocess_env
 
     silent = SilentServer()
+    # ^C as at a terminal: a run started in the background (cmd &) inherits SIGINT ignored, and Python
+    # then raises no KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-m", "resource_manager.cli.main", "list", "-e", silent.url],
-                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # Wait until it has sent its whole request (so it waits for the answer), then press ^C.
         conn, _ = silent.sock.accept()
