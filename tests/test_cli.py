@@ -258,6 +258,7 @@ def test_interrupt_is_exit_130(server):
     proc = subprocess.Popen([sys.executable, "-m", "resource_manager.cli.main", "list", "-e", silent.url],
                             env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    conn = None
     try:
         # Wait until it has sent its whole request (so it waits for the answer), then press ^C.
         conn, _ = silent.sock.accept()
@@ -269,8 +270,9 @@ def test_interrupt_is_exit_130(server):
             sent += chunk
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-        conn.close()
     finally:
+        if conn is not None:
+            conn.close()
         if proc.poll() is None:  # it did not stop: kill it and close its pipes (they would leak into later tests)
             proc.kill()
             proc.communicate()
