@@ -24,8 +24,6 @@ class Issues(errors.BasicErrorHandler):
         errors.EMPTY_NOT_ALLOWED.code: "must be a non-empty string",
         errors.MIN_VALUE.code: "must be at least {constraint}",
         errors.MAX_VALUE.code: "must be at most {constraint}",
-        errors.UNALLOWED_VALUE.code: "must be one of: {constraint}",
-        errors.COERCION_FAILED.code: "{1}",
     })
 
     def __init__(self, tree=None, schema=None):
@@ -52,7 +50,7 @@ class Issues(errors.BasicErrorHandler):
 
 
 class BodyValidator(cerberus.Validator):
-    """Cerberus with the rules of BODIES: nonblank, where, mongo_keys, meta."""
+    """Cerberus with the rules of BODIES: nonblank, where, mongo_keys (`meta` is Cerberus' own)."""
 
     types_mapping = dict(cerberus.Validator.types_mapping)
     # JSON true is not a count: bool is an int in Python.
@@ -75,9 +73,6 @@ class BodyValidator(cerberus.Validator):
         issue = storable_keys(value) if mongo_keys else None
         if issue:
             self._error(field, issue)
-
-    def _validate_meta(self, meta, field, value):
-        """{'type': 'dict'}"""
 
 
 def settled_schema(name, config):
