@@ -61,15 +61,43 @@ def overrides(localdb, users_file, dbname):
             "SECRET_KEY": "tests-only-secret-key"}
 
 
+@pytest.fixture(scope="session")
+def _shared_servers(localdb):
+    """One live server per users file, shared by the tests it suits (see `server`); {users_file: LiveServer}."""
+    servers = {}
+    yield servers
+    with pymongo.MongoClient(localdb.uri) as client:
+        for live in servers.values():
+            live.stop()
+            client.drop_database(live.app.config["MONGO_DBNAME"])
+
+
 @pytest.fixture
-def server(overrides, localdb, dbname):
-    """The API served over real HTTP on 127.0.0.1 against this test's database."""
-    live = LiveServer(overrides)
+def server(request, localdb, users_file, _shared_servers):
+    """The API served over real HTTP on 127.0.0.1, its database empty at the start of the test.
+
+    Shared by the whole session (emptied before each test) unless the test asks for `overrides`
+    or `dbname` (it builds servers of its own beside this one, on the same database) or is
+    marked `own_server` (it changes the app: routes added, settings): those get a server of
+    their own on a database of their own, dropped afterwards.
+    """
+    own = request.node.get_closest_marker("own_server") or {"overrides", "dbname"} & set(request.fixturenames)
+    if not own:
+        live = _shared_servers.get(users_file)
+        if live is None:
+            live = _shared_servers[users_file] = LiveServer(
+                {"MONGO_URI": localdb.uri, "MONGO_DBNAME": f"test_shared_{uuid.uuid4().hex[:12]}",
+                 "USERS_FILE": users_file, "SECRET_KEY": "tests-only-secret-key"})
+        live.reset()
+        yield live
+        live.unwrap()
+        return
+    dbname = request.getfixturevalue("dbname")
+    live = LiveServer(request.getfixturevalue("overrides"))
     yield live
     live.stop()
-    client = pymongo.MongoClient(localdb.uri)
-    client.drop_database(dbname)
-    client.close()
+    with pymongo.MongoClient(localdb.uri) as client:
+        client.drop_database(dbname)
 
 
 @pytest.fixture
@@ -100,3 +128,9 @@ def _no_proxy(monkeypatch):
     for name in list(os.environ):
         if name.startswith("RM_"):
             monkeypatch.delenv(name)
+
+
+def pytest_collection_modifyitems(items):
+    # The status drift check reads what every other test's servers answered: it runs last.
+    last = [item for item in items if item.name == "test_every_status_sent_is_documented"]
+    items[:] = [item for item in items if item not in last] + last

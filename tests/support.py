@@ -1,15 +1,17 @@
 """Test helpers: a live HTTP server around create_app(), and credentials."""
 
 import contextlib
+import os
 import socket
 import threading
 import uuid
 
 import pymongo
 import requests
+from flask import request, request_finished
 from werkzeug.serving import make_server
 
-from resource_manager.api import auth
+from resource_manager.api import auth, openapi
 from resource_manager.app import create_app
 
 PASSWORDS = {"admin": "admin-pw-1", "operator": "operator-pw-1", "reader": "reader-pw-1"}
@@ -34,11 +36,45 @@ def write_users_file(path, legacy_admin=False):
     return path
 
 
+# Routes that are not API: pages, assets, and Eve's method-override twin of item URLs.
+NOT_API = ("web.", "bootstrap.", "static", "home")
+# Every (route, method, status) a test server answered that its /openapi.json does not document,
+# with a test that sent it; test_openapi_drift.py, run last, asserts there are none.
+UNDOCUMENTED = {}
+
+
+def _documented(app):
+    found = set()
+    for path, item in openapi.document(app)["paths"].items():
+        for method, op in item.items():
+            if method != "parameters":
+                found.update((openapi.shape(path), method, status) for status in op["responses"])
+    return found
+
+
+def _record_status(app, response, **_extra):
+    rule = request.url_rule
+    if rule is None or rule.endpoint.startswith(NOT_API) or rule.endpoint.endswith("|item_post_override"):
+        return
+    if rule.endpoint not in app.extensions["rm_served_at_start"]:  # added by a test (test-only routes)
+        return
+    method = request.method.lower()
+    if method in ("head", "options") or response.status_code == 500:  # a 500 is a bug, caught by its own test
+        return
+    if "rm_documented" not in app.extensions:
+        app.extensions["rm_documented"] = _documented(app)
+    keys = {(openapi.shape(t), method, str(response.status_code)) for t in openapi.templates(rule.rule)}
+    if not keys & app.extensions["rm_documented"]:
+        UNDOCUMENTED.setdefault(min(keys), os.environ.get("PYTEST_CURRENT_TEST", "?"))
+
+
 class LiveServer:
     """create_app(overrides) served over real HTTP on 127.0.0.1, port chosen by the OS."""
 
     def __init__(self, overrides):
         self.app = create_app(overrides)
+        self.app.extensions["rm_served_at_start"] = {rule.endpoint for rule in self.app.url_map.iter_rules()}
+        request_finished.connect(_record_status, self.app)
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         # A short poll: stop() waits for the loop to notice, 0.5 s by default, at every test's teardown.
@@ -61,6 +97,25 @@ class LiveServer:
     def session(self, auth=None):
         """Return a requests.Session for this server, with `auth` (user, password) if given."""
         return ApiSession(self.url, auth)
+
+    def unwrap(self):
+        """Take away every middleware `wrap` put in front of the app."""
+        self._server.app = self.app
+
+    def reset(self):
+        """Make a served app as good as new for the next test: empty database, no middleware, no throttle.
+
+        The collections are emptied, not dropped: their indexes stay, and creating a database
+        costs more than emptying its few small collections.
+        """
+        from resource_manager.api import ratelimit
+        from resource_manager.web import queries
+
+        self.unwrap()
+        empty_database(self.db)
+        self.app.extensions["rm_users"].limiter = ratelimit.from_config(self.app.config)
+        self.app.data._counts.clear()  # the data layer's recent listing counts (datalayer.py)
+        queries.forget()
 
     def stop(self):
         self._server.shutdown()
@@ -102,6 +157,12 @@ def seeded_server(mongo_uri, users_file, name, seeds, auth, **overrides):
         live.stop()
         with pymongo.MongoClient(mongo_uri) as client:
             client.drop_database(dbname)
+
+
+def empty_database(db):
+    """Delete every document of every collection of `db`, keeping the collections and their indexes."""
+    for name in db.list_collection_names():
+        db[name].delete_many({})
 
 
 def run_together(n, target, timeout=120):

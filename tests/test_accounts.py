@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import threading
+import uuid
 
 import pymongo
 import pytest
@@ -30,11 +31,39 @@ def users(tmp_path):
     return path
 
 
-@pytest.fixture
-def live(localdb, users, dbname):
+def throttled_server(uri, users, dbname):
     """A server on `users`, refusing a key after 3 failures for 30 s (doubling)."""
-    server = LiveServer({"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users,
-                         "SECRET_KEY": "test-secret-key", "AUTH_MAX_FAILURES": 3, "AUTH_BACKOFF_BASE": 30})
+    return LiveServer({"MONGO_URI": uri, "MONGO_DBNAME": dbname, "USERS_FILE": users,
+                       "SECRET_KEY": "test-secret-key", "AUTH_MAX_FAILURES": 3, "AUTH_BACKOFF_BASE": 30})
+
+
+@pytest.fixture(scope="module")
+def _module_live(localdb, tmp_path_factory):
+    """One throttled server for the tests that leave its users file alone, on a file of its own."""
+    path = str(tmp_path_factory.mktemp("accounts") / "users.json")
+    for role, password in PASSWORDS.items():
+        auth.set_user(path, role, password, role)
+    dbname = f"test_accounts_{uuid.uuid4().hex[:12]}"
+    server = throttled_server(localdb.uri, path, dbname)
+    yield server
+    server.stop()
+    with pymongo.MongoClient(localdb.uri) as client:
+        client.drop_database(dbname)
+
+
+@pytest.fixture
+def live(request, localdb, _module_live):
+    """The throttled server: its database empty and its throttle new at the start of the test.
+
+    A test that rotates or breaks its users file (it asks for `users`) gets a server of its own on it.
+    """
+    if "users" not in request.fixturenames:
+        _module_live.reset()
+        yield _module_live
+        _module_live.unwrap()
+        return
+    dbname = request.getfixturevalue("dbname")
+    server = throttled_server(localdb.uri, request.getfixturevalue("users"), dbname)
     yield server
     server.stop()
     with pymongo.MongoClient(localdb.uri) as client:

@@ -380,8 +380,8 @@ RESERVATION_BAD = [
 def test_bad_reservations_are_4xx(server, operator, seeded, fields):
     body = {"count": 1, "owner": "ci", "job_id": "j1", **fields}
     response = operator.post("/reservations", json=body)
-    assert 400 <= response.status_code < 500, response.text
-    assert_refused(response, response.status_code)
+    # 400: a number the body itself cannot hold (refused before its fields are read); else 422.
+    assert_refused(response, 400 if fields.get("count") == 10**30 else 422)
     assert snapshot(server.db) == seeded
 
 
@@ -408,8 +408,7 @@ def test_malformed_pools_are_4xx(server, seeded, fields):
     body = {"name": "lab", "cidr": "10.1.0.0/16", "kind": "private", **fields}
     with server.session(ADMIN) as admin:
         response = admin.post("/address-pools", json=body)
-    assert 400 <= response.status_code < 500, response.text
-    assert_refused(response, response.status_code)
+    assert_refused(response, 422)
     assert snapshot(server.db) == seeded
 
 
@@ -421,15 +420,14 @@ def pool(server, seeded):
                           ).status_code == 201
     yield snapshot(server.db)
     with server.session(ADMIN) as admin:
-        assert admin.delete("/address-pools/alloc").status_code in (200, 204)
+        assert admin.delete("/address-pools/alloc").status_code == 204
 
 
 @pytest.mark.parametrize("count", [-1, 0, 10**30, "1", 1.5, None, 1025])
 def test_bad_allocation_counts_are_4xx(server, pool, count):
     with server.session(ADMIN) as admin:
         response = admin.post("/address-pools/alloc/allocate", json={"owner": "x", "count": count})
-    assert 400 <= response.status_code < 500, response.text
-    assert_refused(response, response.status_code)
+    assert_refused(response, 400 if count == 10**30 else 422)
     assert snapshot(server.db) == pool
 
 
@@ -438,17 +436,18 @@ def test_bad_allocation_counts_are_4xx(server, pool, count):
 BIG = 10**20
 
 
-@pytest.mark.parametrize("tags", [{"n": BIG}, {"n": -BIG}, {"list": [1, BIG]}, {"n": 2**63}, {"a": [[1]]}],
+# A number no 64-bit integer holds is refused with the body (400); an array in an array is a
+# well-formed body whose tags are invalid (422).
+@pytest.mark.parametrize(("tags", "code"), [({"n": BIG}, 400), ({"n": -BIG}, 400), ({"list": [1, BIG]}, 400),
+                                            ({"n": 2**63}, 400), ({"a": [[1]]}, 422)],
                          ids=["huge", "huge-negative", "huge-in-list", "2^63", "array-in-array"])
-def test_values_the_database_cannot_hold_in_tags_are_4xx(server, operator, seeded, tags):
+def test_values_the_database_cannot_hold_in_tags_are_4xx(server, operator, seeded, tags, code):
     before = snapshot(server.db)
     response = operator.post("/machines", json={"hostname": "big-1", "state": "idle", "tags": tags})
-    assert 400 <= response.status_code < 500, response.text
-    assert_refused(response, response.status_code)
+    assert_refused(response, code)
     path = "/machines/seed-1"
     response = operator.patch(path, json={"tags": tags}, headers=etag_headers(operator, path))
-    assert_refused(response, response.status_code)
-    assert 400 <= response.status_code < 500
+    assert_refused(response, code)
     assert snapshot(server.db) == before
 
 
@@ -485,30 +484,31 @@ def test_where_values_the_database_cannot_hold_are_400(anon, seeded, path, where
 
 
 RESERVATION_WHERE_500 = [
-    pytest.param({"tags.memory": BIG}, id="huge-int"),
-    pytest.param({"tags.memory": {"$gte": BIG}}, id="huge-int-operator"),
-    pytest.param({"tags.memory": {"$in": [BIG]}}, id="huge-int-in"),
-    pytest.param({"tags.a\u0000b": 1}, id="nul-in-key"),
-    pytest.param(json.dumps({"tags.memory": BIG}), id="text-huge-int"),
-    pytest.param('{"tags.memory": NaN}', id="text-nan"),
-    pytest.param('{"tags.memory": Infinity}', id="text-infinity"),
-    pytest.param('{"tags.memory": -Infinity}', id="text-minus-infinity"),
-    pytest.param('{"tags.memory": 1e999}', id="text-1e999"),
-    pytest.param('{"tags.memory": {"$in": [NaN]}}', id="text-nan-in"),
-    pytest.param(json.dumps({"tags.a\u0000b": 1}), id="text-nul-in-key"),
-    pytest.param('{"a":' * 100_000 + "1" + "}" * 100_000, id="text-nested-100000"),
-    pytest.param('{"tags.x": 1, "tags.x": 2}', id="text-duplicate-key"),
+    pytest.param({"tags.memory": BIG}, 400, id="huge-int"),
+    pytest.param({"tags.memory": {"$gte": BIG}}, 400, id="huge-int-operator"),
+    pytest.param({"tags.memory": {"$in": [BIG]}}, 400, id="huge-int-in"),
+    pytest.param({"tags.a\u0000b": 1}, 400, id="nul-in-key"),
+    pytest.param(json.dumps({"tags.memory": BIG}), 422, id="text-huge-int"),
+    pytest.param('{"tags.memory": NaN}', 422, id="text-nan"),
+    pytest.param('{"tags.memory": Infinity}', 422, id="text-infinity"),
+    pytest.param('{"tags.memory": -Infinity}', 422, id="text-minus-infinity"),
+    pytest.param('{"tags.memory": 1e999}', 422, id="text-1e999"),
+    pytest.param('{"tags.memory": {"$in": [NaN]}}', 422, id="text-nan-in"),
+    pytest.param(json.dumps({"tags.a\u0000b": 1}), 422, id="text-nul-in-key"),
+    pytest.param('{"a":' * 100_000 + "1" + "}" * 100_000, 422, id="text-nested-100000"),
+    pytest.param('{"tags.x": 1, "tags.x": 2}', 422, id="text-duplicate-key"),
 ]
 
 
-@pytest.mark.parametrize("where", RESERVATION_WHERE_500)
+# An object the body itself cannot hold is a 400 (the body is refused before its fields are read);
+# a where given as JSON text is a field the body holds fine, whose value is invalid: 422.
+@pytest.mark.parametrize(("where", "code"), RESERVATION_WHERE_500)
 @pytest.mark.parametrize("dry_run", [False, True], ids=["reserve", "dry-run"])
-def test_reservation_where_values_the_database_cannot_hold_are_4xx(server, operator, seeded, where, dry_run):
+def test_reservation_where_values_the_database_cannot_hold_are_4xx(server, operator, seeded, where, code, dry_run):
     before = snapshot(server.db)
     response = operator.post("/reservations" + ("?dry_run=1" if dry_run else ""),
                              json={"count": 1, "where": where})
-    assert response.status_code in (400, 422), response.text
-    assert_refused(response, response.status_code)
+    assert_refused(response, code)
     assert snapshot(server.db) == before
 
 

@@ -249,20 +249,32 @@ def test_interrupt_is_exit_130(server):
     import signal
     import subprocess
     import sys
-    import time
 
     from .cli_helpers import subprocess_env
 
     silent = SilentServer()
+    # ^C as at a terminal: a run started in the background (cmd &) inherits SIGINT ignored, and Python
+    # then raises no KeyboardInterrupt.
+    proc = subprocess.Popen([sys.executable, "-m", "resource_manager.cli.main", "list", "-e", silent.url],
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    conn = None
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "resource_manager.cli.main", "list", "-e", silent.url],
-                                env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        # Wait until it is connected and waiting for the answer, then press ^C.
+        # Wait until it has sent its whole request (so it waits for the answer), then press ^C.
         conn, _ = silent.sock.accept()
-        time.sleep(0.2)
+        conn.settimeout(30)
+        sent = b""
+        while b"\r\n\r\n" not in sent:
+            chunk = conn.recv(4096)
+            assert chunk, "the client closed the connection before asking"
+            sent += chunk
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-        conn.close()
     finally:
+        if conn is not None:
+            conn.close()
+        if proc.poll() is None:  # it did not stop: kill it and close its pipes (they would leak into later tests)
+            proc.kill()
+            proc.communicate()
         silent.close()
     assert proc.returncode == 130 and err.strip().endswith("interrupted")

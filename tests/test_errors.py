@@ -3,6 +3,7 @@
 import logging
 
 import pymongo.errors
+import pytest
 
 
 def _bug_while_handling(kind):
@@ -16,6 +17,7 @@ def _bug_while_handling(kind):
     return view
 
 
+@pytest.mark.own_server  # adds routes to its app
 def test_a_bug_inside_a_database_error_handler_is_a_logged_500(server, anon, caplog):
     for kind in (pymongo.errors.OperationFailure, pymongo.errors.AutoReconnect):
         server.app.add_url_rule(f"/test-only/{kind.__name__}", view_func=_bug_while_handling(kind))
@@ -30,6 +32,7 @@ def test_a_bug_inside_a_database_error_handler_is_a_logged_500(server, anon, cap
     assert len(errors) == 2 and all(r.exc_info and r.exc_info[0] is KeyError for r in errors)
 
 
+@pytest.mark.own_server  # adds routes to its app
 def test_the_database_errors_we_know_are_still_translated(anon, server):
     def refused():
         raise pymongo.errors.OperationFailure("unknown operator: $nope")

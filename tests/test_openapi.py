@@ -89,6 +89,7 @@ def test_real_responses_match_the_documented_schemas(spec, operator, anon):
     matches(missing, spec, "Error")
 
 
+@pytest.mark.own_server  # adds routes to its app
 def test_modules_register_fragments_only_for_routes_they_serve(server):
     server.app.add_url_rule("/extra", "extra", lambda: {"ok": True})
     fragment = {"get": {"operationId": "extra", "summary": "x", "tags": ["extra"], "responses": {

@@ -79,6 +79,7 @@ def _assert_error_carries(response, status, rid):
     assert response.json()["_error"]["request_id"] == rid
 
 
+@pytest.mark.own_server  # adds routes to its app
 def test_error_answers_carry_the_id_in_header_and_body(server, anon, admin):
     _routes(server)
     cases = [
@@ -112,6 +113,7 @@ def test_an_eve_patch_422_carries_the_id(server, admin):
     assert response.json()["_issues"]
 
 
+@pytest.mark.own_server  # adds routes to its app
 def test_every_log_line_of_a_request_carries_its_id(server, anon, caplog):
     _routes(server)
     with caplog.at_level(logging.INFO):

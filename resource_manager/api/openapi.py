@@ -9,6 +9,7 @@ import copy
 import re
 
 from .. import __version__
+from ..core.constraints import BODIES
 from ..schema import NAME_FIELDS
 
 OPENAPI_VERSION = "3.0.3"
@@ -89,6 +90,34 @@ def field_schema(rule):
         notes.append("unique")
     if notes:
         schema["description"] = "; ".join(notes)
+    return schema
+
+
+def body_schema(name, config):
+    """Return the OpenAPI schema of one of our route bodies (core/constraints.BODIES), limits from `config`."""
+    from .bodies import settled_schema
+
+    rules = BODIES[name]
+    schema = object_schema(settled_schema(name, config))
+    schema["additionalProperties"] = False
+    for field, prop in schema["properties"].items():
+        rule, notes = rules[field], []
+        if "default" in rule:
+            prop["default"] = copy.deepcopy(rule["default"])
+        if rule.get("nonblank") and "pattern" not in prop:
+            prop["pattern"] = r"\S"
+        if rule.get("where"):
+            prop.update({"type": "object", "additionalProperties": True})
+        if rule.get("mongo_keys"):
+            notes.append("no key may be empty, start with '$' or contain '.'")
+        if rule.get("max_setting"):
+            notes.append(f"the server setting {rule['max_setting']} sets the maximum")
+        meta = rule.get("meta") or {}
+        notes = [meta["description"] if "description" in meta else meta.get("hint")] + notes
+        if prop.get("description"):
+            notes.append(prop["description"])
+        if any(notes):
+            prop["description"] = "; ".join(n.strip() for n in notes if n)
     return schema
 
 
@@ -251,7 +280,7 @@ def resource_paths(app, resource, settings):
             responses={"200": {"description": f"the {name}", "headers": etag_header,
                                "content": {JSON: {"schema": {"$ref": ref}}}},
                        "304": {"description": "not modified since If-None-Match"},
-                       **error_responses(404, 409, 503)})
+                       **error_responses(400, 404, 409, 503)})
     write_errors = error_responses(400, 401, 403, 404, 408, 409, 412, 413, 415, 422, 428, 503)
     for method, verb, body_ref in (("PATCH", "update", f"{name}Patch"), ("PUT", "replace", f"{name}Input")):
         if method in item_methods:
@@ -356,7 +385,7 @@ def document(app):
         components["schemas"].update(schemas)
         tags.append({"name": resource, "description": f"the {resource} collection (Eve)"})
     served = {shape(p): methods for p, methods in rule_paths(app).items()}
-    fragments, schemas, own_tags = own_routes()
+    fragments, schemas, own_tags = own_routes(app)
     registry = app.extensions.get("rm_openapi")
     if registry is not None:
         fragments = {**fragments, **registry.paths}

@@ -1,12 +1,13 @@
 """OpenAPI fragments of the routes this package serves itself (not Eve resources).
 
-Each is published only when the app has the route (see openapi.document), so the
-allocation routes appear exactly when allocation is installed.
+Each is published only when the app has the route (see openapi.document). Request bodies are
+generated from their Cerberus schemas (core/constraints.BODIES, see BODY_SCHEMAS).
 """
 
 import copy
 
-from .openapi import CREDENTIALS, JSON, error_responses
+from ..schema import RESERVATION_STATES
+from .openapi import CREDENTIALS, JSON, body_schema, error_responses
 
 
 def _json(ref_or_schema, description):
@@ -36,8 +37,13 @@ def _signed_in(op_id, summary, **rest):
             "x-roles": ["reader", "operator", "admin"], **rest}
 
 
-def _body(ref):
-    return {"required": True, "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+def _body(ref, required=True):
+    return {"required": required, "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+# The component schema of each route body in core/constraints.BODIES, generated from it.
+BODY_SCHEMAS = {"ReservationRequest": "reservation", "Extend": "extension", "PoolInput": "pool",
+                "AllocateRequest": "allocation"}
 
 
 _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
@@ -58,17 +64,15 @@ SCHEMAS = {
         "engine": {"type": "string", "enum": ["mongodb", "ferretdb"]},
         "engine_version": {"type": "string", "nullable": True},
         "writes": {"type": "string", "description": "how conditional writes are made atomic on this engine"}}},
-    "ReservationRequest": {"type": "object", "required": ["count", "owner"], "properties": {
-        "count": {"type": "integer", "minimum": 1}, "owner": {"type": "string"}, "job_id": {"type": "string"},
-        "where": {"type": "object", "additionalProperties": True,
-                  "description": "a MongoDB filter on machines, e.g. {\"tags.memory\": {\"$gte\": 17179869184}}"},
-        "lease_seconds": {"type": "integer", "minimum": 1, "nullable": True},
-        "reason": {"type": "string", "nullable": True}}},
     "Reservation": {"type": "object", "properties": {
-        "_id": {"type": "string"}, "owner": {"type": "string"}, "job_id": {"type": "string", "nullable": True},
-        "count": {"type": "integer"}, "hostnames": {"type": "array", "items": {"type": "string"}},
-        "state": {"type": "string", "enum": ["active", "released", "expired"]},
-        "expires": {"type": "string", "nullable": True}, "_created": {"type": "string"},
+        "_id": {"type": "string"}, "owner": {"type": "string", "nullable": True},
+        "job_id": {"type": "string", "nullable": True}, "count": {"type": "integer"},
+        "hostnames": {"type": "array", "items": {"type": "string"}, "nullable": True},
+        "state": {"type": "string", "enum": list(RESERVATION_STATES)},
+        "expires": {"type": "string", "nullable": True},
+        "where": {"type": "object", "additionalProperties": True, "nullable": True},
+        "lease_seconds": {"type": "integer", "nullable": True}, "reason": {"type": "string", "nullable": True},
+        "user": {"type": "string", "nullable": True}, "_created": {"type": "string"},
         "_updated": {"type": "string"}}},
     "ReservationList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
         "$ref": "#/components/schemas/Reservation"}}}},
@@ -78,16 +82,9 @@ SCHEMAS = {
     "Released": {"type": "object", "properties": {
         "released": {"type": "array", "items": {"type": "string"}},
         "reservations": {"type": "array", "items": {"type": "string"}}}},
-    "Extend": {"type": "object", "required": ["lease_seconds"], "properties": {
-        "lease_seconds": {"type": "integer", "minimum": 1}}},
     "Sweep": {"type": "object", "properties": {
         "expired": {"type": "integer"}, "repaired": {"type": "integer"},
         "released": {"type": "array", "items": {"type": "string"}}}},
-    "PoolInput": {"type": "object", "required": ["name", "cidr", "kind"], "properties": {
-        "name": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"}, "cidr": {"type": "string"},
-        "kind": {"type": "string", "enum": ["public", "private"]},
-        "exclude": {"type": "array", "items": {"type": "string"}, "maxItems": 1024,
-                    "description": "addresses, ranges a-b and CIDRs inside the pool; stored merged into ranges"}}},
     "Pool": {"type": "object", "properties": {
         "name": {"type": "string"}, "cidr": {"type": "string"}, "kind": {"type": "string"},
         "exclude": {"type": "array", "items": {"type": "string"}},
@@ -95,13 +92,8 @@ SCHEMAS = {
             "size": {"type": "integer"}, "allocated": {"type": "integer"}, "free": {"type": "integer"}}}}},
     "PoolList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
         "$ref": "#/components/schemas/Pool"}}}},
-    "AllocateRequest": {"type": "object", "required": ["owner"], "properties": {
-        "owner": {"type": "string"}, "count": {"type": "integer", "minimum": 1, "default": 1},
-        "tags": {"type": "object", "additionalProperties": True,
-                 "description": "stored on each address; keys as for an address's tags"},
-        "reason": {"type": "string", "nullable": True}}},
     "Allocation": {"type": "object", "properties": {
-        "pool": {"type": "string"}, "owner": {"type": "string"},
+        "_id": {"type": "string"}, "pool": {"type": "string"}, "owner": {"type": "string", "nullable": True},
         "addresses": {"type": "array", "items": {"type": "string"}}}},
     "HistoryEntry": {"type": "object", "properties": {
         "at": {"type": "string"}, "user": {"type": "string", "nullable": True},
@@ -147,8 +139,8 @@ def _history_path(kind, param):
                        responses={"200": _json("History", "entries, newest first"), **error_responses(404, 503)})}
 
 
-def own_routes():
-    """Return (paths, schemas, tags) of our own routes."""
+def own_routes(app):
+    """Return (paths, schemas, tags) of our own routes, with the limits of this app's settings."""
     rid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
     pool = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     paths = {
@@ -160,7 +152,7 @@ def own_routes():
                 responses={"200": _json("ReservationList", "reservations"), **error_responses(400, 503)}),
             "post": _op("reserve", "Reserve idle machines", "reservations", write=True, parameters=[
                 _IDEMPOTENCY, {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
-                requestBody=_body("ReservationRequest"),
+                requestBody=_body("ReservationRequest", required=False),
                 responses={"201": _json("Reservation", "reserved"), "200": _json("DryRun", "dry run only"),
                            "409": {"$ref": "#/components/responses/Error409"}, **_WRITE_ERRORS}),
             "delete": _op("releaseJob", "Release every reservation of a job", "reservations", write=True,
@@ -194,13 +186,13 @@ def own_routes():
             "get": _op("getPool", "Get a pool and its utilisation", "address-pools",
                        responses={"200": _json("Pool", "the pool"), **error_responses(404, 503)}),
             "delete": {**_op("deletePool", "Delete a pool", "address-pools", write=True,
-                             responses={"200": {"description": "deleted"}, "204": {"description": "deleted"},
+                             responses={"204": {"description": "deleted"},
                                         **error_responses(401, 403, 404, 409, 503)}),
                        "description": "Needs role admin.", "x-roles": ["admin"]},
         },
         "/address-pools/{name}/allocate": {"parameters": [pool], "post": _op(
             "allocate", "Allocate free addresses of a pool", "address-pools", write=True,
-            parameters=[_IDEMPOTENCY], requestBody=_body("AllocateRequest"),
+            parameters=[_IDEMPOTENCY], requestBody=_body("AllocateRequest", required=False),
             responses={"201": _json("Allocation", "allocated"), **error_responses(404, 409), **_WRITE_ERRORS})},
         "/tokens": {
             "get": _signed_in("listTokens", "List your tokens (an admin: everyone's, or ?user='s)", parameters=[
@@ -220,4 +212,5 @@ def own_routes():
         "/public-addresses/{address}/history": _history_path("PublicAddress", "address"),
         "/private-addresses/{address}/history": _history_path("PrivateAddress", "address"),
     }
-    return paths, SCHEMAS, TAGS
+    schemas = dict(SCHEMAS, **{ref: body_schema(name, app.config) for ref, name in BODY_SCHEMAS.items()})
+    return paths, schemas, TAGS

@@ -1,12 +1,9 @@
-"""Check request bodies of the allocation routes: reservations, extensions, pool allocations.
-
-Each checker returns (clean_value, issues); issues is a {field: message} dict
-that the routes answer with 422, so nothing changes on bad input.
-"""
+"""The request bodies of the allocation routes (reservations, extensions, pools, allocations) and their rules."""
 
 import json
 
 from ..schema import canonical_hostname
+from .ipranges import MAX_EXCLUDE
 from .jsontext import check_value, loads_strict
 
 # Machine fields a reservation may be constrained on; tags.<name> are allowed too.
@@ -85,86 +82,59 @@ def _check_condition(field, condition):
     return None
 
 
-def check_int(body, field, issues, default=None, low=1, high=None, required=False):
-    """Return body[field] as an int within [low, high], or record an issue."""
-    value = body.get(field, default)
-    if value is None:
-        if required:
-            issues[field] = "required field"
-        return value
-    if isinstance(value, bool) or not isinstance(value, int):
-        issues[field] = "must be an integer"
-    elif value < low:
-        issues[field] = f"must be at least {low}"
-    elif high is not None and value > high:
-        issues[field] = f"must be at most {high}"
-    return value
+# The JSON bodies of our own routes, as Cerberus schemas (plain dicts: core has no Cerberus).
+# api/bodies.py validates with them and api/openapi_routes.py documents them: a field is one line here.
+# Beside Cerberus' rules: `default_setter: "user"` (the caller's user name), `max_setting` (a server
+# setting that replaces `max`, or `maxlength` of a list), `nonblank` (a string with more than whitespace),
+# `where` (check_where, which also gives the stored form), `mongo_keys` (storable_keys), and `meta`:
+# `description` for the document, `hint` for the messages.
+def _text(maxlength=MAX_TEXT, **rules):
+    return {"type": "string", "nullable": True, "nonblank": True, "maxlength": maxlength, **rules}
 
 
-def check_text(body, field, issues, default=None, required=False, maxlength=MAX_TEXT):
-    """Return body[field] as a non-empty string of bounded length, or record an issue."""
-    value = body.get(field, default)
-    if value is None:
-        if required:
-            issues[field] = "required field"
-        return None
-    if not isinstance(value, str) or not value.strip():
-        issues[field] = "must be a non-empty string"
-    elif len(value) > maxlength:
-        issues[field] = f"must be at most {maxlength} characters"
-    return value
+def _count(setting, limit):
+    return {"type": "integer", "min": 1, "max": limit, "max_setting": setting, "default": 1}
 
 
-def _unknown(body, allowed, issues):
-    for field in body:
-        if field not in allowed:
-            issues[field] = "unknown field"
-
-
-def check_reservation(body, user, max_count):
-    """Return (request, issues) for POST /reservations."""
-    issues = {}
-    _unknown(body, ("count", "owner", "job_id", "where", "lease_seconds", "reason"), issues)
-    request = {
-        # required: absent is the default, but an explicit null is an issue (it was a 500).
-        "count": check_int(body, "count", issues, default=1, high=max_count, required=True),
-        "owner": check_text(body, "owner", issues, default=user),
-        "job_id": check_text(body, "job_id", issues),
-        "lease_seconds": check_int(body, "lease_seconds", issues, high=MAX_LEASE_SECONDS),
-        "reason": check_text(body, "reason", issues, maxlength=1000),
-    }
-    where, issue = check_where(body.get("where"))
-    if issue:
-        issues["where"] = issue
-    request["where"] = where
-    return request, issues
-
-
-def check_extension(body):
-    """Return (lease_seconds, issues) for POST /reservations/<id>/extend."""
-    issues = {}
-    _unknown(body, ("lease_seconds",), issues)
-    return check_int(body, "lease_seconds", issues, high=MAX_LEASE_SECONDS, required=True), issues
-
-
-def check_allocation(body, user, max_count):
-    """Return (request, issues) for POST /address-pools/<name>/allocate."""
-    issues = {}
-    _unknown(body, ("owner", "count", "tags", "reason"), issues)
-    request = {
-        "owner": check_text(body, "owner", issues, default=user),
-        # required: absent is the default, but an explicit null is an issue (it was a 500).
-        "count": check_int(body, "count", issues, default=1, high=max_count, required=True),
-        "reason": check_text(body, "reason", issues, maxlength=1000),
-        "tags": body.get("tags") or {},
-    }
-    if not isinstance(request["tags"], dict):
-        issues["tags"] = "must be an object"
-    else:
-        issue = storable_keys(request["tags"])
-        if issue:
-            issues["tags"] = issue
-    return request, issues
+LEASE_SECONDS = {"type": "integer", "min": 1, "max": MAX_LEASE_SECONDS, "nullable": True,
+                 "meta": {"description": "the lease; without it the reservation lasts until released"}}
+# (?!\n): Cerberus matches with re.match, and "$" also matches before a final newline.
+POOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(?!\n)$"
+BODIES = {
+    "reservation": {
+        "count": _count("RESERVATION_MAX_COUNT", 1000),
+        "owner": _text(default_setter="user", meta={"description": "defaults to the caller's user name"}),
+        "job_id": _text(),
+        "where": {"where": True, "nullable": True, "default": {}, "meta": {
+            "description": "a filter on machines (or its JSON text): hostname, owner, job_id or tags.<name>, "
+                           f"each a value or {{operator: value}} with the operators {', '.join(WHERE_OPERATORS)}; "
+                           "e.g. {\"tags.memory\": {\"$gte\": 17179869184}}"}},
+        "lease_seconds": LEASE_SECONDS,
+        "reason": _text(1000),
+    },
+    "extension": {
+        "lease_seconds": dict(LEASE_SECONDS, required=True, nullable=False, meta={}),
+    },
+    "allocation": {
+        "owner": _text(default_setter="user", meta={"description": "defaults to the caller's user name"}),
+        "count": _count("ALLOCATION_MAX_COUNT", 1024),
+        "tags": {"type": "dict", "allow_unknown": True, "mongo_keys": True, "nullable": True, "default": {},
+                 "meta": {"description": "stored on each address; keys as for an address's tags"}},
+        "reason": _text(1000),
+    },
+    "pool": {
+        "name": {"type": "string", "required": True, "regex": POOL_NAME,
+                 "meta": {"hint": "letters, digits, '_', '.', '-' (at most 128)"}},
+        "cidr": {"type": "string", "required": True,
+                 "meta": {"hint": "an IPv4 or IPv6 network such as 10.0.0.0/24"}},
+        "kind": {"type": "string", "required": True, "allowed": ["public", "private"],
+                 "meta": {"hint": "public or private"}},
+        "exclude": {"type": "list", "schema": {"type": "string"}, "default": [], "maxlength": MAX_EXCLUDE,
+                    "max_setting": "POOL_MAX_EXCLUDE", "meta": {
+                        "description": "addresses, ranges a-b and CIDRs inside the pool (each counts as one entry); "
+                                       "stored merged into ranges"}},
+    },
+}
 
 
 def storable_keys(value):

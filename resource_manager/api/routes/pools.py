@@ -1,7 +1,5 @@
 """/address-pools: define pools, see their utilisation, allocate addresses from them."""
 
-import re
-
 from flask import Blueprint, current_app, jsonify, request
 from pymongo.errors import DuplicateKeyError
 
@@ -9,18 +7,16 @@ from ...core import addresses as address_allocation
 from ...core import mutex, pool_hints, sweep
 from ...core.addresses import POOLS
 from ...core.allocation import ADDRESS_CLAIMS, AllocationError
-from ...core.constraints import check_allocation
 from ...core.history import utcnow
 from ...core.ipranges import MAX_EXCLUDE, normalise, parse_pool
 from ..auth import require_role
+from ..bodies import validate
 from ..db import database
 from ..errors import error_response
 from ..responses import created, idempotency_key, invalid
 
 bp = Blueprint("pools", __name__)
 
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-KINDS = ("public", "private")
 DEFAULT_MAX_POOLS = 1000
 
 
@@ -40,22 +36,12 @@ def _find(name):
 
 
 def _check_pool(body):
-    issues = {}
-    for field in body:
-        if field not in ("name", "cidr", "kind", "exclude"):
-            issues[field] = "unknown field"
-    name = body.get("name")
-    if not isinstance(name, str) or not NAME.fullmatch(name):  # fullmatch: "$" lets "x\n" through
-        issues["name"] = "required: letters, digits, '_', '.', '-' (at most 128)"
-    if body.get("kind") not in KINDS:
-        issues["kind"] = "required: public or private"
-    if not isinstance(body.get("cidr"), str):
-        issues["cidr"] = "required: an IPv4 or IPv6 network such as 10.0.0.0/24"
+    body, issues = validate("pool", body)
+    if "cidr" in issues or "exclude" in issues:
         return None, issues
     max_entries = int(current_app.config.get("POOL_MAX_EXCLUDE", MAX_EXCLUDE))
-    network, _excluded, more = parse_pool(body["cidr"], body.get("exclude", []), max_entries)
-    issues.update(more)
-    return network, issues
+    network, _excluded, more = parse_pool(body["cidr"], body["exclude"], max_entries)
+    return network, {**more, **issues}
 
 
 def _stored_form(network, body):
@@ -148,7 +134,7 @@ def allocate(name):
     pool = _find(name)
     if pool is None:
         return error_response(404, f"no pool {name}")
-    req, issues = check_allocation(body, user, int(current_app.config.get("ALLOCATION_MAX_COUNT", 1024)))
+    req, issues = validate("allocation", body, user)
     if issues:
         return invalid("allocation", issues)
     key = idempotency_key()

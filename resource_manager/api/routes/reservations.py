@@ -7,8 +7,8 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ...core import allocation, sweep
 from ...core.allocation import RESERVATIONS, AllocationError
-from ...core.constraints import check_extension, check_reservation
 from ..auth import require_role
+from ..bodies import validate
 from ..db import database
 from ..errors import error_response, loads_strict
 from ..responses import created, idempotency_key, invalid
@@ -17,7 +17,6 @@ bp = Blueprint("reservations", __name__)
 
 PUBLIC_FIELDS = ("_id", "owner", "job_id", "count", "hostnames", "state", "expires", "where", "lease_seconds",
                  "reason", "user", "_created", "_updated")
-DEFAULT_MAX_COUNT = 1000
 
 
 def render(res):
@@ -54,8 +53,7 @@ def create():
     body = _json_body()
     if body is None:
         return error_response(400, "body must be a JSON object")
-    max_count = int(current_app.config.get("RESERVATION_MAX_COUNT", DEFAULT_MAX_COUNT))
-    req, issues = check_reservation(body, user, max_count)
+    req, issues = validate("reservation", body, user)
     if issues:
         return invalid("reservation", issues)
     db = database()
@@ -128,11 +126,11 @@ def extend(rid):
     body = _json_body()
     if body is None:
         return error_response(400, "body must be a JSON object")
-    lease_seconds, issues = check_extension(body)
+    req, issues = validate("extension", body)
     if issues:
         return invalid("extension", issues)
     try:
-        res = allocation.extend(database(), rid, lease_seconds)
+        res = allocation.extend(database(), rid, req["lease_seconds"])
     except AllocationError as e:
         return _failure(e)
     return jsonify(render(res))
