@@ -39,6 +39,10 @@ DEFAULTS = {
     "BODY_TIMEOUT": 10,
     # "text", or "json": one JSON object per log line (time, level, logger, message, request_id, traceback).
     "LOG_FORMAT": "text",
+    # GET /metrics: "open", or the least role that may read it ("reader", "operator", "admin").
+    "METRICS_AUTH": "open",
+    # How long a process reuses the database figures of /metrics (one read per scrape at most).
+    "METRICS_CACHE_SECONDS": 5,
 }
 
 ENV_PREFIX = "RM_"
@@ -67,6 +71,13 @@ def _number(text):
         value = float(text)
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+def _metrics_auth(text):
+    value = text.strip().lower()
+    if value not in ("open", "reader", "operator", "admin"):
+        raise ValueError(f"not 'open', 'reader', 'operator' or 'admin': {text!r}")
     return value
 
 
@@ -109,6 +120,8 @@ SETTINGS = {
     "DASHBOARD_CACHE_SECONDS": _number,
     "DASHBOARD_SESSION_SECONDS": int,
     "LOG_FORMAT": _log_format,
+    "METRICS_AUTH": _metrics_auth,
+    "METRICS_CACHE_SECONDS": _number,
 }
 
 # RM_* variables that belong to other programs: read elsewhere, never the app's config.
