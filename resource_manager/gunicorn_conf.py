@@ -60,7 +60,7 @@ def _metrics_dir():
     if path:
         os.makedirs(path, mode=0o700, exist_ok=True)
         for name in os.listdir(path):
-            if name.endswith(".db"):
+            if name.endswith(".db") or name.startswith("rm_database_figures"):
                 os.remove(os.path.join(path, name))
     else:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rm-metrics-")

@@ -146,12 +146,12 @@ def test_metrics_auth_is_checked_at_start():
         create_app(dict(OFFLINE, METRICS_AUTH="everyone"))
 
 
-def test_under_gunicorn_the_workers_add_up(localdb, dbname, users_file, tmp_path):
+def test_under_gunicorn_the_workers_add_up_and_share_one_database_read(localdb, dbname, users_file, tmp_path):
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"left by an earlier run: wiped at start")
     server = Gunicorn(localdb.uri, dbname, users_file, str(tmp_path / "gunicorn.log"), workers=2, threads=2,
-                      env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "RM_METRICS_CACHE_SECONDS": "0"})
+                      env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "RM_METRICS_CACHE_SECONDS": "600"})
     with server:
         first = server.wait_for_workers(2)
         for i in range(3):
@@ -159,6 +159,10 @@ def test_under_gunicorn_the_workers_add_up(localdb, dbname, users_file, tmp_path
                                  auth=OPERATOR, timeout=10).status_code == 201
         for _ in range(10):
             assert requests.get(server.url + "/machines/nowhere", timeout=10).status_code == 404
+        read = scrape(server.url)  # reads the database; every worker reuses it for 600 s
+        assert value(read, "rm_machines", state="idle") == 3
+        assert requests.post(server.url + "/machines", json={"hostname": "g3", "state": "idle"},
+                             auth=OPERATOR, timeout=10).status_code == 201
         # The workers that counted so far go; their counts stay in the sums of the ones after them.
         for pid in first:
             os.kill(pid, signal.SIGTERM)
@@ -169,8 +173,10 @@ def test_under_gunicorn_the_workers_add_up(localdb, dbname, users_file, tmp_path
         scrapes = [scrape(server.url, headers={"Connection": "close"}) for _ in range(4)]
     for figures in scrapes:
         assert requests_of(figures, "GET", "/machines/<_id>", 404) == 20
-        assert requests_of(figures, "POST", "/machines", 201) == 3
-        assert value(figures, "rm_machines", state="idle") == 3  # read once per scrape, not summed per worker
+        assert requests_of(figures, "POST", "/machines", 201) == 4
+        # The one read of the first scrape, neither summed per worker nor read again.
+        assert value(figures, "rm_machines", state="idle") == 3
+        assert value(figures, "rm_metrics_database_read_seconds") == value(read, "rm_metrics_database_read_seconds")
     pids = {name.rsplit("_", 1)[1].split(".")[0] for name in os.listdir(metrics_dir) if name.startswith("counter_")}
     assert len(pids) >= 3 and "1" not in pids
     per_file = [MultiProcessCollector.merge([str(metrics_dir / f"counter_{pid}.db")]) for pid in pids]

@@ -41,8 +41,8 @@ DEFAULTS = {
     "LOG_FORMAT": "text",
     # GET /metrics: "open", or the least role that may read it ("reader", "operator", "admin").
     "METRICS_AUTH": "open",
-    # How long a process reuses the database figures of /metrics (one read per scrape at most).
-    "METRICS_CACHE_SECONDS": 5,
+    # How long the database figures of /metrics are reused (by every worker): one read per period at most.
+    "METRICS_CACHE_SECONDS": 10,
 }
 
 ENV_PREFIX = "RM_"

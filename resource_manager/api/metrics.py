@@ -12,6 +12,8 @@ METRICS_AUTH: "open" (default), or "reader" / "operator" / "admin": the least ro
 user that may scrape (require_role: HTTP Basic, and whatever else auth.py accepts).
 """
 
+import fcntl
+import json
 import logging
 import os
 import re
@@ -37,7 +39,8 @@ log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 AUTH_CHOICES = ("open",) + ROLES
-DEFAULT_CACHE_SECONDS = 5
+DEFAULT_CACHE_SECONDS = 10
+CACHE_FILE = "rm_database_figures.json"  # beside prometheus_client's *.db files, which it alone reads
 # Any other method (clients may send anything) is counted as OTHER: labels stay few.
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 UNMATCHED = "unmatched"  # no route: a 404 or 405 before any view
@@ -63,23 +66,71 @@ def reservation_outcome(response):
     return "invalid" if status < 500 else "error"
 
 
+class FiguresCache:
+    """The database figures, read at most once per `seconds` by all the processes sharing `directory`.
+
+    Under gunicorn (multiprocess) the figures are kept in a file of the metrics directory, so a
+    scrape answered by any worker reuses the read of another; an exclusive lock on a file beside it
+    makes one process read while the others wait for its result. Without a directory, in memory.
+    """
+
+    def __init__(self, seconds, directory=None):
+        self.seconds = seconds
+        self.path = os.path.join(directory, CACHE_FILE) if directory else None
+        self._lock = threading.Lock()
+        self._kept = None
+
+    def _fresh(self, found):
+        return found is not None and 0 <= time.time() - found["read_at"] < self.seconds
+
+    def _load(self):
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return None
+
+    def _store(self, found):
+        temporary = f"{self.path}.{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8") as fh:
+            json.dump(found, fh)
+        os.replace(temporary, self.path)
+
+    def get(self, read):
+        """Return (figures, age in seconds): the kept ones while fresh, else read() now."""
+        with self._lock:  # the threads of this process
+            found = self._kept if self.path is None else self._load()
+            if not self._fresh(found):
+                if self.path is None:
+                    found = self._read(read)
+                else:
+                    with open(self.path + ".lock", "a") as lock:  # the other processes
+                        fcntl.flock(lock, fcntl.LOCK_EX)
+                        found = self._load()
+                        if not self._fresh(found):
+                            found = self._read(read)
+                            self._store(found)
+                self._kept = found
+            return found, max(0.0, time.time() - found["read_at"])
+
+    @staticmethod
+    def _read(read):
+        found = read()
+        found["read_at"] = time.time()
+        return found
+
+
 class DatabaseCollector:
     """The gauges of what the database holds, read once per scrape (or per cache period)."""
 
-    def __init__(self, cache_seconds):
-        self.cache_seconds = cache_seconds
-        self._lock = threading.Lock()
-        self._figures, self._read_at = None, None
+    def __init__(self, cache):
+        self.cache = cache
 
     def describe(self):
         return []  # the families vary with the data; registering must not read the database
 
     def _read(self):
-        with self._lock:
-            now = time.monotonic()
-            if self._figures is None or now - self._read_at >= self.cache_seconds:
-                self._figures, self._read_at = figures.read(database()), now
-            return self._figures, now - self._read_at
+        return self.cache.get(lambda: figures.read(database()))
 
     def collect(self):
         up = GaugeMetricFamily("rm_database_up", "1 when the last scrape could read the database, else 0")
@@ -140,7 +191,8 @@ class Metrics:
             self.database_errors.labels(kind)
         for cause in ("database", "busy"):
             self.unavailable.labels(cause)
-        self.database = DatabaseCollector(float(app.config.get("METRICS_CACHE_SECONDS", DEFAULT_CACHE_SECONDS)))
+        seconds = float(app.config.get("METRICS_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
+        self.database = DatabaseCollector(FiguresCache(seconds, os.environ.get(MULTIPROC_ENV)))
         if registry is not None:
             registry.register(self.database)
         self._routes = {}
