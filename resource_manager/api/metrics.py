@@ -45,6 +45,7 @@ CACHE_FILE = "rm_database_figures.json"  # beside prometheus_client's *.db files
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 UNMATCHED = "unmatched"  # no route: a 404 or 405 before any view
 DATABASE_ERRORS = ("unavailable", "query_rejected")
+OUTCOMES = ("granted", "queued", "refused", "invalid", "error")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 
@@ -191,6 +192,8 @@ class Metrics:
             self.database_errors.labels(kind)
         for cause in ("database", "busy"):
             self.unavailable.labels(cause)
+        for outcome in OUTCOMES:
+            self.reservation.labels(outcome)
         seconds = float(app.config.get("METRICS_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
         self.database = DatabaseCollector(FiguresCache(seconds, os.environ.get(MULTIPROC_ENV)))
         if registry is not None:
