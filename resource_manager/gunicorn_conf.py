@@ -57,15 +57,35 @@ def _metrics_dir():
     if os.environ.get("_RM_METRICS_DIR_OF") == str(os.getpid()):
         return  # this master set it up already (the config is read again on HUP)
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if path:
+    if path and not os.environ.get("_RM_METRICS_DIR_MADE"):  # the operator's (not another master's: USR2)
         os.makedirs(path, mode=0o700, exist_ok=True)
         for name in os.listdir(path):
             if name.endswith(".db") or name.startswith("rm_database_figures"):
                 os.remove(os.path.join(path, name))
     else:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rm-metrics-")
+        _remove_orphans()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"rm-metrics-{os.getpid()}-")
         os.environ["_RM_METRICS_DIR_MADE"] = "1"
     os.environ["_RM_METRICS_DIR_OF"] = str(os.getpid())
+
+
+def _remove_orphans():
+    # The directories of servers that were killed (no on_exit): their master is gone.
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        pid = name.split("-")[2] if name.startswith("rm-metrics-") and name.count("-") >= 3 else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
 
 
 _metrics_dir()

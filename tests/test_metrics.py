@@ -139,6 +139,21 @@ def test_metrics_auth_names_the_least_role(overrides):
         live.stop()
 
 
+def test_one_process_reuses_its_database_figures_for_metrics_cache_seconds(overrides):
+    live = LiveServer(dict(overrides, METRICS_CACHE_SECONDS=600))
+    try:
+        with live.session(OPERATOR) as operator:
+            assert operator.post("/machines", json={"hostname": "m1", "state": "idle"}).status_code == 201
+            first = scrape(operator)
+            assert operator.post("/machines", json={"hostname": "m2", "state": "idle"}).status_code == 201
+            second = scrape(operator)
+    finally:
+        live.stop()
+    assert value(first, "rm_machines", state="idle") == value(second, "rm_machines", state="idle") == 1
+    assert value(second, "rm_metrics_database_age_seconds") > 0
+    assert requests_of(second, "POST", "/machines", 201) == 2  # the request figures are never cached
+
+
 def test_metrics_auth_is_checked_at_start():
     with pytest.raises(SettingsError, match="RM_METRICS_AUTH"):
         create_app(OFFLINE, environ={"RM_METRICS_AUTH": "everyone"})
