@@ -5,8 +5,8 @@ Request figures (counters, histograms) are kept by prometheus_client. Under guni
 adds them all up, whichever worker answers; without that variable (./server.py, the tests'
 servers) each app keeps its own registry. What the database holds (machines and reservations
 by state, pools' addresses) is read at scrape time, by one collector registered beside the
-files' collector, never summed per worker: one database read per scrape, kept for
-METRICS_CACHE_SECONDS so that a burst of scrapes costs one read.
+files' collector, never summed per worker: one read per scrape at most, reused for
+METRICS_CACHE_SECONDS by every worker (FiguresCache), since on FerretDB it is a pass over the fleet.
 
 METRICS_AUTH: "open" (default), or "reader" / "operator" / "admin": the least role of a signed-in
 user that may scrape (require_role: HTTP Basic, and whatever else auth.py accepts).
