@@ -14,6 +14,7 @@ import os
 import runpy
 
 from ..core.jsontext import loads_strict
+from ..schema import ROLES
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ def _number(text):
 
 def _metrics_auth(text):
     value = text.strip().lower()
-    if value not in ("open", "reader", "operator", "admin"):
-        raise ValueError(f"not 'open', 'reader', 'operator' or 'admin': {text!r}")
+    if value not in ("open",) + ROLES:
+        raise ValueError(f"not 'open' nor a role ({', '.join(ROLES)}): {text!r}")
     return value
 
 
