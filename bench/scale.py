@@ -20,6 +20,8 @@ import pymongo
 import requests
 from pymongo.errors import DuplicateKeyError
 
+from resource_manager.core import figures
+
 from .cli import rmctl
 from .reads import TAGS, seed_machines
 
@@ -32,6 +34,7 @@ OPERATIONS = [
     ("reserve", "reserve 1 + release, 1 client", "ms", 150, False),
     ("reserve32", "reservations/s, 32 clients", "res/s", 20, True),
     ("dashboard", "dashboard page (/, HTML)", "ms", 500, False),
+    ("metrics", "GET /metrics, figures read afresh", "ms", None, False),
     ("import", "rmctl import of the fleet", "s", None, False),
     ("list", "rmctl list --limit 20", "ms", 400, False),
 ]
@@ -211,6 +214,23 @@ def _list(url, coll, samples):
     return ours_ms, floor_ms, statistics.median(startup)
 
 
+def _metrics(url, db, samples):
+    """GET /metrics with its database figures read each time (the API runs with METRICS_CACHE_SECONDS=0)."""
+    healthz = []
+
+    def ours(i):
+        assert requests.get(url + "/metrics", timeout=120).status_code == 200
+
+    def floor(i):  # the reads a scrape needs, by the raw driver; and /healthz, an answer that reads nothing
+        figures.read(db)
+        start = time.perf_counter()
+        assert requests.get(url + "/healthz", timeout=60).status_code == 200
+        healthz.append(_ms(start))
+
+    ours_ms, floor_ms = _median_pair(samples, ours, floor)
+    return ours_ms, floor_ms - statistics.median(healthz), statistics.median(healthz)
+
+
 def _import(env, size, workdir):
     path = os.path.join(workdir, f"import-{size}.csv")
     with open(path, "w", newline="") as fh:
@@ -242,7 +262,7 @@ def measure(env, size, samples=25, workdir="/tmp"):
     print(f"  fleet of {size:,}: seeding ...", file=sys.stderr, flush=True)
     db = env.database(f"bench_scale_{size}")
     hostnames = seed_machines(db, size)
-    url = env.api(db.name).url
+    url = env.api(db.name, {"RM_METRICS_CACHE_SECONDS": "0"}).url  # /metrics reads afresh: its worst case
     session = requests.Session()
     session.auth = OPERATOR
     coll = db.machines
@@ -262,6 +282,10 @@ def measure(env, size, samples=25, workdir="/tmp"):
         print(f"  fleet of {size:,}: dashboard ...", file=sys.stderr, flush=True)
         ours, floor, cold = _dashboard(url, coll, max(5, samples // 2))
         found["dashboard"] = (ours, floor, f"first load {cold:,.0f} ms (counts and order computed)")
+        print(f"  fleet of {size:,}: /metrics ...", file=sys.stderr, flush=True)
+        ours, floor, healthz = _metrics(url, db, max(5, samples // 4))
+        found["metrics"] = (ours, floor, f"raw: core.figures.read (4 reads, $group by state); GET /healthz "
+                                         f"{healthz:,.0f} ms")
         print(f"  fleet of {size:,}: rmctl list ...", file=sys.stderr, flush=True)
         ours, floor, startup = _list(url, coll, max(5, samples // 4))
         found["list"] = (ours, floor, f"raw: python start {startup:,.0f} ms + find().limit(20) + count_documents")

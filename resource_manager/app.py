@@ -6,7 +6,7 @@ from eve import Eve
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import web
-from .api import auth, config, db, errors, guards, listing, lookup, queryargs, requestid
+from .api import auth, config, db, errors, guards, listing, lookup, metrics, queryargs, requestid
 from .api.datalayer import Mongo
 from .api.routes import health, history, pools, reservations, tokens
 from .api.validation import Validator
@@ -23,6 +23,7 @@ def create_app(overrides=None, environ=None):
     settings["DOMAIN"] = _copy_domain()
     app = Eve(settings=settings, validator=Validator, data=Mongo, auth=auth.RoleAuth)
     app.logger.setLevel(logging.INFO)
+    metrics.init_app(app)  # first: it then sees every answer last, with its final status
     requestid.init_app(app)
     errors.init_app(app)
     queryargs.init_app(app)

@@ -16,7 +16,9 @@ What matters against slow and heavy clients:
 
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 
 
 def _timeout():
@@ -45,3 +47,58 @@ access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"
 errorlog = "-"
 # Each worker builds its own app (and MongoClient) after the fork: pymongo clients are not fork-safe.
 preload_app = False
+
+
+# /metrics adds up the workers' figures (prometheus_client's multiprocess mode): each worker writes
+# its own files in PROMETHEUS_MULTIPROC_DIR, read by whichever worker answers a scrape. A fresh
+# private directory per server start (or the operator's, emptied), before any worker imports the app;
+# a reload (HUP) keeps it, since the running workers' counts are there.
+def _metrics_dir():
+    if os.environ.get("_RM_METRICS_DIR_OF") == str(os.getpid()):
+        return  # this master set it up already (the config is read again on HUP)
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and not os.environ.get("_RM_METRICS_DIR_MADE"):  # the operator's (not another master's: USR2)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db") or name.startswith("rm_database_figures"):
+                os.remove(os.path.join(path, name))
+    else:
+        _remove_orphans()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"rm-metrics-{os.getpid()}-")
+        os.environ["_RM_METRICS_DIR_MADE"] = "1"
+    os.environ["_RM_METRICS_DIR_OF"] = str(os.getpid())
+
+
+def _remove_orphans():
+    # The directories of servers that were killed (no on_exit): their master is gone.
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        pid = name.split("-")[2] if name.startswith("rm-metrics-") and name.count("-") >= 3 else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
+
+
+_metrics_dir()
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges' files (its counters stay in the sums)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory this server made for itself."""
+    if os.environ.get("_RM_METRICS_DIR_MADE"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

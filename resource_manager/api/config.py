@@ -14,6 +14,7 @@ import os
 import runpy
 
 from ..core.jsontext import loads_strict
+from ..schema import ROLES
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ DEFAULTS = {
     "BODY_TIMEOUT": 10,
     # "text", or "json": one JSON object per log line (time, level, logger, message, request_id, traceback).
     "LOG_FORMAT": "text",
+    # GET /metrics: "open", or the least role that may read it ("reader", "operator", "admin").
+    "METRICS_AUTH": "open",
+    # How long the database figures of /metrics are reused (by every worker): one read per period at most.
+    "METRICS_CACHE_SECONDS": 10,
 }
 
 ENV_PREFIX = "RM_"
@@ -67,6 +72,13 @@ def _number(text):
         value = float(text)
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+def _metrics_auth(text):
+    value = text.strip().lower()
+    if value not in ("open",) + ROLES:
+        raise ValueError(f"not 'open' nor a role ({', '.join(ROLES)}): {text!r}")
     return value
 
 
@@ -110,6 +122,8 @@ SETTINGS = {
     "DASHBOARD_SESSION_SECONDS": int,
     "LOG_FORMAT": _log_format,
     "TOKEN_MAX_DAYS": int,
+    "METRICS_AUTH": _metrics_auth,
+    "METRICS_CACHE_SECONDS": _number,
 }
 
 # RM_* variables that belong to other programs: read elsewhere, never the app's config.

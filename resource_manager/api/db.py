@@ -9,7 +9,7 @@ from flask import current_app, request
 
 from ..core import atomic
 from ..schema import NAME_FIELDS
-from .errors import error_response
+from .errors import error_response, note_database_error
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,14 @@ def ping():
 
 def _ensure_before_write():
     indexes = current_app.extensions["rm_indexes"]
-    if indexes.ready or request.endpoint == "health.healthz":
+    if indexes.ready or request.endpoint in ("health.healthz", "metrics"):  # they say the database is down
         return None
     try:
         engine()
         indexes.ensure()
     except pymongo.errors.PyMongoError as e:
         log.warning("cannot create indexes yet: %s", e)
+        note_database_error("unavailable")
         return error_response(503, "database unavailable, try again shortly", headers={"Retry-After": "5"})
     return None
 

@@ -50,8 +50,19 @@ def _http_error(error):
     return error_response(error.code, error.description or error.name, headers=headers)
 
 
+def note_database_error(kind):
+    """Record that this request's answer translated a database error (unavailable, query_rejected)."""
+    g.rm_database_error_kind = kind
+
+
+def database_error_kind():
+    """Return the kind of database error this request's answer translated, or None (see metrics.py)."""
+    return g.get("rm_database_error_kind")
+
+
 def _database_unavailable(error):
     log.warning("database unavailable: %s", error)
+    note_database_error("unavailable")
     return error_response(503, "database unavailable, try again shortly", headers={"Retry-After": "5"})
 
 
@@ -85,6 +96,7 @@ def _known(error):
         return _database_unavailable(error)
     if isinstance(error, pymongo.errors.OperationFailure) and QUERY_ARGS & set(request.args):
         message = (error.details or {}).get("errmsg") or str(error)
+        note_database_error("query_rejected")
         return error_response(400, f"the database rejected the query: {message}")
     return None
 
