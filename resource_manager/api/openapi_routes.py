@@ -43,7 +43,7 @@ def _body(ref, required=True):
 
 # The component schema of each route body in core/constraints.BODIES, generated from it.
 BODY_SCHEMAS = {"ReservationRequest": "reservation", "Extend": "extension", "PoolInput": "pool",
-                "AllocateRequest": "allocation"}
+                "AllocateRequest": "allocation", "TokenRequest": "token"}
 
 
 _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
@@ -103,14 +103,6 @@ SCHEMAS = {
             "before": {}, "after": {}}}},
         "reason": {"type": "string", "nullable": True}, "job_id": {"type": "string", "nullable": True}}},
     "History": _HISTORY,
-    "TokenRequest": {"type": "object", "required": ["scope"], "properties": {
-        "scope": {"type": "string", "enum": ["read", "reserve", "write", "admin"],
-                  "description": "at most what the user's role allows (reader: read, operator: write, admin: admin)"},
-        "expires_in": {"type": "integer", "minimum": 1, "description": "seconds from now (not with expires); "
-                       "default 90 days, at most TOKEN_MAX_DAYS (366)"},
-        "expires": {"type": "string", "format": "date-time", "description": "when it expires (not with expires_in)"},
-        "description": {"type": "string", "maxLength": 200, "nullable": True},
-        "user": {"type": "string", "description": "the user it is for (admins only; default: you)"}}},
     "Token": {"type": "object", "properties": {
         "_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"}, "user": {"type": "string"},
         "scope": {"type": "string", "enum": ["read", "reserve", "write", "admin"]},

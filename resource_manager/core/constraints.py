@@ -1,10 +1,11 @@
-"""The request bodies of the allocation routes (reservations, extensions, pools, allocations) and their rules."""
+"""The request bodies of our own routes (reservations, extensions, pools, allocations, tokens) and their rules."""
 
 import json
 
 from ..schema import canonical_hostname
 from .ipranges import MAX_EXCLUDE
 from .jsontext import check_value, loads_strict
+from .tokens import MAX_DESCRIPTION, SCOPES
 
 # Machine fields a reservation may be constrained on; tags.<name> are allowed too.
 WHERE_FIELDS = ("hostname", "owner", "job_id")
@@ -133,6 +134,19 @@ BODIES = {
                     "max_setting": "POOL_MAX_EXCLUDE", "meta": {
                         "description": "addresses, ranges a-b and CIDRs inside the pool (each counts as one entry); "
                                        "stored merged into ranges"}},
+    },
+    # Its dates (expires_in or expires, within TOKEN_MAX_DAYS) are checked by the route, which knows now.
+    "token": {
+        "scope": {"type": "string", "required": True, "allowed": list(SCOPES), "meta": {
+            "hint": "one of " + ", ".join(SCOPES),
+            "description": "at most what the user's role allows (reader: read, operator: write, admin: admin)"}},
+        "expires_in": {"type": "integer", "min": 1, "nullable": True, "meta": {
+            "description": "seconds from now (not with expires); default 90 days, at most TOKEN_MAX_DAYS (366)"}},
+        "expires": {"type": "string", "maxlength": 40, "nullable": True, "meta": {
+            "description": "when it expires, ISO 8601 such as 2027-01-31T00:00:00Z (not with expires_in)"}},
+        "description": {"type": "string", "maxlength": MAX_DESCRIPTION, "nullable": True},
+        "user": {"type": "string", "empty": False, "maxlength": 256, "nullable": True,
+                 "meta": {"description": "the user it is for (admins only; default: you)"}},
     },
 }
 
