@@ -4,7 +4,7 @@ import ipaddress
 
 MACHINE_STATES = ("pxe", "pxe_failed", "idle", "in_use", "needs_repair")
 # A reservation is pending while its machines are being claimed (core/allocation.py), then active until it ends.
-RESERVATION_STATES = ("pending", "active", "released", "expired")
+RESERVATION_STATES = ("pending", "queued", "active", "released", "expired", "cancelled", "timed_out")
 
 # Item URLs accept an ObjectId or a name (hostname, address); see lookup.py.
 NAME_URL = 'regex("[^/]+")'

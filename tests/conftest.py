@@ -11,6 +11,8 @@ from resource_manager.localdb import LocalDB
 from .browser import launch, new_page
 from .support import PASSWORDS, LiveServer, free_port, write_users_file
 
+SHARED_SECRET = "tests-only-secret-key"
+
 
 @pytest.fixture(scope="session")
 def localdb(tmp_path_factory):
@@ -58,7 +60,7 @@ def dbname():
 def overrides(localdb, users_file, dbname):
     """The create_app() overrides that point at this test's database."""
     return {"MONGO_URI": localdb.uri, "MONGO_DBNAME": dbname, "USERS_FILE": users_file,
-            "SECRET_KEY": "tests-only-secret-key"}
+            "SECRET_KEY": SHARED_SECRET}
 
 
 @pytest.fixture(scope="session")
@@ -77,17 +79,23 @@ def server(request, localdb, users_file, _shared_servers):
     """The API served over real HTTP on 127.0.0.1, its database empty at the start of the test.
 
     Shared by the whole session (emptied before each test) unless the test asks for `overrides`
-    or `dbname` (it builds servers of its own beside this one, on the same database) or is
+    or `dbname` (it builds servers of its own beside this one, on the same database), its module
+    overrides `overrides` (settings of its own), or it is
     marked `own_server` (it changes the app: routes added, settings): those get a server of
     their own on a database of their own, dropped afterwards.
     """
     own = request.node.get_closest_marker("own_server") or {"overrides", "dbname"} & set(request.fixturenames)
     if not own:
+        # A module that overrides `overrides` (settings of its own) needs a server built with them.
+        wanted = dict(request.getfixturevalue("overrides"))
+        wanted.pop("MONGO_DBNAME", None)
+        own = wanted != {"MONGO_URI": localdb.uri, "USERS_FILE": users_file, "SECRET_KEY": SHARED_SECRET}
+    if not own:
         live = _shared_servers.get(users_file)
         if live is None:
             live = _shared_servers[users_file] = LiveServer(
                 {"MONGO_URI": localdb.uri, "MONGO_DBNAME": f"test_shared_{uuid.uuid4().hex[:12]}",
-                 "USERS_FILE": users_file, "SECRET_KEY": "tests-only-secret-key"})
+                 "USERS_FILE": users_file, "SECRET_KEY": SHARED_SECRET})
         live.reset()
         yield live
         live.unwrap()

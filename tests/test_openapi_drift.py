@@ -60,7 +60,7 @@ def test_states_and_reservation_fields(spec):
     assert schemas["Machine"]["properties"]["state"]["enum"] == list(MACHINE_STATES)
     assert schemas["MachineInput"]["properties"]["state"]["enum"] == list(MACHINE_STATES)
     assert schemas["Reservation"]["properties"]["state"]["enum"] == list(RESERVATION_STATES)
-    assert set(schemas["Reservation"]["properties"]) == set(reservations.PUBLIC_FIELDS)
+    assert set(schemas["Reservation"]["properties"]) == set(reservations.RENDERED_FIELDS)
 
 
 def test_reservation_states_stored_are_documented(server, operator):

@@ -115,6 +115,8 @@ SETTINGS = {
     "RESERVATION_MAX_COUNT": int,
     "IDEMPOTENCY_WAIT_SECONDS": _number,
     "SWEEP_GRACE_SECONDS": int,
+    "QUEUE_MAX_WAIT_SECONDS": int,
+    "QUEUE_TICK_SECONDS": _number,
     "WRITE_SERIALISATION": str,
     "WRITE_LOCK_DIR": str,
     "COUNT_CACHE_SECONDS": _number,

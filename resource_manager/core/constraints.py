@@ -98,7 +98,7 @@ def _count(setting, limit):
 
 
 LEASE_SECONDS = {"type": "integer", "min": 1, "max": MAX_LEASE_SECONDS, "nullable": True,
-                 "meta": {"description": "the lease; without it the reservation lasts until released"}}
+                 "meta": {"description": "the lease, from the grant; without it the reservation lasts until released"}}
 # (?!\n): Cerberus matches with re.match, and "$" also matches before a final newline.
 POOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(?!\n)$"
 BODIES = {
@@ -112,6 +112,10 @@ BODIES = {
                            "e.g. {\"tags.memory\": {\"$gte\": 17179869184}}"}},
         "lease_seconds": LEASE_SECONDS,
         "reason": _text(1000),
+        "wait_seconds": {"type": "integer", "min": 0, "max": 86400, "max_setting": "QUEUE_MAX_WAIT_SECONDS",
+                         "nullable": True, "default": 0, "meta": {
+                             "description": "if it cannot be met now, wait in the queue this long: 202 with the "
+                                            "reservation `queued` instead of 409; 0: answer now"}},
     },
     "extension": {
         "lease_seconds": dict(LEASE_SECONDS, required=True, nullable=False, meta={}),
