@@ -103,6 +103,7 @@ SETTINGS = {
     "RESERVATION_MAX_COUNT": int,
     "IDEMPOTENCY_WAIT_SECONDS": _number,
     "SWEEP_GRACE_SECONDS": int,
+    "PXE_TIMEOUT": _number,
     "WRITE_SERIALISATION": str,
     "WRITE_LOCK_DIR": str,
     "COUNT_CACHE_SECONDS": _number,
