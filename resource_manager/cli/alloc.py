@@ -9,11 +9,11 @@ from .status import UsageError
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text):
+def parse_duration(text, option="--lease"):
     """Return seconds from "90", "90s", "30m", "2h", "1d" (or "1h30m"). Raises UsageError."""
     text = re.sub(r"\s", "", text.lower())
     if not re.fullmatch(r"(\d+[smhd]?)+", text):
-        raise UsageError(f"--lease: expected a duration like 90s, 30m, 2h or 1d, got {text!r}")
+        raise UsageError(f"{option}: expected a duration like 90s, 30m, 2h or 1d, got {text!r}")
     parts = re.findall(r"(\d+)([smhd]?)", text)
     return sum(int(n) * _UNITS[u] for n, u in parts)
 
@@ -28,14 +28,28 @@ def cmd_reserve(client, args, env):
         raise UsageError("--count must be at least 1")
     where = parse_json_object(args.where, "--where") if args.where else None
     lease = parse_duration(args.lease) if args.lease else None
+    wait = parse_duration(args.wait, "--wait") if args.wait else None
+    progress = _show_place(env) if wait and env.stderr_isatty else None
     result = client.reserve(args.count, where=where, owner=args.owner, job_id=args.job_id,
                             lease_seconds=lease, reason=args.reason, dry_run=args.dry_run,
-                            idempotency_key=args.idempotency_key)
+                            idempotency_key=args.idempotency_key, wait=wait, on_progress=progress)
     fmt = output_format(args, env)
     if fmt == "plain":
         _write_names(result.get("would_reserve" if args.dry_run else "hostnames", []), env)
     else:
         write_item(result, env.stdout, fmt)
+
+
+def _show_place(env):
+    """Return the progress callback of reserve --wait: the place in line, on stderr, when it changes."""
+    def show(res):
+        count = res.get("count")
+        place = res.get("position")
+        where = f"place {place} in line" if place is not None else "in line"
+        until = f", until {res['wait_until']}" if res.get("wait_until") else ""
+        env.error(f"waiting for {count} machine{'s' if count != 1 else ''}: {where} "
+                  f"(reservation {res.get('_id')}{until}; Ctrl-C cancels)")
+    return show
 
 
 def cmd_release(client, args, env):
@@ -58,8 +72,14 @@ def cmd_extend(client, args, env):
 
 def cmd_reservations(client, args, env):
     items = client.reservations(job_id=args.job_id, owner=args.owner, state=args.state)
-    write_items(items, env.stdout, output_format(args, env),
-                ["_id", "owner", "job_id", "count", "state", "expires", "hostnames"])
+    if args.state == "queued":
+        # The queue, in arrival order: the place in line, who waits, for how many, on what, since when.
+        for place, item in enumerate(items, 1):
+            item.setdefault("position", place)
+        columns = ["position", "_id", "owner", "job_id", "count", "where", "queued_at", "wait_until"]
+    else:
+        columns = ["_id", "owner", "job_id", "count", "state", "expires", "hostnames"]
+    write_items(items, env.stdout, output_format(args, env), columns)
 
 
 def cmd_allocate_address(client, args, env):

@@ -1,0 +1,82 @@
+"""Waiting in line: a queued reservation long-polled until it is granted, times out or is cancelled.
+
+`POST /reservations` with `wait_seconds` answers 202 with the reservation `queued` when not enough
+machines are free; `GET /reservations/<id>?wait=S` then answers as soon as its state changes, or
+after S seconds. The server times a queued request out at its `wait_until`; the client keeps its
+own deadline a little later only in case the server never says so, and then cancels the request
+itself. Ctrl-C cancels the queued request (DELETE) before the interrupt goes on, so nobody's
+machines wait for a client that is gone.
+"""
+
+import datetime
+import math
+import time
+from urllib.parse import quote
+
+from .errors import ReservationCancelled, ReservationInterrupted, ReservationNotGranted, WaitTimedOut
+
+POLL_SECONDS = 30  # one long poll at most this long (the server caps ?wait= at 60)
+GRACE_SECONDS = 30  # past the wait, how long the client waits for the server to say `timed_out`
+WAITING_STATES = ("pending", "queued")
+
+
+def wait_seconds(wait):
+    """Return `wait` (seconds, or a timedelta) as whole seconds; 0 for None. Raises ValueError if negative."""
+    if wait is None:
+        return 0
+    seconds = wait.total_seconds() if isinstance(wait, datetime.timedelta) else float(wait)
+    if not seconds >= 0 or math.isinf(seconds):
+        raise ValueError(f"wait must be a number of seconds, 0 or more, not {wait!r}")
+    return math.ceil(seconds)
+
+
+def await_grant(client, res, wait, on_progress=None, poll=POLL_SECONDS, clock=time.monotonic):
+    """Long-poll the reservation `res` (as POST answered it) until it is active; return it.
+
+    `on_progress(reservation)` is called while it waits in line: first, then whenever its place
+    (`position`) changes. Raises WaitTimedOut, ReservationCancelled or ReservationNotGranted when it
+    ends without machines; ReservationInterrupted (a KeyboardInterrupt) after cancelling it on Ctrl-C.
+    """
+    path = f"/reservations/{quote(res['_id'], safe='')}"
+    deadline = clock() + wait + GRACE_SECONDS
+    shown = object()
+    try:
+        while res.get("state") in WAITING_STATES:
+            if on_progress is not None and res.get("position") != shown:
+                shown = res.get("position")
+                on_progress(res)
+            left = deadline - clock()
+            if left <= 0:  # the server never said timed_out: give up ourselves
+                res = cancel(client, path) or res
+                raise WaitTimedOut(_not_granted(res, f"the wait of {wait} s ran out"), res)
+            seconds = max(1, min(poll, math.ceil(left)))
+            res = client.call("GET", path, params={"wait": seconds}, timeout=client.timeout + seconds)
+    except KeyboardInterrupt as interrupt:
+        try:
+            cancel(client, path)
+        except Exception as e:  # noqa: BLE001  (the interrupt matters more; say the cancel failed)
+            raise ReservationInterrupted(res["_id"], False, e) from interrupt
+        raise ReservationInterrupted(res["_id"], True) from interrupt
+    state = res.get("state")
+    if state == "active":
+        return res
+    if state == "timed_out":
+        raise WaitTimedOut(_not_granted(res, f"the wait of {wait} s ran out"), res)
+    if state == "cancelled":
+        raise ReservationCancelled(_not_granted(res, "it was cancelled while it waited"), res)
+    raise ReservationNotGranted(_not_granted(res, f"it is {state}"), res)
+
+
+def cancel(client, path):
+    """Cancel (DELETE) a queued reservation; return it as it now stands, or None if that cannot be read."""
+    client.call("DELETE", path)
+    try:
+        return client.call("GET", path)
+    except Exception:  # noqa: BLE001  (cancelled is what matters; its state is a courtesy)
+        return None
+
+
+def _not_granted(res, why):
+    count = res.get("count")
+    what = f"{count} machine{'s' if count != 1 else ''}" if count is not None else "machines"
+    return f"reservation {res.get('_id')} for {what} was not granted: {why}"
