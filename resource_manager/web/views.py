@@ -36,13 +36,15 @@ def _show(value):
 
 @bp.get("/ui/")
 def dashboard():
-    """Show counts, pools, reservations and one page of the machines table."""
+    """Show counts, pools, reservations, the queue and one page of the machines table."""
     query = queries.MachineQuery(request.args)
     max_age = float(current_app.config.get("DASHBOARD_CACHE_SECONDS", queries.DEFAULT_CACHE_SECONDS))
     counts, total, rows, pages, age = queries.overview(query, max_age)
+    events, events_age = alloc.queue_events()
     return render_template(
         "dashboard.html", query=query, counts=counts, machines=rows, total=total, age=age, max_age=max_age,
-        pages=pages, reservations=alloc.active_reservations(), pools=alloc.pools())
+        pages=pages, reservations=alloc.active_reservations(), pools=alloc.pools(),
+        queue=alloc.queued_reservations(), queue_events=events, events_age=events_age)
 
 
 @bp.get("/ui/machines/<path:hostname>")
