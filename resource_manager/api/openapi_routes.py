@@ -67,7 +67,8 @@ SCHEMAS = {
         "lease_seconds": {"type": "integer", "minimum": 1}}},
     "Sweep": {"type": "object", "properties": {
         "expired": {"type": "integer"}, "repaired": {"type": "integer"},
-        "released": {"type": "array", "items": {"type": "string"}}}},
+        "released": {"type": "array", "items": {"type": "string"}},
+        "pxe_failed": {"type": "integer", "description": "machines in pxe over RM_PXE_TIMEOUT, now pxe_failed"}}},
     "PoolInput": {"type": "object", "required": ["name", "cidr", "kind"], "properties": {
         "name": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"}, "cidr": {"type": "string"},
         "kind": {"type": "string", "enum": ["public", "private"]},
