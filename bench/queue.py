@@ -130,7 +130,7 @@ def _cycles(urls, clients, seconds, wait, where):
     return sum(counts), min(time.monotonic(), stop) - started, violations, errors
 
 
-def saturated(env, runs, clients=16, machines=4, seconds=10.0):
+def saturated(env, runs, clients=12, machines=4, seconds=10.0):
     """Reservations granted per second with a saturated queue, against the same cycle with no queue."""
     ours, base, violations, errors = [], [], 0, []
     for run in range(runs):

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from .errors import ReservationCancelled, ReservationInterrupted, ReservationNotGranted, WaitTimedOut
 
 POLL_SECONDS = 30  # one long poll at most this long (the server caps ?wait= at 60)
+PROGRESS_POLL_SECONDS = 10  # with a progress callback: a long poll answers on a change of state, not of place
 GRACE_SECONDS = 30  # past the wait, how long the client waits for the server to say `timed_out`
 WAITING_STATES = ("pending", "queued")
 
@@ -30,7 +31,7 @@ def wait_seconds(wait):
     return math.ceil(seconds)
 
 
-def await_grant(client, res, wait, on_progress=None, poll=POLL_SECONDS, clock=time.monotonic):
+def await_grant(client, res, wait, on_progress=None, poll=None, clock=time.monotonic):
     """Long-poll the reservation `res` (as POST answered it) until it is active; return it.
 
     `on_progress(reservation)` is called while it waits in line: first, then whenever its place
@@ -38,6 +39,7 @@ def await_grant(client, res, wait, on_progress=None, poll=POLL_SECONDS, clock=ti
     ends without machines; ReservationInterrupted (a KeyboardInterrupt) after cancelling it on Ctrl-C.
     """
     path = f"/reservations/{quote(res['_id'], safe='')}"
+    poll = poll or (PROGRESS_POLL_SECONDS if on_progress is not None else POLL_SECONDS)
     deadline = clock() + wait + GRACE_SECONDS
     shown = object()
     try:
