@@ -6,7 +6,7 @@ from eve import Eve
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import web
-from .api import auth, config, db, errors, guards, listing, lookup, queryargs, requestid
+from .api import auth, config, db, errors, guards, listing, lookup, queryargs, queueing, requestid
 from .api.datalayer import Mongo
 from .api.routes import health, history, pools, reservations
 from .api.validation import Validator
@@ -33,6 +33,7 @@ def create_app(overrides=None, environ=None):
     health.init_app(app)
     history.init_app(app)
     guards.init_app(app)
+    queueing.init_app(app)
     reservations.init_app(app)
     pools.init_app(app)
     web.init_app(app)

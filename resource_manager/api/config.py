@@ -104,6 +104,8 @@ SETTINGS = {
     "IDEMPOTENCY_WAIT_SECONDS": _number,
     "SWEEP_GRACE_SECONDS": int,
     "PXE_TIMEOUT": _number,
+    "QUEUE_MAX_WAIT_SECONDS": int,
+    "QUEUE_TICK_SECONDS": _number,
     "WRITE_SERIALISATION": str,
     "WRITE_LOCK_DIR": str,
     "COUNT_CACHE_SECONDS": _number,

@@ -13,7 +13,7 @@ import math
 import time
 from urllib.parse import quote
 
-from .errors import ReservationCancelled, ReservationInterrupted, ReservationNotGranted, WaitTimedOut
+from .errors import APIError, ReservationCancelled, ReservationInterrupted, ReservationNotGranted, WaitTimedOut
 
 POLL_SECONDS = 30  # one long poll at most this long (the server caps ?wait= at 60)
 PROGRESS_POLL_SECONDS = 10  # with a progress callback: a long poll answers on a change of state, not of place
@@ -69,13 +69,31 @@ def await_grant(client, res, wait, on_progress=None, poll=None, clock=time.monot
     raise ReservationNotGranted(_not_granted(res, f"it is {state}"), res)
 
 
-def cancel(client, path):
-    """Cancel (DELETE) a queued reservation; return it as it now stands, or None if that cannot be read."""
-    client.call("DELETE", path)
+def cancel(client, path, tries=20):
+    """Cancel (DELETE) a queued reservation; return it as it now stands, or None if that cannot be read.
+
+    A grant under way answers 503 (Retry-After: 1): asked again, the reservation is active by then
+    and the DELETE releases it. The client's retries do this when they are on; this loop, when not.
+    """
+    for attempt in range(tries):
+        try:
+            client.call("DELETE", path)
+            break
+        except APIError as e:
+            if e.status != 503 or attempt == tries - 1:
+                raise
+            time.sleep(_retry_after(e.response))
     try:
         return client.call("GET", path)
     except Exception:  # noqa: BLE001  (cancelled is what matters; its state is a courtesy)
         return None
+
+
+def _retry_after(response):
+    try:
+        return min(5.0, max(0.1, float(response.headers.get("Retry-After", 1))))
+    except (AttributeError, TypeError, ValueError):
+        return 1.0
 
 
 def _not_granted(res, why):

@@ -17,6 +17,7 @@ extend:   new expiry (if active, not ending, not yet expired): ordered against a
 import datetime
 import hashlib
 import json
+import random
 import time
 
 from bson import ObjectId
@@ -35,6 +36,8 @@ ENDS = "reservation_ends"  # end markers of earlier versions; the sweep finishes
 NOT_ENDING = {"$exists": False}
 REPLAY_POLL = 0.05
 CANDIDATE_BATCH = 64  # idle machines read at a time when reserving (see _claim_candidates)
+SETTLE_POLL = 0.01  # s between looks at contenders we wait for (see _settle)
+SETTLE_SECONDS = 10  # a contender pending for longer is taken for crashed: it counts as holding
 
 
 class AllocationError(Exception):
@@ -143,9 +146,13 @@ def free_machine(db, machine, rid, action, user=None, reason=None):
 
 # -- reserving ---------------------------------------------------------------
 
-def reserve(db, req, user, key=None, grace=120, wait=10):
+def reserve(db, req, user, key=None, grace=120, wait=10, queue=None, exclude=()):
     """Reserve req["count"] idle machines matching req["where"]; return (reservation, replayed).
 
+    `queue`: None (answer now), or {"wait_seconds", "ahead"} to queue the request when it cannot
+    be met now (the reservation comes back `queued`); "ahead": whether others already wait, so
+    this one joins the line instead of trying first. `exclude`: machine _ids not to take (those
+    earmarked for queued requests, see queue.py, when this request does not wait its turn).
     Raises Shortfall (nothing taken) or AllocationError (replay conflicts, slowness).
     """
     rid = request_id("res-", user, key)
@@ -156,6 +163,10 @@ def reserve(db, req, user, key=None, grace=120, wait=10):
         doc = dict(req, where=json.dumps(req["where"] or {}), _id=rid, state="pending", user=user,
                    idempotency_key=key, fingerprint=fp,
                    hostnames=[], machine_ids=[], expires=None, _created=now, _updated=now)
+        if queue:
+            arrived = precise_now()
+            doc.update(queued_at=arrived, wait_seconds=queue["wait_seconds"],
+                       wait_until=arrived + datetime.timedelta(seconds=queue["wait_seconds"]))
         try:
             db[RESERVATIONS].insert_one(doc)
         except DuplicateKeyError:
@@ -165,8 +176,40 @@ def reserve(db, req, user, key=None, grace=120, wait=10):
             if existing.get("fingerprint") != fp:
                 raise AllocationError("this Idempotency-Key was used for a different request", 422) from None
             return existing, True
-        return _fill(db, doc, grace), False
+        if queue and queue.get("ahead"):
+            return enqueue(db, doc, user), False
+        try:
+            return take(db, doc, grace, exclude=exclude), False
+        except Shortfall:
+            if queue:
+                return enqueue(db, doc, user), False
+            db[RESERVATIONS].delete_one({"_id": rid, "state": "pending"})
+            raise
+        except BaseException:
+            db[RESERVATIONS].delete_one({"_id": rid, "state": "pending"})
+            raise
     raise AllocationError("could not settle this Idempotency-Key; retry")
+
+
+def precise_now():
+    """Return the time with milliseconds (what BSON keeps): the order of arrival in the queue."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def enqueue(db, res, user=None):
+    """Turn our pending reservation (holding nothing) into a queued one; return it.
+
+    Raises AllocationError 503 when a sweep took it over meanwhile (nothing kept).
+    """
+    now = utcnow()
+    result = db[RESERVATIONS].update_one({"_id": res["_id"], "state": "pending", "ending": NOT_ENDING},
+                                         {"$set": {"state": "queued", "_updated": now}})
+    if result.matched_count != 1:
+        raise AllocationError("reservation was repaired by a sweep while being made; retry", 503)
+    queued = dict(res, state="queued", _updated=now)
+    history.record_reservation(db, queued, "queued", "pending", user, at=now)
+    return queued
 
 
 def await_settled(collection, _id, wait):
@@ -183,21 +226,40 @@ def await_settled(collection, _id, wait):
         time.sleep(REPLAY_POLL)
 
 
-def _fill(db, res, grace):
-    """Claim, then take, res["count"] machines; undo everything on any failure."""
+def take(db, res, grace, pool=None, exclude=(), settle=True):
+    """Claim, then take, res["count"] machines for the pending `res`, and make it active; return it.
+
+    `pool`: the candidates to try (default: this process's pass over the matching idle machines);
+    `exclude`: machine _ids not to take. With `settle`, a shortfall caused by machines that
+    contenders still being made hold is not final: we let go of everything, wait for them to
+    settle, and try again (see _settle); a Shortfall means that, once they settled, fewer
+    matching machines than asked were free. On any failure every claim and machine taken is
+    given back; the reservation document is the caller's to delete or requeue.
+    Raises Shortfall, or AllocationError 503 (too slow, or taken over by a sweep).
+    """
     rid, count = res["_id"], res["count"]
     deadline = time.monotonic() + grace / 2
     claimed, taken = [], []
+    contended, first = {}, list(pool) if pool is not None else None
     try:
-        reclaimed = False
+        reclaimed, attempt = False, 0
         while len(taken) < count:
-            claimed += _claim_candidates(db, res, count - len(taken) - len(claimed))
+            claimed += _claim_candidates(db, res, count - len(taken) - len(claimed), exclude, contended, first)
+            if first is not None and pool is None:
+                first = None  # the contended machines were retried once; back to the pass
+                claimed += _claim_candidates(db, res, count - len(taken) - len(claimed), exclude, contended)
             if len(taken) + len(claimed) < count and not reclaimed:
                 reclaimed = True
                 if reclaim_expired(db)[0]:
                     continue
             if len(taken) + len(claimed) < count:
-                raise Shortfall(count, len(taken) + len(claimed))
+                if not settle or not _settle(db, rid, contended, deadline, attempt):
+                    raise Shortfall(count, len(taken) + len(claimed))
+                # Contenders may be waiting for what we hold, as we wait for theirs: let go first.
+                let_go(db, rid, claimed + taken)
+                claimed, taken, attempt = [], [], attempt + 1
+                first, contended = list(contended.values()), {}
+                continue
             if time.monotonic() > deadline:
                 # Past grace/2 the sweep may soon judge us crashed; give up cleanly instead.
                 raise AllocationError("reservation took too long; nothing reserved, retry", 503)
@@ -214,18 +276,78 @@ def _fill(db, res, grace):
         expires = now + datetime.timedelta(seconds=res["lease_seconds"]) if res["lease_seconds"] else None
         update = {"state": "active", "hostnames": sorted(m["hostname"] for m in taken),
                   "machine_ids": [m["_id"] for m in taken], "expires": expires, "_updated": now}
+        if res.get("queued_at") is not None:
+            update["granted_at"] = now
         # Only if still pending and not being undone by a sweep that judged us dead.
         result = db[RESERVATIONS].update_one({"_id": rid, "state": "pending", "ending": NOT_ENDING},
-                                             {"$set": update})
+                                             {"$set": update, "$unset": {"granting_at": ""}})
         if result.matched_count != 1:
             raise AllocationError("reservation was repaired by a sweep while being made; retry", 503)
         return dict(res, **update)
     except BaseException:
-        undo(db, res, claimed + taken)
+        let_go(db, rid, claimed + taken)
         raise
 
 
-def _claim_candidates(db, res, need):
+def _settle(db, rid, contended, deadline, attempt):
+    """Wait for the contenders holding `contended` machines to settle; return whether to try again.
+
+    A contended machine is worth another try when its claim is gone, or its holder is still
+    being made (pending, and recently: one pending longer than SETTLE_SECONDS is a crashed
+    request the sweep will undo, and counts as holding). We wait (polling) until every such
+    holder has settled, then a little random time so that requests that let go together do not
+    collide again in lockstep.
+    """
+    if not contended:
+        return False
+    waiting = _unsettled_holders(db, rid, contended)
+    if waiting is None:
+        return False
+    while waiting:
+        if time.monotonic() >= deadline:
+            # Not a 409: the contenders may yet fail and free what we need.
+            raise AllocationError("contending reservations took too long to settle; nothing reserved, retry", 503)
+        time.sleep(SETTLE_POLL)
+        waiting = {h for h in waiting if _is_unsettled(db, h)}
+    time.sleep(random.uniform(0, SETTLE_POLL * min(2 ** attempt, 16)))
+    return True
+
+
+def _unsettled_holders(db, rid, contended):
+    """Return the holders still being made of `contended`, or None if every claim is settled elsewhere."""
+    holders, free = set(), False
+    for machine_id in contended:
+        claim = db[MACHINE_CLAIMS].find_one({"_id": machine_id}, {"holder": 1})
+        if claim is None:
+            free = True
+        elif claim["holder"] != rid and _is_unsettled(db, claim["holder"]):
+            holders.add(claim["holder"])
+    return holders if holders or free else None
+
+
+def _is_unsettled(db, holder):
+    res = db[RESERVATIONS].find_one({"_id": holder}, {"state": 1, "_created": 1, "granting_at": 1})
+    if res is None or res.get("state") != "pending":
+        return False
+    since = res.get("granting_at") or res.get("_created")
+    return since is not None and utcnow() - since < datetime.timedelta(seconds=SETTLE_SECONDS)
+
+
+class _Listed:
+    """Candidates from a given list (the queue's grants, retries of contended machines)."""
+
+    def __init__(self, machines):
+        self._machines = list(machines)
+
+    def next_batch(self):
+        taken, self._machines = self._machines, []
+        return taken
+
+    def give_back(self, machines):
+        pass
+
+
+def _claim_candidates(db, res, need, exclude=(), contended=None, listed=None):
     """Claim up to `need` idle machines matching the reservation; return their fresh documents.
 
     Candidates come a batch at a time from this process's pass over the idle machines matching
@@ -233,14 +355,17 @@ def _claim_candidates(db, res, need):
     the lowest hostnames of each batch first; those not needed go back for the next reservation.
     No sort and no read of every claim: on an engine that sorts and limits in memory (FerretDB)
     that read and decoded every idle machine to hand out one. A machine held by another
-    reservation fails its claim insert and is skipped; one changed since the pass read it fails
-    the re-read.
+    reservation fails its claim insert and is noted in `contended` (see take); one changed since
+    the pass read it fails the re-read. `listed`: try these machines instead of the pass.
     """
     if need <= 0:
         return []
     rid = res["_id"]
-    query = dict(json.loads(res["where"]), state="idle")
-    candidates = Candidates(db.machines, query, max(CANDIDATE_BATCH, 2 * need))
+    if listed is not None:
+        candidates = _Listed(listed)
+    else:
+        query = dict(json.loads(res["where"]), state="idle")
+        candidates = Candidates(db.machines, query, max(CANDIDATE_BATCH, 2 * need))
     got = []
     while len(got) < need:
         chunk = sorted(candidates.next_batch(), key=lambda m: m["hostname"])
@@ -250,8 +375,14 @@ def _claim_candidates(db, res, need):
             if len(got) == need:
                 candidates.give_back(chunk[tried:])
                 break
-            if not claim_machine(db, candidate, rid):
+            if candidate["_id"] in exclude:
                 continue
+            if not claim_machine(db, candidate, rid):
+                if contended is not None:
+                    contended[candidate["_id"]] = candidate
+                continue
+            if contended is not None:
+                contended.pop(candidate["_id"], None)
             # Re-read after winning: the machine may have changed between our query and our claim.
             fresh = db.machines.find_one({"_id": candidate["_id"]})
             if fresh is None or fresh.get("state") != "idle" or fresh.get("hostname") != candidate["hostname"]:
@@ -270,7 +401,16 @@ def take_over_pending(db, collection, _id):
 
 def undo(db, res, machines=None):
     """Roll back a pending reservation (machines idle, claims deleted, reservation deleted); return freed hostnames."""
-    rid = res["_id"]
+    freed = let_go(db, res["_id"], machines)
+    db[RESERVATIONS].delete_one({"_id": res["_id"], "state": "pending"})
+    return freed
+
+
+def let_go(db, rid, machines=None):
+    """Give back what reservation `rid` took while pending (machines idle, claims deleted); return freed hostnames.
+
+    `machines`: the ones it took, as far as known; None: look them up (after a crash).
+    """
     if machines is None:
         machines = list(db.machines.find({"reservation": rid}))
         machine_ids = [c["_id"] for c in db[MACHINE_CLAIMS].find({"holder": rid}, {"_id": 1})]
@@ -284,7 +424,6 @@ def undo(db, res, machines=None):
                 freed.append(current["hostname"])
     for machine_id in set(machine_ids) | {m["_id"] for m in machines}:
         drop_machine_claim(db, machine_id, rid)
-    db[RESERVATIONS].delete_one({"_id": rid, "state": "pending"})
     return freed
 
 

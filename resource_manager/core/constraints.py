@@ -121,10 +121,14 @@ def _unknown(body, allowed, issues):
             issues[field] = "unknown field"
 
 
-def check_reservation(body, user, max_count):
-    """Return (request, issues) for POST /reservations."""
+def check_reservation(body, user, max_count, max_wait=0):
+    """Return (request, issues) for POST /reservations.
+
+    `wait_seconds` (0 to `max_wait`, default 0: answer at once) is returned in the request too;
+    the caller takes it out (it is how to answer, not what is reserved).
+    """
     issues = {}
-    _unknown(body, ("count", "owner", "job_id", "where", "lease_seconds", "reason"), issues)
+    _unknown(body, ("count", "owner", "job_id", "where", "lease_seconds", "reason", "wait_seconds"), issues)
     request = {
         # required: absent is the default, but an explicit null is an issue (it was a 500).
         "count": check_int(body, "count", issues, default=1, high=max_count, required=True),
@@ -132,6 +136,7 @@ def check_reservation(body, user, max_count):
         "job_id": check_text(body, "job_id", issues),
         "lease_seconds": check_int(body, "lease_seconds", issues, high=MAX_LEASE_SECONDS),
         "reason": check_text(body, "reason", issues, maxlength=1000),
+        "wait_seconds": check_int(body, "wait_seconds", issues, default=0, low=0, high=max_wait),
     }
     where, issue = check_where(body.get("where"))
     if issue:

@@ -51,3 +51,14 @@ def record(db, resource, doc, action, changes, user=None, reason=None, job_id=No
     db[COLLECTION].insert_one(entry(resource, doc, action, changes, user, reason, job_id, at))
 
 
+
+
+def record_reservation(db, res, action, before, user=None, reason=None, at=None):
+    """Store one history entry for a reservation's change of state (queued, granted, cancelled, timed_out).
+
+    Kept with the machines' and addresses' entries, as resource "reservations", named by its _id.
+    """
+    db[COLLECTION].insert_one({
+        "resource": "reservations", "name": res["_id"], "item_id": res["_id"], "at": at or utcnow(),
+        "user": user, "action": action, "changes": {"state": {"before": before, "after": res.get("state")}},
+        "reason": reason, "job_id": res.get("job_id")})

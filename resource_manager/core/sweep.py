@@ -10,7 +10,7 @@ themselves after half of it.
 import datetime
 
 from . import addresses as address_allocation
-from . import mutex
+from . import mutex, queue
 from .allocation import (
     ENDS,
     MACHINE_CLAIMS,
@@ -20,6 +20,7 @@ from .allocation import (
     end_reservation,
     finish_end,
     free_machine,
+    let_go,
     reclaim_expired,
     rekey_legacy_claims,
     take_over_pending,
@@ -56,19 +57,32 @@ def sweep(db, grace, user=None, pxe_timeout=DEFAULT_PXE_TIMEOUT):
         repaired, freed = _repair_reservations(db, cutoff)
         repaired += address_allocation.repair(db, cutoff)
         pxe_failed = fail_stuck_pxe(db, pxe_timeout, user)
-        return {"expired": expired, "repaired": repaired, "released": sorted(set(released + freed)),
-                "pxe_failed": len(pxe_failed)}
+        result = {"expired": expired, "repaired": repaired, "released": sorted(set(released + freed)),
+                  "pxe_failed": len(pxe_failed)}
     finally:
         mutex.give_back(db, "sweep")
+    # A granting pass (waits run out, freed machines go to waiters); reported only when it did something.
+    served = queue.serve(db, grace, wait=2.0) if queue.anyone_waiting(db) else None
+    if served and (served["granted"] or served["timed_out"]):
+        result["queue"] = served
+    return result
 
 
 def _repair_reservations(db, cutoff):
     repaired, freed = rekey_legacy_claims(db), []
     # A reserver that died mid-way: its reservation stays pending. Take it over (so that a reserver
     # still alive cannot make it active after all), then undo it.
+    # One that a granter was granting from the queue goes back in line (or times out): judged by when
+    # the grant began, not when the request came.
     for res in list(db[RESERVATIONS].find({"state": "pending", "_created": {"$lt": cutoff}})):
+        if res.get("granting_at") is not None and res["granting_at"] >= cutoff:
+            continue
         if res.get("ending") or take_over_pending(db, RESERVATIONS, res["_id"]):
-            freed += undo(db, res)
+            if res.get("granting_at") is not None:
+                freed += let_go(db, res["_id"])
+                queue.repair(db, res)
+            else:
+                freed += undo(db, res)
             repaired += 1
     # An ender that died mid-way: the reservation is still active, marked `ending`. Finish it.
     for res in list(db[RESERVATIONS].find({"state": "active", "ending": {"$exists": True},

@@ -1,35 +1,55 @@
-"""/reservations: reserve machines all or nothing, release, extend leases, sweep."""
+"""/reservations: reserve machines all or nothing (or wait in the queue), release, extend leases, sweep."""
 
 import datetime
+import time
 
 import pymongo
 from flask import Blueprint, current_app, jsonify, request
 
-from ...core import allocation, sweep
+from ...core import allocation, queue, sweep
 from ...core.allocation import RESERVATIONS, AllocationError
 from ...core.constraints import check_extension, check_reservation
+from ...core.history import COLLECTION as HISTORY
 from ..auth import require_role
 from ..db import database
 from ..errors import error_response, loads_strict
+from ..queueing import KICK_WAIT, granter, kick
 from ..responses import created, idempotency_key, invalid
 
 bp = Blueprint("reservations", __name__)
 
 PUBLIC_FIELDS = ("_id", "owner", "job_id", "count", "hostnames", "state", "expires", "where", "lease_seconds",
                  "reason", "user", "_created", "_updated")
+QUEUE_FIELDS = ("queued_at", "wait_until", "wait_seconds", "granted_at", "ended")
 DEFAULT_MAX_COUNT = 1000
+DEFAULT_MAX_WAIT = 86400
+LONG_POLL_MAX = 60  # s a GET ?wait= may hold a worker thread (below any worker timeout)
+LONG_POLL_EVERY = 0.1
+QUEUE_STATES = ("queued", "cancelled", "timed_out")
 
 
-def render(res):
-    """Return the JSON body of a reservation."""
+def render(res, place=None):
+    """Return the JSON body of a reservation (with its queue fields and `position` if it waited)."""
     fmt = current_app.config["DATE_FORMAT"]
     body = {}
-    for field in PUBLIC_FIELDS:
+    fields = PUBLIC_FIELDS + (QUEUE_FIELDS if res.get("queued_at") is not None else ())
+    for field in fields:
         value = res.get(field)
         body[field] = value.strftime(fmt) if isinstance(value, datetime.datetime) else value
     if isinstance(body["where"], str):
         body["where"] = loads_strict(body["where"])
+    if res.get("state") == "queued":
+        body["position"] = place if place is not None else queue.position(queue.waiting(database()), res["_id"])
+    body["_links"] = {"self": {"href": f"/reservations/{res['_id']}"}}
     return body
+
+
+def _answer(res):
+    """Answer a reservation just made: 201 when active, 202 with its place in line while queued."""
+    response = created(render(res), f"/reservations/{res['_id']}")
+    if res.get("state") == "queued":
+        response.status_code = 202
+    return response
 
 
 def _json_body():
@@ -55,19 +75,30 @@ def create():
     if body is None:
         return error_response(400, "body must be a JSON object")
     max_count = int(current_app.config.get("RESERVATION_MAX_COUNT", DEFAULT_MAX_COUNT))
-    req, issues = check_reservation(body, user, max_count)
+    max_wait = int(current_app.config.get("QUEUE_MAX_WAIT_SECONDS", DEFAULT_MAX_WAIT))
+    req, issues = check_reservation(body, user, max_count, max_wait)
     if issues:
         return invalid("reservation", issues)
+    wait_seconds = req.pop("wait_seconds")
     db = database()
     if _flag("dry_run"):
         return jsonify(allocation.explain(db, req)), 200
     key = idempotency_key()
+    grace = sweep.grace_seconds(current_app)
+    ahead = queue.anyone_waiting(db)
+    # Those who wait take their turn; those who do not may not take what is earmarked for them.
+    line = {"wait_seconds": wait_seconds, "ahead": ahead} if wait_seconds else None
+    exclude = queue.earmarked(db) if ahead and not wait_seconds else ()
     try:
-        res, _replayed = allocation.reserve(db, req, user, key, sweep.grace_seconds(current_app),
-                                            current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", 10))
+        res, replayed = allocation.reserve(db, req, user, key, grace,
+                                           current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", 10), line, exclude)
     except AllocationError as e:
         return _failure(e)
-    return created(render(res), f"/reservations/{res['_id']}")
+    if res["state"] == "queued" and not replayed:
+        # Granted at once if it can be met in its turn (a pass waits for one already under way).
+        queue.serve(db, grace, wait=KICK_WAIT if ahead else 0)
+        res = db[RESERVATIONS].find_one({"_id": res["_id"]}) or res
+    return _answer(res)
 
 
 @bp.get("/reservations")
@@ -78,35 +109,92 @@ def listing():
         limit = max(1, min(int(request.args.get("max_results", 1000)), 1000))
     except ValueError:
         return error_response(400, "max_results must be an integer")
-    cursor = database()[RESERVATIONS].find(query).sort("_created", pymongo.DESCENDING).limit(limit)
-    return jsonify({"_items": [render(r) for r in cursor]})
+    db = database()
+    if query.get("state") == "queued":
+        # The line, in order of arrival, each with its place in it.
+        line = [r for r in queue.waiting(db) if all(r.get(f) == v for f, v in query.items())]
+        everyone = queue.waiting(db) if len(query) > 1 else line
+        places = {r["_id"]: n for n, r in enumerate(everyone, 1)}
+        return jsonify({"_items": [render(r, places[r["_id"]]) for r in line[:limit]]})
+    cursor = db[RESERVATIONS].find(query).sort("_created", pymongo.DESCENDING).limit(limit)
+    items = list(cursor)
+    places = {}
+    if any(r.get("state") == "queued" for r in items):
+        places = {r["_id"]: n for n, r in enumerate(queue.waiting(db), 1)}
+    return jsonify({"_items": [render(r, places.get(r["_id"])) for r in items]})
 
 
 @bp.get("/reservations/<rid>")
 def show(rid):
-    """Answer one reservation."""
-    res = database()[RESERVATIONS].find_one({"_id": rid})
+    """Answer one reservation; with ?wait=S, as soon as its state changes, or after S seconds."""
+    wait = request.args.get("wait")
+    if wait is not None:
+        try:
+            wait = int(wait)
+        except ValueError:
+            wait = -1
+        if not 0 <= wait <= LONG_POLL_MAX:
+            return error_response(400, f"wait must be a whole number of seconds from 0 to {LONG_POLL_MAX}")
+    db = database()
+    res = db[RESERVATIONS].find_one({"_id": rid})
     if res is None:
         return error_response(404, f"no reservation {rid}")
+    if wait:
+        res = _await_change(db, res, wait)
     return jsonify(render(res))
+
+
+def _await_change(db, res, wait):
+    # `pending` is a grant (or a request) under way: not a change worth answering.
+    seen = {res["state"], "pending"}
+    deadline = time.monotonic() + wait
+    while res["state"] in seen and time.monotonic() < deadline:
+        granter().touch()
+        time.sleep(LONG_POLL_EVERY)
+        res = db[RESERVATIONS].find_one({"_id": res["_id"]}) or res
+    return res
+
+
+@bp.get("/reservations/<rid>/history")
+def history(rid):
+    """Answer the queue events of one reservation (queued, granted, cancelled, timed_out), oldest first."""
+    db = database()
+    if db[RESERVATIONS].find_one({"_id": rid}, {"_id": 1}) is None:
+        return error_response(404, f"no reservation {rid}")
+    fmt = current_app.config["DATE_FORMAT"]
+    items = []
+    for e in db[HISTORY].find({"resource": "reservations", "item_id": rid}, {"_id": 0, "resource": 0}).sort("at"):
+        e["at"] = e["at"].strftime(fmt)
+        items.append(e)
+    return jsonify({"_items": items})
 
 
 @bp.delete("/reservations/<rid>")
 def release_one(rid):
     """Release one reservation; releasing it again frees nothing and is fine."""
     user = require_role("operator", "admin")["username"]
+    db = database()
+    res = db[RESERVATIONS].find_one({"_id": rid}, {"state": 1})
     try:
-        released = allocation.release(database(), rid, user, request.args.get("reason"))
+        if res is not None and res["state"] in QUEUE_STATES:
+            state = queue.cancel(db, rid, user, request.args.get("reason"))
+            # Who waited behind it may be served now (earmarks move).
+            kick()
+            cancelled = state == "cancelled" and res["state"] == "queued"
+            return jsonify({"released": [], "reservations": [rid] if cancelled else [], "state": state})
+        released = allocation.release(db, rid, user, request.args.get("reason"))
     except AllocationError as e:
         return _failure(e)
     if released is None:
         return error_response(404, f"no reservation {rid}")
+    if released:
+        kick()
     return jsonify({"released": released, "reservations": [rid] if released else []})
 
 
 @bp.delete("/reservations")
 def release_job():
-    """Release every active reservation of ?job_id=."""
+    """Release every active reservation of ?job_id=, and cancel its queued ones."""
     user = require_role("operator", "admin")["username"]
     job_id = request.args.get("job_id")
     if not job_id:
@@ -118,6 +206,14 @@ def release_job():
         if freed is not None:
             released += freed
             ids.append(res["_id"])
+    for res in list(db[RESERVATIONS].find({"job_id": job_id, "state": "queued"}, {"_id": 1})):
+        try:
+            if queue.cancel(db, res["_id"], user, request.args.get("reason")) == "cancelled":
+                ids.append(res["_id"])
+        except AllocationError:
+            pass  # being granted right now: it is active in a moment, released by the next call
+    if ids:
+        kick()
     return jsonify({"released": sorted(released), "reservations": ids})
 
 
@@ -155,6 +251,16 @@ def run_sweep():
     return jsonify(sweep.sweep(database(), grace, user["username"], sweep.pxe_timeout_seconds(current_app)))
 
 
+def _machines_changed(*args):
+    # Machines added, or made idle by a plain write: queued requests may be met now.
+    docs = args[0] if isinstance(args[0], list) else [dict(args[1], **args[0])] if len(args) > 1 else [args[0]]
+    if any(d.get("state") == "idle" for d in docs if isinstance(d, dict)):
+        kick()
+
+
 def init_app(app):
-    """Register the reservation routes and the guards on machines."""
+    """Register the reservation routes, and the queue's triggers on machine writes."""
+    app.on_inserted_machines += _machines_changed
+    app.on_updated_machines += _machines_changed
+    app.on_replaced_machines += _machines_changed
     app.register_blueprint(bp)
