@@ -94,12 +94,13 @@ def _run(args, env):
 
 
 def _interrupted(interrupt):
-    rid = getattr(interrupt, "reservation_id", None)
-    if rid is None:
+    if not hasattr(interrupt, "cancelled"):
         return "interrupted"
+    rid = interrupt.reservation_id
     if interrupt.cancelled:
         return f"interrupted: queued reservation {rid} cancelled"
-    return f"interrupted: could not cancel queued reservation {rid} ({interrupt.error}); its wait runs out by itself"
+    return (f"interrupted: could not cancel queued reservation {rid or '(id unknown)'} ({interrupt.error}); "
+            "its wait runs out by itself")
 
 
 def _describe(error, env):

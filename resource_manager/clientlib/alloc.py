@@ -41,7 +41,15 @@ class AllocationMixin:
         body.update({k: v for k, v in optional.items() if v is not None})
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
         params = {"dry_run": 1} if dry_run else None
-        res = self.body_of(self.request("POST", "/reservations", json=body, headers=headers, params=params))
+        try:
+            res = self.body_of(self.request("POST", "/reservations", json=body, headers=headers, params=params))
+        except KeyboardInterrupt as interrupt:
+            if not body.get("wait_seconds"):
+                raise
+            # Ctrl-C before the answer: the request may be queued already, under an id we never saw.
+            # The same key asks for the same reservation (made now if the first never landed): cancel it.
+            waiting.interrupted(self, lambda: self.call("POST", "/reservations", json=body, headers=headers),
+                                interrupt)
         if dry_run or res.get("state") not in waiting.WAITING_STATES:
             return res
         return waiting.await_grant(self, res, seconds, on_progress)

@@ -15,8 +15,11 @@ from urllib.parse import quote
 
 from .errors import APIError, ReservationCancelled, ReservationInterrupted, ReservationNotGranted, WaitTimedOut
 
-POLL_SECONDS = 30  # one long poll at most this long (the server caps ?wait= at 60)
-PROGRESS_POLL_SECONDS = 10  # with a progress callback: a long poll answers on a change of state, not of place
+# One long poll at most this long (the server allows 60). The server answers when the state differs
+# from the one it finds on arrival, so a change that lands between two polls is seen only when the
+# next poll ends: shorter polls bound that, at one request per poll (the server reads the reservation
+# every 0.1 s while it holds a poll, whatever its length).
+POLL_SECONDS = 10
 GRACE_SECONDS = 30  # past the wait, how long the client waits for the server to say `timed_out`
 WAITING_STATES = ("pending", "queued")
 
@@ -39,7 +42,7 @@ def await_grant(client, res, wait, on_progress=None, poll=None, clock=time.monot
     ends without machines; ReservationInterrupted (a KeyboardInterrupt) after cancelling it on Ctrl-C.
     """
     path = f"/reservations/{quote(res['_id'], safe='')}"
-    poll = poll or (PROGRESS_POLL_SECONDS if on_progress is not None else POLL_SECONDS)
+    poll = poll or POLL_SECONDS
     deadline = clock() + wait + GRACE_SECONDS
     shown = object()
     try:
@@ -47,6 +50,9 @@ def await_grant(client, res, wait, on_progress=None, poll=None, clock=time.monot
             if on_progress is not None and res.get("position") != shown:
                 shown = res.get("position")
                 on_progress(res)
+                # The callback took its time: what changed meanwhile is read now, not after a whole poll.
+                res = client.call("GET", path)
+                continue
             left = deadline - clock()
             if left <= 0:  # the server never said timed_out: give up ourselves
                 res = cancel(client, path) or res
@@ -54,11 +60,7 @@ def await_grant(client, res, wait, on_progress=None, poll=None, clock=time.monot
             seconds = max(1, min(poll, math.ceil(left)))
             res = client.call("GET", path, params={"wait": seconds}, timeout=client.timeout + seconds)
     except KeyboardInterrupt as interrupt:
-        try:
-            cancel(client, path)
-        except Exception as e:  # noqa: BLE001  (the interrupt matters more; say the cancel failed)
-            raise ReservationInterrupted(res["_id"], False, e) from interrupt
-        raise ReservationInterrupted(res["_id"], True) from interrupt
+        interrupted(client, lambda: res, interrupt)
     state = res.get("state")
     if state == "active":
         return res
@@ -67,6 +69,17 @@ def await_grant(client, res, wait, on_progress=None, poll=None, clock=time.monot
     if state == "cancelled":
         raise ReservationCancelled(_not_granted(res, "it was cancelled while it waited"), res)
     raise ReservationNotGranted(_not_granted(res, f"it is {state}"), res)
+
+
+def interrupted(client, reservation, interrupt):
+    """Cancel the reservation `reservation()` returns after Ctrl-C; raise ReservationInterrupted."""
+    rid = None
+    try:
+        rid = reservation()["_id"]
+        cancel(client, f"/reservations/{quote(rid, safe='')}")
+    except Exception as e:  # noqa: BLE001  (the interrupt matters more; say the cancel failed)
+        raise ReservationInterrupted(rid, False, e) from interrupt
+    raise ReservationInterrupted(rid, True) from interrupt
 
 
 def cancel(client, path, tries=20):
