@@ -88,7 +88,7 @@ def benchmarks():
     if _has_queue():
         from . import queue
 
-        found += [queue.grant_latency, queue.saturated]
+        found += [queue.queue_grant_latency, queue.queue_saturated]
     return found
 
 
