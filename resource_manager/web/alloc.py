@@ -7,7 +7,7 @@ from flask import current_app
 
 from ..api.db import database
 from ..api.routes import pools as pool_routes
-from ..core import allocation, history
+from ..core import allocation, history, queue
 from ..core.addresses import POOLS
 from . import queries
 
@@ -22,19 +22,15 @@ def active_reservations(limit=50):
 
 
 def queued_reservations(limit=100):
-    """Return the reservations waiting in line, in their order, each with its `position` (1-based).
+    """Return the reservations waiting in line, in the queue's order, each with its `position` (1-based).
 
-    The order is the queue's: arrival (`queued_at`, then `_id`), as the granter walks it. Read
-    fresh on every page (an equality on `state`): a place in line that is 10 s old misleads.
+    Read fresh on every page (an equality on `state`): a place in line that is 10 s old misleads.
     """
-    fields = {"owner": 1, "user": 1, "job_id": 1, "count": 1, "where": 1, "queued_at": 1, "wait_until": 1,
-              "_created": 1, "reason": 1}
-    queue = sorted(database()[allocation.RESERVATIONS].find({"state": "queued"}, fields),
-                   key=lambda r: (r.get("queued_at") or r.get("_created"), r["_id"]))
-    for place, res in enumerate(queue, 1):
+    line = queue.waiting(database())
+    for place, res in enumerate(line, 1):
         res["position"] = place
         res["constraints"] = _constraints(res.get("where"))
-    return queue[:limit]
+    return line[:limit]
 
 
 def _constraints(where):
