@@ -242,7 +242,7 @@ def take(db, res, grace, pool=None, exclude=(), settle=True):
     claimed, taken = [], []
     contended, first = {}, list(pool) if pool is not None else None
     try:
-        reclaimed, attempt = False, 0
+        reclaimed, attempt, looked = False, 0, pool is not None or not settle
         while len(taken) < count:
             claimed += _claim_candidates(db, res, count - len(taken) - len(claimed), exclude, contended, first)
             if first is not None and pool is None:
@@ -252,6 +252,12 @@ def take(db, res, grace, pool=None, exclude=(), settle=True):
                 reclaimed = True
                 if reclaim_expired(db)[0]:
                     continue
+            if len(taken) + len(claimed) < count and not looked and not contended:
+                # The process's pass may not have offered us every idle machine: one fresh look,
+                # so that machines held by contenders we never met count as contended too.
+                looked = True
+                claimed += _claim_candidates(db, res, count - len(taken) - len(claimed), exclude, contended,
+                                             fresh=True)
             if len(taken) + len(claimed) < count:
                 if not settle or not _settle(db, rid, contended, deadline, attempt):
                     raise Shortfall(count, len(taken) + len(claimed))
@@ -347,7 +353,7 @@ class _Listed:
         pass
 
 
-def _claim_candidates(db, res, need, exclude=(), contended=None, listed=None):
+def _claim_candidates(db, res, need, exclude=(), contended=None, listed=None, fresh=False):
     """Claim up to `need` idle machines matching the reservation; return their fresh documents.
 
     Candidates come a batch at a time from this process's pass over the idle machines matching
@@ -356,7 +362,8 @@ def _claim_candidates(db, res, need, exclude=(), contended=None, listed=None):
     No sort and no read of every claim: on an engine that sorts and limits in memory (FerretDB)
     that read and decoded every idle machine to hand out one. A machine held by another
     reservation fails its claim insert and is noted in `contended` (see take); one changed since
-    the pass read it fails the re-read. `listed`: try these machines instead of the pass.
+    the pass read it fails the re-read. `listed`: try these machines instead of the pass;
+    `fresh`: begin a new pass.
     """
     if need <= 0:
         return []
@@ -365,7 +372,7 @@ def _claim_candidates(db, res, need, exclude=(), contended=None, listed=None):
         candidates = _Listed(listed)
     else:
         query = dict(json.loads(res["where"]), state="idle")
-        candidates = Candidates(db.machines, query, max(CANDIDATE_BATCH, 2 * need))
+        candidates = Candidates(db.machines, query, max(CANDIDATE_BATCH, 2 * need), fresh)
     got = []
     while len(got) < need:
         chunk = sorted(candidates.next_batch(), key=lambda m: m["hostname"])
