@@ -123,6 +123,7 @@ def test_the_queue_panel_shows_who_waits_for_what_and_history_shows_the_grant(pa
         response = operator.post("/reservations", json=body)
         assert response.status_code == 202, response.text
         queued.append(response.json())
+    sign_in(page, "operator", PASSWORDS["operator"])
     page.goto("/")
     assert page.locator("#queue-length").inner_text() == "2"
     rows = page.locator("#queue-table tbody tr")
@@ -134,8 +135,17 @@ def test_the_queue_panel_shows_who_waits_for_what_and_history_shows_the_grant(pa
     assert page.locator("#queue-events tr[data-event='queued']").count() == 2
     screenshot(page, "dashboard-queue.png")
 
+    # An operator cancels the second request from the panel.
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click(f"#queue-table tr[data-reservation='{queued[1]['_id']}'] button:has-text('Cancel')")
+    page.wait_for_selector("text=it no longer waits in line")
+    assert operator.get(f"/reservations/{queued[1]['_id']}").json()["state"] == "cancelled"
+    assert page.locator("#queue-table tbody tr").count() == 1
+
     assert operator.delete(f"/reservations/{hog['_id']}").status_code == 200
-    granted = operator.get(f"/reservations/{queued[0]['_id']}?wait=10").json()
+    granted = operator.get(f"/reservations/{queued[0]['_id']}").json()
+    if granted["state"] != "active":  # the grant is under way: wait for its change of state
+        granted = operator.get(f"/reservations/{queued[0]['_id']}?wait=10").json()
     assert granted["state"] == "active", granted
     page.goto("/")
     assert "Nobody is waiting" in page.locator("#queue").inner_text()

@@ -6,12 +6,14 @@ import pymongo
 from flask import current_app
 
 from ..api.db import database
+from ..api.queueing import kick
 from ..api.routes import pools as pool_routes
 from ..core import allocation, history, queue
 from ..core.addresses import POOLS
 from . import queries
 
 RELEASE_REASON = "freed from the dashboard"
+CANCEL_REASON = "cancelled from the dashboard"
 
 
 def active_reservations(limit=50):
@@ -99,8 +101,22 @@ def machine_history(machine, limit=50, reservations=5):
 
 
 def release(reservation_id, username):
-    """Release a reservation; return the freed hostnames, or None if there is no such reservation.
+    """Release a reservation, or cancel it while it waits in line.
 
-    Raises allocation.AllocationError when it cannot be released now.
+    Returns ("released", freed hostnames) or ("cancelled", []), or None if there is no such
+    reservation. Either way the queue gets a granting pass (what was freed, or earmarked for the
+    cancelled request, may go to the next in line). Raises allocation.AllocationError when it cannot
+    be done now (a grant under way: 503).
     """
-    return allocation.release(database(), reservation_id, username, RELEASE_REASON)
+    db = database()
+    res = db[allocation.RESERVATIONS].find_one({"_id": reservation_id}, {"state": 1})
+    if res is None:
+        return None
+    if res["state"] == "queued":
+        state = queue.cancel(db, reservation_id, username, CANCEL_REASON)
+        kick()
+        return (state, [])
+    released = allocation.release(db, reservation_id, username, RELEASE_REASON)
+    if released:
+        kick()
+    return ("released", released or [])

@@ -94,17 +94,21 @@ def set_state(hostname):
 
 @bp.post("/ui/reservations/<reservation_id>/release")
 def release(reservation_id):
-    """Free a reservation: its machines go back to the pool."""
+    """Free a reservation (its machines go back to the pool), or cancel it while it waits in line."""
     user = signin.require_writer()
     try:
-        released = alloc.release(reservation_id, user["username"])
+        outcome = alloc.release(reservation_id, user["username"])
     except alloc.allocation.AllocationError as e:
         flash(e.message, "warning")
     else:
-        if released is None:
+        if outcome is None:
             abort(404, description=f"no reservation {reservation_id}")
+        state, released = outcome
         queries.forget()
-        flash(f"Freed {', '.join(released)}." if released else "Nothing to free: already released.", "success")
+        if state != "released":
+            flash(f"Reservation {reservation_id} is {state}: it no longer waits in line.", "success")
+        else:
+            flash(f"Freed {', '.join(released)}." if released else "Nothing to free: already released.", "success")
     return redirect(signin.safe_next(request.form.get("next"), url_for("home")), code=303)
 
 
