@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from resource_manager.cli.status import ExitStatus
 from resource_manager.clientlib.client import (
     ReservationCancelled,
     ReservationInterrupted,
@@ -144,6 +145,8 @@ def test_rmctl_reserve_wait_that_runs_out_exits_7_with_one_line(server, one_held
     assert done.err.startswith("rmctl: reservation res-")
     bad = run_cli("reserve", "--count", "1", "--wait", "soon", environ=environ)
     assert bad.code == 2 and "--wait: expected a duration like 90s, 30m, 2h or 1d" in bad.err
+    assert ExitStatus.NOT_GRANTED == 7
+    assert "7 reserve --wait not granted (the wait ran out" in " ".join(run_cli("--help").out.split())
 
 
 def test_ctrl_c_on_rmctl_reserve_wait_cancels_and_exits_130(server, one_held, environ):
