@@ -47,14 +47,25 @@ SCHEMAS = {
         "count": {"type": "integer", "minimum": 1}, "owner": {"type": "string"}, "job_id": {"type": "string"},
         "where": {"type": "object", "additionalProperties": True,
                   "description": "a MongoDB filter on machines, e.g. {\"tags.memory\": {\"$gte\": 17179869184}}"},
-        "lease_seconds": {"type": "integer", "minimum": 1, "nullable": True},
-        "reason": {"type": "string", "nullable": True}}},
+        "lease_seconds": {"type": "integer", "minimum": 1, "nullable": True,
+                          "description": "for a request that waits: counted from the grant"},
+        "reason": {"type": "string", "nullable": True},
+        "wait_seconds": {"type": "integer", "minimum": 0, "default": 0, "description":
+                         "if it cannot be met now, wait in the queue this long (at most RM_QUEUE_MAX_WAIT_SECONDS, "
+                         "default 86400): 202 with the reservation `queued` instead of 409; 0: answer now"}}},
     "Reservation": {"type": "object", "properties": {
         "_id": {"type": "string"}, "owner": {"type": "string"}, "job_id": {"type": "string", "nullable": True},
         "count": {"type": "integer"}, "hostnames": {"type": "array", "items": {"type": "string"}},
-        "state": {"type": "string", "enum": ["active", "released", "expired"]},
+        "state": {"type": "string", "enum": ["pending", "queued", "active", "released", "expired", "cancelled",
+                                             "timed_out"]},
         "expires": {"type": "string", "nullable": True}, "_created": {"type": "string"},
-        "_updated": {"type": "string"}}},
+        "_updated": {"type": "string"},
+        "position": {"type": "integer", "description": "place in line (1: next), only while queued"},
+        "queued_at": {"type": "string", "description": "only on requests made with a wait"},
+        "wait_until": {"type": "string"}, "wait_seconds": {"type": "integer"},
+        "granted_at": {"type": "string", "nullable": True}, "ended": {"type": "string", "nullable": True},
+        "_links": {"type": "object", "properties": {"self": {"type": "object", "properties": {
+            "href": {"type": "string"}}}}}}},
     "ReservationList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
         "$ref": "#/components/schemas/Reservation"}}}},
     "DryRun": {"type": "object", "properties": {
@@ -62,13 +73,18 @@ SCHEMAS = {
         "idle": {"type": "integer"}, "available": {"type": "integer"}}},
     "Released": {"type": "object", "properties": {
         "released": {"type": "array", "items": {"type": "string"}},
-        "reservations": {"type": "array", "items": {"type": "string"}}}},
+        "reservations": {"type": "array", "items": {"type": "string"}},
+        "state": {"type": "string", "enum": ["cancelled", "timed_out"],
+                  "description": "only when the reservation was queued (or was cancelled or timed out)"}}},
     "Extend": {"type": "object", "required": ["lease_seconds"], "properties": {
         "lease_seconds": {"type": "integer", "minimum": 1}}},
     "Sweep": {"type": "object", "properties": {
         "expired": {"type": "integer"}, "repaired": {"type": "integer"},
         "released": {"type": "array", "items": {"type": "string"}},
-        "pxe_failed": {"type": "integer", "description": "machines in pxe over RM_PXE_TIMEOUT, now pxe_failed"}}},
+        "pxe_failed": {"type": "integer", "description": "machines in pxe over RM_PXE_TIMEOUT, now pxe_failed"},
+        "queue": {"type": "object", "description": "only when its granting pass did something", "properties": {
+            "granted": {"type": "array", "items": {"type": "string"}},
+            "timed_out": {"type": "array", "items": {"type": "string"}}}}}},
     "PoolInput": {"type": "object", "required": ["name", "cidr", "kind"], "properties": {
         "name": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"}, "cidr": {"type": "string"},
         "kind": {"type": "string", "enum": ["public", "private"]},
@@ -92,7 +108,7 @@ SCHEMAS = {
     "HistoryEntry": {"type": "object", "properties": {
         "at": {"type": "string"}, "user": {"type": "string", "nullable": True},
         "action": {"type": "string", "enum": ["create", "update", "delete", "reserve", "release", "expire",
-                                              "allocate"]},
+                                              "allocate", "queued", "granted", "cancelled", "timed_out"]},
         "changes": {"type": "object", "additionalProperties": {"type": "object", "properties": {
             "before": {}, "after": {}}}},
         "reason": {"type": "string", "nullable": True}, "job_id": {"type": "string", "nullable": True}}},
@@ -101,7 +117,8 @@ SCHEMAS = {
 
 TAGS = [
     {"name": "health", "description": "for supervisors and load balancers"},
-    {"name": "reservations", "description": "reserve machines race-free, release them, extend leases"},
+    {"name": "reservations", "description": "reserve machines race-free (or wait in the queue), release them, "
+                                             "extend leases"},
     {"name": "address-pools", "description": "address pools and race-free address allocation"},
     {"name": "history", "description": "who changed what, newest first"},
 ]
@@ -128,8 +145,12 @@ def own_routes():
                 _IDEMPOTENCY, {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
                 requestBody=_body("ReservationRequest"),
                 responses={"201": _json("Reservation", "reserved"), "200": _json("DryRun", "dry run only"),
+                           "202": {**_json("Reservation", "queued (with wait_seconds): state queued, position"),
+                                   "headers": {"Location": {"schema": {"type": "string"},
+                                                            "description": "/reservations/<id>"}}},
                            "409": {"$ref": "#/components/responses/Error409"}, **_WRITE_ERRORS}),
-            "delete": _op("releaseJob", "Release every reservation of a job", "reservations", write=True,
+            "delete": _op("releaseJob", "Release every reservation of a job (and cancel its queued ones)",
+                          "reservations", write=True,
                           parameters=[{"name": "job_id", "in": "query", "required": True,
                                        "schema": {"type": "string"}}],
                           responses={"200": _json("Released", "released"), **_WRITE_ERRORS}),
@@ -139,11 +160,19 @@ def own_routes():
             responses={"200": _json("Sweep", "swept"), **_WRITE_ERRORS})},
         "/reservations/{id}": {
             "parameters": [rid],
-            "get": _op("getReservation", "Get one reservation", "reservations",
-                       responses={"200": _json("Reservation", "the reservation"), **error_responses(404, 503)}),
-            "delete": _op("release", "Release a reservation (again: released [])", "reservations", write=True,
+            "get": _op("getReservation", "Get one reservation (?wait=S: long-poll until its state changes)",
+                       "reservations", parameters=[{
+                           "name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 60},
+                           "description": "answer as soon as the state changes, or after this many seconds"}],
+                       responses={"200": _json("Reservation", "the reservation"), **error_responses(400, 404, 503)}),
+            "delete": _op("release", "Release a reservation, or cancel a queued one (again: released [])",
+                          "reservations", write=True,
                           responses={"200": _json("Released", "released"), **error_responses(401, 403, 404, 503)}),
         },
+        "/reservations/{id}/history": {"parameters": [rid], "get": _op(
+            "reservationHistory", "Queue events of a reservation (queued, granted, cancelled, timed_out)",
+            "reservations", responses={"200": _json("History", "entries, oldest first"),
+                                       **error_responses(404, 503)})},
         "/reservations/{id}/extend": {"parameters": [rid], "post": _op(
             "extend", "Extend a reservation's lease", "reservations", write=True, requestBody=_body("Extend"),
             responses={"200": _json("Reservation", "extended"), **error_responses(404, 409), **_WRITE_ERRORS})},

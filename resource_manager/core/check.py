@@ -63,7 +63,9 @@ def _check_machines(db, report, cutoff):
     for res in db[RESERVATIONS].find({"state": {"$in": ["pending", "active"]}}):
         rid = res["_id"]
         if res["state"] == "pending" or res.get("ending"):
-            since = res.get("ended") if res.get("ending") and res["state"] == "active" else res.get("_created")
+            # A grant from the queue is judged by when it began, not when the request came.
+            since = (res.get("ended") if res.get("ending") and res["state"] == "active"
+                     else res.get("granting_at") or res.get("_created"))
             if since is None or since < cutoff:
                 doing = "pending" if res["state"] == "pending" else f"being {res['ending']}"
                 report.add("half-done", f"reservation {rid}", f"{doing} since {since}", True)

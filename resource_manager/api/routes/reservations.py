@@ -47,7 +47,7 @@ def render(res, place=None):
 def _answer(res):
     """Answer a reservation just made: 201 when active, 202 with its place in line while queued."""
     response = created(render(res), f"/reservations/{res['_id']}")
-    if res.get("state") == "queued":
+    if res.get("state") in ("queued", "pending"):
         response.status_code = 202
     return response
 
@@ -97,7 +97,11 @@ def create():
     if res["state"] == "queued" and not replayed:
         # Granted at once if it can be met in its turn (a pass waits for one already under way).
         queue.serve(db, grace, wait=KICK_WAIT if ahead else 0)
-        res = db[RESERVATIONS].find_one({"_id": res["_id"]}) or res
+        try:
+            # A granter elsewhere may be granting it right now: answer how that ends.
+            res = allocation.await_settled(db[RESERVATIONS], res["_id"], KICK_WAIT) or res
+        except AllocationError:
+            res = db[RESERVATIONS].find_one({"_id": res["_id"]}) or res
     return _answer(res)
 
 
