@@ -1,6 +1,7 @@
 """The allocation commands of the CLI: reserve, release, reservations, allocate-address, pools, history."""
 
 import re
+import time
 
 from .commands import output_format, parse_json_object
 from .output import write_item, write_items
@@ -33,6 +34,8 @@ def cmd_reserve(client, args, env):
     result = client.reserve(args.count, where=where, owner=args.owner, job_id=args.job_id,
                             lease_seconds=lease, reason=args.reason, dry_run=args.dry_run,
                             idempotency_key=args.idempotency_key, wait=wait, on_progress=progress)
+    if progress is not None and progress.since is not None:
+        env.error(f"granted after {time.monotonic() - progress.since:.0f} s in line")
     fmt = output_format(args, env)
     if fmt == "plain":
         _write_names(result.get("would_reserve" if args.dry_run else "hostnames", []), env)
@@ -43,12 +46,15 @@ def cmd_reserve(client, args, env):
 def _show_place(env):
     """Return the progress callback of reserve --wait: the place in line, on stderr, when it changes."""
     def show(res):
+        if show.since is None:
+            show.since = time.monotonic()
         count = res.get("count")
         place = res.get("position")
         where = f"place {place} in line" if place is not None else "in line"
         until = f", until {res['wait_until']}" if res.get("wait_until") else ""
         env.error(f"waiting for {count} machine{'s' if count != 1 else ''}: {where} "
                   f"(reservation {res.get('_id')}{until}; Ctrl-C cancels)")
+    show.since = None
     return show
 
 
