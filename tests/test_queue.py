@@ -178,3 +178,34 @@ def test_idempotency_key_replays_a_queued_request(operator, anon, server):
     replay = operator.post("/reservations", json={"count": 1, "wait_seconds": 600}, headers=headers)
     assert replay.status_code == 201 and replay.json()["hostnames"] == ["m1"]
     assert server.db.reservations.count_documents({}) == 2
+
+
+def test_a_grant_cut_short_by_a_crash_goes_back_in_line(operator, anon, server):
+    add_machines(operator, "m0", "m1", "m2")
+    db = server.db
+    now = datetime.datetime.now(datetime.timezone.utc)
+    long_ago = now - datetime.timedelta(hours=1)
+    ids = {m["hostname"]: m["_id"] for m in db.machines.find()}
+
+    def granting(rid, wait_until, granting_at, **fields):
+        db.reservations.insert_one(dict({
+            "_id": rid, "state": "pending", "owner": "x", "job_id": "j", "count": 2, "where": "{}", "user": "operator",
+            "reason": None, "lease_seconds": None, "hostnames": [], "machine_ids": [], "expires": None,
+            "_created": long_ago, "_updated": long_ago, "queued_at": long_ago, "wait_seconds": 7200,
+            "wait_until": wait_until, "granting_at": granting_at}, **fields))
+
+    # As a granter killed mid-way leaves things: pending (since the grant began), a claim, one machine taken.
+    granting("cut-short", now + datetime.timedelta(hours=1), long_ago)
+    db.machine_claims.insert_one({"_id": ids["m0"], "hostname": "m0", "holder": "cut-short", "at": long_ago})
+    db.machines.update_one({"hostname": "m0"}, {"$set": {"state": "in_use", "owner": "x", "reservation": "cut-short"}})
+    # One whose wait ran out meanwhile, and one whose grant began just now (a live granter: left alone).
+    granting("too-late", now - datetime.timedelta(seconds=1), long_ago)
+    granting("live", now + datetime.timedelta(hours=1), now, queued_at=now)
+    swept = operator.post("/reservations/sweep").json()
+    assert (swept["repaired"], swept["released"]) == (2, ["m0"])
+    # Back in line at its old place, so the sweep's granting pass served it.
+    assert swept["queue"] == {"granted": ["cut-short"], "timed_out": []}
+    assert anon.get("/reservations/cut-short").json()["hostnames"] == ["m0", "m1"]
+    assert (state(anon, "too-late"), state(anon, "live")) == ("timed_out", "pending")
+    db.reservations.delete_one({"_id": "live"})
+    assert check.check(db) == []

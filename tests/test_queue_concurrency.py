@@ -44,12 +44,13 @@ def release_all(urls, ids):
     assert set(run_together(len(ids), release)) <= {200}
 
 
-def test_no_false_refusals_under_contention(cluster):
+@pytest.mark.parametrize("rounds", [2, pytest.param(12, marks=pytest.mark.slow)])
+def test_no_false_refusals_under_contention(cluster, rounds):
     """Issue 14's case: 32 clients at once, each asking for 3 of 40 idle machines: exactly 13 granted."""
     cluster, db = cluster
     urls = cluster.urls
     add_machines(urls[0], MACHINES)
-    for round_ in range(3):
+    for round_ in range(rounds):
         def reserve(i, round_=round_):
             with session() as s:
                 r = s.post(urls[i % 2] + "/reservations", json={"count": 3, "owner": f"t{i}", "job_id": f"r{round_}"},
@@ -92,7 +93,7 @@ def test_waiting_clients_are_granted_in_order_of_arrival(cluster):
     line = [r["_id"] for r in listing]
     active = [r["_id"] for r in db.reservations.find({"state": "active"})]
     assert sorted(line + active) == sorted(b["_id"] for _, b in results)
-    for wave in range(3):
+    for wave in range(2):
         release_all(urls, active)
         granted = [r["_id"] for r in db.reservations.find({"state": "active"})]
         # The releases handed the machines out before they answered: to the six first in line.
@@ -100,11 +101,15 @@ def test_waiting_clients_are_granted_in_order_of_arrival(cluster):
         assert check_machines(db) == 12
         assert check.check(db) == []
         active = granted
+    # The six still in line give up: cancelled, and nothing more to grant.
+    release_all(urls, line[12:])
     release_all(urls, active)
     assert db.reservations.count_documents({"state": {"$in": ["queued", "pending", "active"]}}) == 0
+    assert db.reservations.count_documents({"state": "cancelled"}) == 6
     assert check_machines(db) == 0
 
 
+@pytest.mark.slow
 def test_server_killed_while_serving_the_queue_loses_nothing(localdb, users_file, tmp_path):
     """Waiting clients churn against two servers; one is SIGKILLed; the sweep leaves every request whole."""
     dbname = f"test_qkill_{random.randrange(1 << 32):08x}"
@@ -131,7 +136,7 @@ def test_server_killed_while_serving_the_queue_loses_nothing(localdb, users_file
                         rid = r.json()["_id"]
                         with lock:
                             answered[rid] = r.json()["state"]
-                        got = s.get(survivor.url + f"/reservations/{rid}?wait=2", timeout=30).json()
+                        got = s.get(survivor.url + f"/reservations/{rid}?wait=1", timeout=30).json()
                         if got["state"] == "active":
                             s.delete(survivor.url + f"/reservations/{rid}", timeout=30)
                     except requests.RequestException:
@@ -140,9 +145,9 @@ def test_server_killed_while_serving_the_queue_loses_nothing(localdb, users_file
         threads = [threading.Thread(target=churn, args=(i,)) for i in range(16)]
         for t in threads:
             t.start()
-        time.sleep(1.5)
+        time.sleep(3.0)
         victim.kill()
-        time.sleep(1.0)
+        time.sleep(2.0)
         stop.set()
         for t in threads:
             t.join(60)
