@@ -176,3 +176,8 @@ def test_rmctl_reservations_state_queued_lists_the_queue_in_order(server, operat
     assert table.code == 0
     lines = [line for line in table.out.splitlines() if "first" in line or "second" in line]
     assert len(lines) == 2 and "first" in lines[0] and "tags.rack=r1" in lines[0]
+    cancelled = run_cli("release", listed[0]["_id"], "--format", "plain", environ=environ)
+    assert (cancelled.code, cancelled.out) == (0, "")
+    assert cancelled.err == f"reservation {listed[0]['_id']} is cancelled: it no longer waits in line\n"
+    listed = json.loads(run_cli("reservations", "--state", "queued", "--format", "json", environ=environ).out)
+    assert [(r["position"], r["job_id"]) for r in listed] == [(1, "second")]

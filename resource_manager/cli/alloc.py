@@ -68,7 +68,11 @@ def cmd_release(client, args, env):
     else:
         write_item(result, env.stdout, fmt)
     if env.stderr_isatty or fmt == "plain":
-        env.note(f"released {len(result.get('released', []))} machine(s)")
+        if result.get("state") in ("cancelled", "timed_out"):
+            # A request still waiting in line: DELETE cancels it; nothing was held.
+            env.note(f"reservation {args.reservation} is {result['state']}: it no longer waits in line")
+        else:
+            env.note(f"released {len(result.get('released', []))} machine(s)")
 
 
 def cmd_extend(client, args, env):
