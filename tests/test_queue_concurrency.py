@@ -169,3 +169,19 @@ def test_server_killed_while_serving_the_queue_loses_nothing(localdb, users_file
         cluster.stop()
         client.drop_database(dbname)
         client.close()
+
+
+def test_an_expired_lease_goes_to_a_waiter_in_another_process(cluster):
+    """No release, no request that needs machines: the tickers reclaim the lease for the line."""
+    cluster, db = cluster
+    urls = cluster.urls
+    add_machines(urls[0], 1)
+    with session() as s:
+        held = s.post(urls[0] + "/reservations", json={"count": 1, "lease_seconds": 1}, timeout=60).json()
+        waiting = s.post(urls[1] + "/reservations", json={"count": 1, "wait_seconds": 60}, timeout=60)
+        assert waiting.status_code == 202
+        # The lease is a clock; the long-poll answers once a ticker has granted the machine.
+        got = s.get(urls[1] + f"/reservations/{waiting.json()['_id']}?wait=20", timeout=60).json()
+    assert got["state"] == "active" and got["hostnames"] == held["hostnames"]
+    assert db.reservations.find_one({"_id": held["_id"]})["state"] == "expired"
+    assert check.check(db) == []

@@ -36,7 +36,7 @@ ENDS = "reservation_ends"  # end markers of earlier versions; the sweep finishes
 NOT_ENDING = {"$exists": False}
 REPLAY_POLL = 0.05
 CANDIDATE_BATCH = 64  # idle machines read at a time when reserving (see _claim_candidates)
-SETTLE_POLL = 0.01  # s between looks at contenders we wait for (see _settle)
+SETTLE_POLL = 0.02  # s between looks at contenders we wait for (see _settle)
 SETTLE_SECONDS = 10  # a contender pending for longer is taken for crashed: it counts as holding
 
 
@@ -252,7 +252,7 @@ def take(db, res, grace, pool=None, exclude=(), settle=True):
                 reclaimed = True
                 if reclaim_expired(db)[0]:
                     continue
-            if len(taken) + len(claimed) < count and not looked and not contended:
+            if len(taken) + len(claimed) < count and not looked:
                 # The process's pass may not have offered us every idle machine: one fresh look,
                 # so that machines held by contenders we never met count as contended too.
                 looked = True
