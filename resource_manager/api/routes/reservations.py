@@ -93,6 +93,8 @@ def create():
         res, replayed = allocation.reserve(db, req, user, key, grace,
                                            current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", 10), line, exclude)
     except AllocationError as e:
+        if ahead:
+            kick()  # what this request held while it tried may be what the head of the line waits for
         return _failure(e)
     if res["state"] == "queued" and not replayed:
         # Granted at once if it can be met in its turn (a pass waits for one already under way).
