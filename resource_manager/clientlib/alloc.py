@@ -5,6 +5,7 @@ from urllib.parse import quote
 
 from . import retry as client_retry
 from . import waiting
+from .errors import ReservationInterrupted
 
 
 def new_idempotency_key():
@@ -41,18 +42,22 @@ class AllocationMixin:
         body.update({k: v for k, v in optional.items() if v is not None})
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
         params = {"dry_run": 1} if dry_run else None
+        res = None
         try:
             res = self.body_of(self.request("POST", "/reservations", json=body, headers=headers, params=params))
+            if dry_run or res.get("state") not in waiting.WAITING_STATES:
+                return res
+            return waiting.await_grant(self, res, seconds, on_progress)
+        except ReservationInterrupted:
+            raise  # the wait already cancelled it
         except KeyboardInterrupt as interrupt:
             if not body.get("wait_seconds"):
                 raise
             # Ctrl-C before the answer: the request may be queued already, under an id we never saw.
             # The same key asks for the same reservation (made now if the first never landed): cancel it.
-            waiting.interrupted(self, lambda: self.call("POST", "/reservations", json=body, headers=headers),
-                                interrupt)
-        if dry_run or res.get("state") not in waiting.WAITING_STATES:
-            return res
-        return waiting.await_grant(self, res, seconds, on_progress)
+            known = res
+            waiting.interrupted(self, lambda: known or self.call("POST", "/reservations", json=body,
+                                                                 headers=headers), interrupt)
 
     def reservations(self, *, job_id=None, owner=None, state=None):
         """Return the reservations, filtered by job, owner and state when given."""
