@@ -37,7 +37,8 @@ NOT_ENDING = {"$exists": False}
 REPLAY_POLL = 0.05
 CANDIDATE_BATCH = 64  # idle machines read at a time when reserving (see _claim_candidates)
 SETTLE_POLL = 0.02  # s between looks at contenders we wait for (see _settle)
-SETTLE_SECONDS = 10  # a contender pending for longer is taken for crashed: it counts as holding
+SETTLE_SECONDS = 30  # a contender pending for longer is taken for crashed: it counts as holding
+CLAIM_WAIT = 3  # s we wait for the claims of contenders being made (milliseconds of work); then: crashed
 
 
 class AllocationError(Exception):
@@ -242,7 +243,7 @@ def take(db, res, grace, pool=None, exclude=(), settle=True):
     claimed, taken = [], []
     contended, first = {}, list(pool) if pool is not None else None
     try:
-        reclaimed, attempt, looked = False, 0, pool is not None or not settle
+        reclaimed, attempt, looked, suspects = False, 0, pool is not None or not settle, set()
         while len(taken) < count:
             claimed += _claim_candidates(db, res, count - len(taken) - len(claimed), exclude, contended, first)
             if first is not None and pool is None:
@@ -253,18 +254,22 @@ def take(db, res, grace, pool=None, exclude=(), settle=True):
                 if reclaim_expired(db)[0]:
                     continue
             if len(taken) + len(claimed) < count and not looked:
-                # The process's pass may not have offered us every idle machine: one fresh look,
-                # so that machines held by contenders we never met count as contended too.
+                # The process's pass is shared: it need not have offered us every idle machine. One look
+                # of our own at all of them, so that every machine a contender holds is noted.
                 looked = True
                 claimed += _claim_candidates(db, res, count - len(taken) - len(claimed), exclude, contended,
-                                             fresh=True)
+                                             _idle_now(db, res))
             if len(taken) + len(claimed) < count:
-                if not settle or not _settle(db, rid, contended, deadline, attempt):
+                waiting = _unsettled_holders(db, rid, contended, suspects) if settle else None
+                if waiting is None:
                     raise Shortfall(count, len(taken) + len(claimed))
-                # Contenders may be waiting for what we hold, as we wait for theirs: let go first.
+                # Contenders may be waiting for what we hold, as we wait for theirs: let go first, then
+                # try again what we let go and every machine a contender held (`contended` accumulates).
                 let_go(db, rid, claimed + taken)
-                claimed, taken, attempt = [], [], attempt + 1
-                first, contended = list(contended.values()), {}
+                first = list(contended.values()) + claimed + taken
+                claimed, taken = [], []
+                suspects |= _settle(db, waiting, deadline, attempt)
+                attempt += 1
                 continue
             if time.monotonic() > deadline:
                 # Past grace/2 the sweep may soon judge us crashed; give up cleanly instead.
@@ -295,40 +300,54 @@ def take(db, res, grace, pool=None, exclude=(), settle=True):
         raise
 
 
-def _settle(db, rid, contended, deadline, attempt):
-    """Wait for the contenders holding `contended` machines to settle; return whether to try again.
+def _idle_now(db, res):
+    return list(db.machines.find(dict(json.loads(res["where"]), state="idle"), {"hostname": 1}))
 
-    A contended machine is worth another try when its claim is gone, or its holder is still
-    being made (pending, and recently: one pending longer than SETTLE_SECONDS is a crashed
-    request the sweep will undo, and counts as holding). We wait (polling) until every such
-    holder has settled, then a little random time so that requests that let go together do not
-    collide again in lockstep.
+
+def _settle(db, waiting, deadline, attempt):
+    """Wait until each claim in `waiting` ({machine _id: holder}) is settled, then a little random time.
+
+    A claim is settled once it is gone or held by someone else (its holder let go), or its holder
+    is no longer being made. Waiting on claims, not on whole requests, means no cycle: a request
+    that waits holds no claim, and one that holds claims is claiming (a matter of milliseconds).
+    So a claim still held after CLAIM_WAIT is taken for a crashed holder's: return those holders.
+    The random time keeps requests that let go together from colliding again in lockstep.
+    Raises AllocationError 503 at `deadline`.
     """
-    if not contended:
-        return False
-    waiting = _unsettled_holders(db, rid, contended)
-    if waiting is None:
-        return False
-    while waiting:
+    given_up = time.monotonic() + CLAIM_WAIT
+    while waiting and time.monotonic() < given_up:
         if time.monotonic() >= deadline:
             # Not a 409: the contenders may yet fail and free what we need.
             raise AllocationError("contending reservations took too long to settle; nothing reserved, retry", 503)
         time.sleep(SETTLE_POLL)
-        waiting = {h for h in waiting if _is_unsettled(db, h)}
+        waiting = {m: h for m, h in waiting.items() if _still_held(db, m, h)}
     time.sleep(random.uniform(0, SETTLE_POLL * min(2 ** attempt, 16)))
-    return True
+    return set(waiting.values())
 
 
-def _unsettled_holders(db, rid, contended):
-    """Return the holders still being made of `contended`, or None if every claim is settled elsewhere."""
-    holders, free = set(), False
+def _unsettled_holders(db, rid, contended, suspects=()):
+    """Return {machine _id: holder} of `contended` machines held by requests still being made, or None.
+
+    None: no contended machine is worth another try.
+
+    A contended machine is worth another try when its claim is gone, or its holder is still
+    being made (pending, and recently: one pending longer than SETTLE_SECONDS is taken for a
+    crashed request that the sweep will undo, and counts as holding; so does one in `suspects`,
+    whose claim we already waited for in vain).
+    """
+    holders, free = {}, False
     for machine_id in contended:
         claim = db[MACHINE_CLAIMS].find_one({"_id": machine_id}, {"holder": 1})
         if claim is None:
             free = True
-        elif claim["holder"] != rid and _is_unsettled(db, claim["holder"]):
-            holders.add(claim["holder"])
+        elif claim["holder"] != rid and claim["holder"] not in suspects and _is_unsettled(db, claim["holder"]):
+            holders[machine_id] = claim["holder"]
     return holders if holders or free else None
+
+
+def _still_held(db, machine_id, holder):
+    claim = db[MACHINE_CLAIMS].find_one({"_id": machine_id}, {"holder": 1})
+    return claim is not None and claim["holder"] == holder and _is_unsettled(db, holder)
 
 
 def _is_unsettled(db, holder):
@@ -353,7 +372,7 @@ class _Listed:
         pass
 
 
-def _claim_candidates(db, res, need, exclude=(), contended=None, listed=None, fresh=False):
+def _claim_candidates(db, res, need, exclude=(), contended=None, listed=None):
     """Claim up to `need` idle machines matching the reservation; return their fresh documents.
 
     Candidates come a batch at a time from this process's pass over the idle machines matching
@@ -362,8 +381,7 @@ def _claim_candidates(db, res, need, exclude=(), contended=None, listed=None, fr
     No sort and no read of every claim: on an engine that sorts and limits in memory (FerretDB)
     that read and decoded every idle machine to hand out one. A machine held by another
     reservation fails its claim insert and is noted in `contended` (see take); one changed since
-    the pass read it fails the re-read. `listed`: try these machines instead of the pass;
-    `fresh`: begin a new pass.
+    the pass read it fails the re-read. `listed`: try these machines instead of the pass.
     """
     if need <= 0:
         return []
@@ -372,7 +390,7 @@ def _claim_candidates(db, res, need, exclude=(), contended=None, listed=None, fr
         candidates = _Listed(listed)
     else:
         query = dict(json.loads(res["where"]), state="idle")
-        candidates = Candidates(db.machines, query, max(CANDIDATE_BATCH, 2 * need), fresh)
+        candidates = Candidates(db.machines, query, max(CANDIDATE_BATCH, 2 * need))
     got = []
     while len(got) < need:
         chunk = sorted(candidates.next_batch(), key=lambda m: m["hostname"])
