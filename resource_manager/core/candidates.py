@@ -70,16 +70,15 @@ def _pass_for(collection, query):
 class Candidates:
     """Batches of idle machines matching `query` for one reservation (documents with _id and hostname)."""
 
-    def __init__(self, collection, query, batch, fresh=False):
+    def __init__(self, collection, query, batch):
         self._collection, self._query, self._batch = collection, query, batch
         self._pass = _pass_for(collection, query)
         self._restarted = False
-        self._fresh = fresh  # begin a new pass now (a reservation's last look before a 409)
 
     def next_batch(self):
         """Return the next batch, empty once every machine of a pass begun for us was offered."""
         with self._pass.lock:
-            if not self._restarted and (self._fresh or self._pass.cursor is None and not self._pass.waiting
+            if not self._restarted and (self._pass.cursor is None and not self._pass.waiting
                                         or time.monotonic() - self._pass.started > PASS_SECONDS):
                 self._pass.restart(self._collection, self._query, self._batch)
                 self._restarted = True
