@@ -19,6 +19,7 @@ from tests.deployed import ROOT, Gunicorn
 BENCH_USERS = {"admin": ("bench-admin-pw", "admin"), "operator": ("bench-operator-pw", "operator")}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"
+QUEUE_START, QUEUE_END = "<!-- queue:start -->", "<!-- queue:end -->"
 
 
 class Env:
@@ -84,7 +85,18 @@ def benchmarks():
         pass
     if _has_route("/address-pools/<name>/allocate"):
         found.append(reservations.allocate)
+    if _has_queue():
+        from . import queue
+
+        found += [queue.queue_grant_latency, queue.queue_saturated]
     return found
+
+
+def _has_queue():
+    """Whether this checkout has the reservation queue (issue 14)."""
+    import importlib.util
+
+    return importlib.util.find_spec("resource_manager.core.queue") is not None
 
 
 def _has_route(path):
@@ -184,11 +196,16 @@ def main(argv=None):
     engine = env.localdb.engine
     intro = (f"Measured on {machine()}; the API as deployed (gunicorn, `resource_manager/gunicorn_conf.py` "
              f"defaults) on the embedded database (FerretDB over {engine}), clients on the same machine.")
+    queue_results = [r for r in results if r.get("queue")]
     if results:
         text = f"{intro}\n\n{table(results)}"
         print(text)
         if not args.no_write and not args.only:
             write_markdown(os.path.join(ROOT, "BENCHMARKS.md"), text)
+    if queue_results and not args.no_write:
+        # The queue's figures also have a section of their own, written by `--only queue` too.
+        write_markdown(os.path.join(ROOT, "BENCHMARKS.md"), f"{intro}\n\n{table(queue_results)}",
+                       QUEUE_START, QUEUE_END)
     if scaled:
         from . import scale
 

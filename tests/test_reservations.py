@@ -209,7 +209,7 @@ def test_sweep_expires_leases(operator, reader, anon, server):
     response = operator.post("/reservations/sweep")
     assert response.status_code == 200
     body = response.json()
-    assert body == {"expired": 1, "repaired": 0, "released": ["m1"]}
+    assert body == {"expired": 1, "repaired": 0, "released": ["m1"], "pxe_failed": 0}
     assert anon.get(f"/reservations/{res['_id']}").json()["state"] == "expired"
     assert anon.get(f"/reservations/{keep['_id']}").json()["state"] == "active"
     assert operator.post("/reservations/sweep?grace=0").status_code == 403
@@ -244,7 +244,7 @@ def test_rm_sweep_console_command(operator, anon, server, localdb, dbname, users
     monkeypatch.setenv("RM_MONGO_DBNAME", dbname)
     monkeypatch.setenv("RM_USERS_FILE", users_file)
     assert sweep.main([]) == 0
-    assert json.loads(capsys.readouterr().out) == {"expired": 1, "repaired": 0, "released": ["m1"]}
+    assert json.loads(capsys.readouterr().out) == {"expired": 1, "repaired": 0, "released": ["m1"], "pxe_failed": 0}
     assert anon.get("/machines/m1").json()["state"] == "idle"
     monkeypatch.delenv("MONGO_URI")
     assert sweep.main([]) == 2

@@ -111,3 +111,44 @@ def test_allocation_responses_match_the_documented_schemas(server, admin, operat
     refused = operator.post("/reservations", json={"count": 99, "owner": "x"})
     assert refused.status_code == 409
     matches(refused, spec, "Error")
+
+
+def test_the_queue_panel_shows_who_waits_for_what_and_history_shows_the_grant(page, admin, operator):
+    assert admin.post("/machines", json=FLEET).status_code == 201
+    hog = operator.post("/reservations", json={"count": 5, "owner": "hog", "job_id": "hog-1"}).json()
+    waits = [{"count": 2, "owner": "ci", "job_id": "build-43", "wait_seconds": 600, "where": {"tags.rack": "a15"}},
+             {"count": 1, "owner": "qa", "job_id": "build-44", "wait_seconds": 600}]
+    queued = []
+    for body in waits:
+        response = operator.post("/reservations", json=body)
+        assert response.status_code == 202, response.text
+        queued.append(response.json())
+    sign_in(page, "operator", PASSWORDS["operator"])
+    page.goto("/")
+    assert page.locator("#queue-length").inner_text() == "2"
+    rows = page.locator("#queue-table tbody tr")
+    assert [rows.nth(i).get_attribute("data-reservation") for i in range(2)] == [r["_id"] for r in queued]
+    first, second = rows.nth(0).inner_text(), rows.nth(1).inner_text()
+    assert first.split("\t")[:4] == ["1", "ci (operator)", "build-43", "2"] and '"tags.rack": "a15"' in first
+    assert second.split("\t")[:4] == ["2", "qa (operator)", "build-44", "1"] and "any idle machine" in second
+    assert rows.nth(0).locator("time").count() == 2  # waiting since, gives up at
+    assert page.locator("#queue-events tr[data-event='queued']").count() == 2
+    screenshot(page, "dashboard-queue.png")
+
+    # An operator cancels the second request from the panel.
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click(f"#queue-table tr[data-reservation='{queued[1]['_id']}'] button:has-text('Cancel')")
+    page.wait_for_selector("text=it no longer waits in line")
+    assert operator.get(f"/reservations/{queued[1]['_id']}").json()["state"] == "cancelled"
+    assert page.locator("#queue-table tbody tr").count() == 1
+
+    assert operator.delete(f"/reservations/{hog['_id']}").status_code == 200
+    granted = operator.get(f"/reservations/{queued[0]['_id']}").json()
+    if granted["state"] != "active":  # the grant is under way: wait for its change of state
+        granted = operator.get(f"/reservations/{queued[0]['_id']}?wait=10").json()
+    assert granted["state"] == "active", granted
+    page.goto("/")
+    assert "Nobody is waiting" in page.locator("#queue").inner_text()
+    page.goto(f"/ui/machines/{granted['hostnames'][0]}")
+    events = page.locator(f"#history tr:has-text('reservation {granted['_id']}')")
+    assert [events.nth(i).get_attribute("data-action") for i in range(events.count())] == ["granted", "queued"]

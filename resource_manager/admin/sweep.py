@@ -1,4 +1,4 @@
-"""rm-sweep: expire leases and repair half-done reservations and allocations (for cron)."""
+"""rm-sweep: expire leases, fail machines stuck in pxe, repair half-done work (for cron)."""
 
 import argparse
 import json
@@ -8,11 +8,11 @@ import pymongo.errors
 
 from ..api.db import database
 from ..app import create_app
-from ..core.sweep import DEFAULT_GRACE, grace_seconds, sweep
+from ..core.sweep import DEFAULT_GRACE, grace_seconds, pxe_timeout_seconds, sweep
 
 
 def main(argv=None):
-    """rm-sweep: expire leases and repair half-done reservations (for cron)."""
+    """rm-sweep: expire leases, fail machines stuck in pxe (RM_PXE_TIMEOUT), repair half-done work (for cron)."""
     parser = argparse.ArgumentParser(prog="rm-sweep", description=main.__doc__)
     parser.add_argument("--grace", type=int, default=None,
                         help="repair only what is older than this many seconds (default: SWEEP_GRACE_SECONDS, "
@@ -24,7 +24,8 @@ def main(argv=None):
         with app.app_context():
             app.extensions["rm_indexes"].ensure()
             db = database(app)
-            result = sweep(db, grace_seconds(app) if args.grace is None else args.grace, "rm-sweep")
+            result = sweep(db, grace_seconds(app) if args.grace is None else args.grace, "rm-sweep",
+                           pxe_timeout_seconds(app))
             for client, _db in app.extensions["pymongo"].values():
                 client.close()
     except RuntimeError as e:

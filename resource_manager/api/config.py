@@ -115,6 +115,7 @@ SETTINGS = {
     "RESERVATION_MAX_COUNT": int,
     "IDEMPOTENCY_WAIT_SECONDS": _number,
     "SWEEP_GRACE_SECONDS": int,
+    "PXE_TIMEOUT": _number,
     "QUEUE_MAX_WAIT_SECONDS": int,
     "QUEUE_TICK_SECONDS": _number,
     "WRITE_SERIALISATION": str,

@@ -93,6 +93,7 @@ SCHEMAS = {
     "Sweep": {"type": "object", "properties": {
         "expired": {"type": "integer"}, "repaired": {"type": "integer"},
         "released": {"type": "array", "items": {"type": "string"}},
+        "pxe_failed": {"type": "integer", "description": "machines in pxe over RM_PXE_TIMEOUT, now pxe_failed"},
         "queue": {"type": "object", "description": "only when its granting pass did something", "properties": {
             "granted": {"type": "array", "items": {"type": "string"}},
             "timed_out": {"type": "array", "items": {"type": "string"}}}}}},

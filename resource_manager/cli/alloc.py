@@ -1,6 +1,7 @@
 """The allocation commands of the CLI: reserve, release, reservations, allocate-address, pools, history."""
 
 import re
+import time
 
 from .commands import output_format, parse_json_object
 from .output import write_item, write_items
@@ -28,14 +29,33 @@ def cmd_reserve(client, args, env):
         raise UsageError("--count must be at least 1")
     where = parse_json_object(args.where, "--where") if args.where else None
     lease = parse_duration(args.lease) if args.lease else None
+    wait = parse_duration(args.wait, "--wait") if args.wait else None
+    progress = _show_place(env) if wait and env.stderr_isatty else None
     result = client.reserve(args.count, where=where, owner=args.owner, job_id=args.job_id,
                             lease_seconds=lease, reason=args.reason, dry_run=args.dry_run,
-                            idempotency_key=args.idempotency_key)
+                            idempotency_key=args.idempotency_key, wait=wait, on_progress=progress)
+    if progress is not None and progress.since is not None:
+        env.error(f"granted after {time.monotonic() - progress.since:.0f} s in line")
     fmt = output_format(args, env)
     if fmt == "plain":
         _write_names(result.get("would_reserve" if args.dry_run else "hostnames", []), env)
     else:
         write_item(result, env.stdout, fmt)
+
+
+def _show_place(env):
+    """Return the progress callback of reserve --wait: the place in line, on stderr, when it changes."""
+    def show(res):
+        if show.since is None:
+            show.since = time.monotonic()
+        count = res.get("count")
+        place = res.get("position")
+        where = f"place {place} in line" if place is not None else "in line"
+        until = f", until {res['wait_until']}" if res.get("wait_until") else ""
+        env.error(f"waiting for {count} machine{'s' if count != 1 else ''}: {where} "
+                  f"(reservation {res.get('_id')}{until}; Ctrl-C cancels)")
+    show.since = None
+    return show
 
 
 def cmd_release(client, args, env):
@@ -48,7 +68,11 @@ def cmd_release(client, args, env):
     else:
         write_item(result, env.stdout, fmt)
     if env.stderr_isatty or fmt == "plain":
-        env.note(f"released {len(result.get('released', []))} machine(s)")
+        if result.get("state") in ("cancelled", "timed_out"):
+            # A request still waiting in line: DELETE cancels it; nothing was held.
+            env.note(f"reservation {args.reservation} is {result['state']}: it no longer waits in line")
+        else:
+            env.note(f"released {len(result.get('released', []))} machine(s)")
 
 
 def cmd_extend(client, args, env):
@@ -58,8 +82,14 @@ def cmd_extend(client, args, env):
 
 def cmd_reservations(client, args, env):
     items = client.reservations(job_id=args.job_id, owner=args.owner, state=args.state)
-    write_items(items, env.stdout, output_format(args, env),
-                ["_id", "owner", "job_id", "count", "state", "expires", "hostnames"])
+    if args.state == "queued":
+        # The queue, in arrival order: the place in line, who waits, for how many, on what, since when.
+        for place, item in enumerate(items, 1):
+            item.setdefault("position", place)
+        columns = ["position", "_id", "owner", "job_id", "count", "where", "queued_at", "wait_until"]
+    else:
+        columns = ["_id", "owner", "job_id", "count", "state", "expires", "hostnames"]
+    write_items(items, env.stdout, output_format(args, env), columns)
 
 
 def cmd_allocate_address(client, args, env):

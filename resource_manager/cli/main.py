@@ -46,7 +46,7 @@ def _prog_name():
 
 
 def main(argv=None, env=None):
-    """Run one command; return its exit code (0 ok, 1 unexpected, 2 usage, 4/5 API, 6 transport, 130)."""
+    """Run one command; return its exit code (0 ok, 1 unexpected, 2 usage, 4/5 API, 6 transport, 7 not granted, 130)."""
     env = env or Environment()
     argv = _join_sort(sys.argv[1:] if argv is None else list(argv))
     from .parser import build
@@ -59,8 +59,8 @@ def main(argv=None, env=None):
     debug = getattr(args, "debug", False) or "--debug" in argv
     try:
         return _run(args, env) or ExitStatus.OK
-    except KeyboardInterrupt:
-        env.error("interrupted")
+    except KeyboardInterrupt as e:
+        env.error(_interrupted(e))
         return ExitStatus.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`rmctl list | head`): not an error worth a message.
@@ -93,8 +93,18 @@ def _run(args, env):
     return cli_commands.run(args, env)
 
 
+def _interrupted(interrupt):
+    if not hasattr(interrupt, "cancelled"):
+        return "interrupted"
+    rid = interrupt.reservation_id
+    if interrupt.cancelled:
+        return f"interrupted: queued reservation {rid} cancelled"
+    return (f"interrupted: could not cancel queued reservation {rid or '(id unknown)'} ({interrupt.error}); "
+            "its wait runs out by itself")
+
+
 def _describe(error, env):
-    from ..clientlib.errors import APIError, ResourceManagerError, TransportError
+    from ..clientlib.errors import APIError, ReservationNotGranted, ResourceManagerError, TransportError
 
     if isinstance(error, UsageError):
         return ExitStatus.USAGE, str(error)
@@ -102,6 +112,8 @@ def _describe(error, env):
         return (ExitStatus.API_5XX if error.status >= 500 else ExitStatus.API_4XX), _api_message(error, env)
     if isinstance(error, TransportError):
         return ExitStatus.UNREACHABLE, error.message
+    if isinstance(error, ReservationNotGranted):
+        return ExitStatus.NOT_GRANTED, error.message
     if isinstance(error, ResourceManagerError):
         return ExitStatus.UNEXPECTED, error.message
     return ExitStatus.UNEXPECTED, (f"unexpected error: {type(error).__name__}: {error} "

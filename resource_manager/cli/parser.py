@@ -28,11 +28,13 @@ EPILOG = """examples:
   {prog} create hostname=a-15-r state=idle tags.memory:=17179869184
   {prog} update a-15-r owner=ci
   {prog} reserve --count 2 --lease 2h --job-id build-42 --format plain
+  {prog} reserve --count 2 --wait 30m --job-id build-42 --format plain
   {prog} import machines.csv
   {prog} token create --scope reserve --expires 90d --description jenkins
 
 exit codes: 0 ok, 1 unexpected error, 2 usage, 4 refused by the API (4xx), 5 server error (5xx),
-6 cannot connect or timed out, 130 interrupted"""
+6 cannot connect or timed out, 7 reserve --wait not granted (the wait ran out, or the queued request
+was cancelled): nothing reserved, 130 interrupted (Ctrl-C; reserve --wait cancels its queued request)"""
 
 ASSIGNMENTS_HELP = ("field=value pairs; field:=JSON for numbers, booleans, null, lists; "
                     "tags.memory:=16 sets one tag")
@@ -70,8 +72,14 @@ examples:
     "export": ("write every item (or those matching --where) to CSV, JSON or JSON lines", """examples:
   {prog} export machines.csv
   {prog} export --format jsonl --where '{{"state": "idle"}}' > idle.jsonl"""),
-    "reserve": ("reserve idle machines (exclusive, with a lease)", """examples:
+    "reserve": ("reserve idle machines (exclusive, with a lease)", """\
+With --wait, a request that cannot be met now waits in line (first come, first served among those
+that can be met) and blocks until granted, showing its place on stderr on a terminal;
+exit code 7 when the wait runs out (nothing reserved); Ctrl-C cancels the queued request (exit 130).
+
+examples:
   {prog} reserve --count 2 --lease 2h --job-id build-42
+  hosts=$({prog} reserve --count 2 --wait 30m --lease 2h --job-id build-42 --format plain)
   hosts=$({prog} reserve --count 4 --where '{{"tags.cpucores": {{"$gte": 8}}}}' --format plain)
   {prog} reserve --count 2 --job-id "$BUILD_TAG" --idempotency-key "$BUILD_TAG-hosts"
   {prog} reserve --count 10 --dry-run"""),
@@ -82,6 +90,7 @@ examples:
   {prog} extend 6650c0ffee0000000000abcd --lease 4h"""),
     "reservations": ("list reservations", """examples:
   {prog} reservations --state active
+  {prog} reservations --state queued        # the queue: place, who, how many, constraints, since when
   {prog} reservations --job-id build-42 --format json"""),
     "allocate-address": ("allocate free addresses from a pool", """examples:
   {prog} allocate-address lab-public
@@ -247,6 +256,9 @@ def build(prog, stdout=None, stderr=None):
     p.add_argument("--job-id", help="the job the machines are for")
     p.add_argument("--owner", help="owner to record (default: your user name)")
     p.add_argument("--reason", help="free text kept in the history")
+    p.add_argument("--wait", metavar="DURATION",
+                   help="when not enough machines are free, wait in line this long (90s, 30m, 2h) "
+                        "instead of failing; exit 7 if it runs out")
     p.add_argument("--dry-run", action="store_true", help="show what would be reserved")
     _idempotency(p, "reserve")
     _output(p, extra=("plain",))
@@ -264,7 +276,8 @@ def build(prog, stdout=None, stderr=None):
     p = commands["reservations"]
     p.add_argument("--job-id")
     p.add_argument("--owner")
-    p.add_argument("--state", choices=("active", "released", "expired"))
+    p.add_argument("--state", choices=("queued", "active", "released", "expired", "cancelled", "timed_out"),
+                   help="queued: the queue, in arrival order")
     _output(p)
 
     p = commands["allocate-address"]

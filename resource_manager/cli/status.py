@@ -12,6 +12,7 @@ class ExitStatus(enum.IntEnum):
     API_4XX = 4  # the server refused the request
     API_5XX = 5  # the server failed
     UNREACHABLE = 6  # cannot connect, or timed out
+    NOT_GRANTED = 7  # reserve --wait: the wait ran out (or the queued request was cancelled); nothing reserved
     INTERRUPTED = 130  # Ctrl-C
 
 

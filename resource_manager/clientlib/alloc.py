@@ -4,6 +4,8 @@ import uuid
 from urllib.parse import quote
 
 from . import retry as client_retry
+from . import waiting
+from .errors import ReservationInterrupted
 
 
 def new_idempotency_key():
@@ -15,20 +17,47 @@ class AllocationMixin:
     """Reserve and release machines, allocate addresses, read history; needs `call` and `iter`."""
 
     def reserve(self, count, *, where=None, owner=None, job_id=None, lease_seconds=None, reason=None,
-                idempotency_key=None, dry_run=False):
+                idempotency_key=None, dry_run=False, wait=None, on_progress=None):
         """Reserve `count` idle machines matching `where`; return the reservation (hostnames, expires).
 
+        With `wait` (seconds, or a timedelta) the request waits in line when not enough are free:
+        the server answers 202 with the reservation `queued`, and this call long-polls it until it
+        is granted, then returns it as an immediate grant would (state `active`; the lease starts
+        at the grant). `on_progress(reservation)` is called while it waits: first, then whenever
+        its place in line (`position`) changes.
+
         Every call carries an Idempotency-Key (a new one unless given), so the retries of a call
-        whose answer was lost get the same reservation back instead of a second one.
-        Raises Conflict ("requested N, M available") when not enough are free.
+        whose answer was lost get the same reservation back (queued or granted) instead of a
+        second one.
+        Raises Conflict ("requested N, M available") when not enough are free and `wait` is 0/None;
+        WaitTimedOut when the wait runs out (nothing reserved), ReservationCancelled when someone
+        cancels it while it waits; on Ctrl-C the queued request is cancelled, then
+        ReservationInterrupted (a KeyboardInterrupt) is raised.
         """
+        seconds = waiting.wait_seconds(wait)
         body = {"count": count}
         optional = {"where": where, "owner": owner or self.username, "job_id": job_id,
-                    "lease_seconds": lease_seconds, "reason": reason}
+                    "lease_seconds": lease_seconds, "reason": reason,
+                    "wait_seconds": seconds if seconds and not dry_run else None}
         body.update({k: v for k, v in optional.items() if v is not None})
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
         params = {"dry_run": 1} if dry_run else None
-        return self.call("POST", "/reservations", json=body, headers=headers, params=params)
+        res = None
+        try:
+            res = self.body_of(self.request("POST", "/reservations", json=body, headers=headers, params=params))
+            if dry_run or res.get("state") not in waiting.WAITING_STATES:
+                return res
+            return waiting.await_grant(self, res, seconds, on_progress)
+        except ReservationInterrupted:
+            raise  # the wait already cancelled it
+        except KeyboardInterrupt as interrupt:
+            if not body.get("wait_seconds"):
+                raise
+            # Ctrl-C before the answer: the request may be queued already, under an id we never saw.
+            # The same key asks for the same reservation (made now if the first never landed): cancel it.
+            known = res
+            waiting.interrupted(self, lambda: known or self.call("POST", "/reservations", json=body,
+                                                                 headers=headers), interrupt)
 
     def reservations(self, *, job_id=None, owner=None, state=None):
         """Return the reservations, filtered by job, owner and state when given."""
@@ -68,7 +97,7 @@ class AllocationMixin:
                          json={"lease_seconds": lease_seconds})
 
     def sweep(self):
-        """Expire overdue leases now; return {"expired", "repaired", "released"}."""
+        """Expire leases, fail machines stuck in pxe; return {"expired", "repaired", "released", "pxe_failed"}."""
         return self.call("POST", "/reservations/sweep")
 
     def pools(self):

@@ -17,9 +17,13 @@ from .errors import (
     NotFound,
     PreconditionFailed,
     RequestFailureException,
+    ReservationCancelled,
+    ReservationInterrupted,
+    ReservationNotGranted,
     ResourceManagerError,
     TransportError,
     ValidationError,
+    WaitTimedOut,
     error_from_response,
 )
 from .original import OriginalAPIMixin, as_dict, merge
@@ -28,6 +32,7 @@ from .tokens import BearerAuth, TokenMixin
 __all__ = [
     "ResourceManagerClient", "ResourceManagerError", "RequestFailureException", "APIError", "NotFound",
     "ValidationError", "Conflict", "PreconditionFailed", "TransportError", "RESOURCE_TYPES",
+    "ReservationNotGranted", "WaitTimedOut", "ReservationCancelled", "ReservationInterrupted",
 ]
 
 RESOURCE_TYPES = tuple(NAME_FIELDS)

@@ -115,3 +115,29 @@ def error_from_response(response):
     request = response.request
     return cls(response.status_code, message, issues, response,
                method=getattr(request, "method", None), url=getattr(request, "url", None))
+
+
+class ReservationNotGranted(ResourceManagerError):
+    """A reservation that waited in line ended without machines; `.reservation` is its last state."""
+
+    def __init__(self, message, reservation=None):
+        super().__init__(message)
+        self.reservation = reservation or {}
+
+
+class WaitTimedOut(ReservationNotGranted):
+    """The wait (reserve(wait=...)) ran out before enough machines were free; nothing is reserved."""
+
+
+class ReservationCancelled(ReservationNotGranted):
+    """The queued reservation was cancelled (DELETE) by someone else while it waited."""
+
+
+class ReservationInterrupted(KeyboardInterrupt):
+    """Ctrl-C while waiting in line; the queued reservation was cancelled first (if `.cancelled`)."""
+
+    def __init__(self, reservation_id, cancelled, error=None):
+        super().__init__(reservation_id)
+        self.reservation_id = reservation_id
+        self.cancelled = cancelled
+        self.error = error

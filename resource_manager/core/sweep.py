@@ -1,6 +1,7 @@
-"""The sweep: reclaim expired leases and repair what crashed requests left behind.
+"""The sweep: reclaim expired leases, fail machines stuck in pxe, repair what crashed requests left behind.
 
-Run it from cron with `rm-sweep` (or POST /reservations/sweep). Repairs wait
+Run it from cron with `rm-sweep` (or POST /reservations/sweep). A machine in `pxe` for longer
+than PXE_TIMEOUT (seconds, default 3600) becomes `pxe_failed` (lifecycle.py). Repairs wait
 for a grace period (SWEEP_GRACE_SECONDS, default 120 s): a request still
 working is never mistaken for a crashed one, because requests give up by
 themselves after half of it.
@@ -26,6 +27,7 @@ from .allocation import (
     undo,
 )
 from .history import utcnow
+from .lifecycle import DEFAULT_PXE_TIMEOUT, fail_stuck_pxe
 
 DEFAULT_GRACE = 120
 STALE_LOCK = datetime.timedelta(minutes=10)
@@ -36,16 +38,27 @@ def grace_seconds(app):
     return int(app.config.get("SWEEP_GRACE_SECONDS", DEFAULT_GRACE))
 
 
-def sweep(db, grace, user=None):
-    """Expire leases and repair half-done work; return {"expired", "repaired", "released"}."""
+def pxe_timeout_seconds(app):
+    """Return the configured PXE timeout in seconds (0: never)."""
+    return app.config.get("PXE_TIMEOUT", DEFAULT_PXE_TIMEOUT)
+
+
+def sweep(db, grace, user=None, pxe_timeout=DEFAULT_PXE_TIMEOUT):
+    """Expire leases, fail machines stuck in pxe, repair half-done work.
+
+    Returns {"expired", "repaired", "released", "pxe_failed"} (pxe_failed: how many machines).
+    """
     if not mutex.try_take(db, "sweep", STALE_LOCK):
-        return {"expired": 0, "repaired": 0, "released": [], "skipped": "another sweep is running"}
+        return {"expired": 0, "repaired": 0, "released": [], "pxe_failed": 0,
+                "skipped": "another sweep is running"}
     try:
         expired, released = reclaim_expired(db, user)
         cutoff = utcnow() - datetime.timedelta(seconds=grace)
         repaired, freed = _repair_reservations(db, cutoff)
         repaired += address_allocation.repair(db, cutoff)
-        result = {"expired": expired, "repaired": repaired, "released": sorted(set(released + freed))}
+        pxe_failed = fail_stuck_pxe(db, pxe_timeout, user)
+        result = {"expired": expired, "repaired": repaired, "released": sorted(set(released + freed)),
+                  "pxe_failed": len(pxe_failed)}
     finally:
         mutex.give_back(db, "sweep")
     # A granting pass (waits run out, freed machines go to waiters); reported only when it did something.

@@ -97,6 +97,11 @@ class _Cache:
 _CACHE = _Cache()
 
 
+def cached(collection, what, compute, max_age):
+    """Return (value, age in seconds) of `compute()`, a pass over `collection`, from this process's cache."""
+    return _CACHE.get(_key(collection, what), compute, max_age)
+
+
 def machines():
     """Return the machines collection."""
     return database()[collection_name(current_app, "machines")]

@@ -36,13 +36,15 @@ def _show(value):
 
 @bp.get("/ui/")
 def dashboard():
-    """Show counts, pools, reservations and one page of the machines table."""
+    """Show counts, pools, reservations, the queue and one page of the machines table."""
     query = queries.MachineQuery(request.args)
     max_age = float(current_app.config.get("DASHBOARD_CACHE_SECONDS", queries.DEFAULT_CACHE_SECONDS))
     counts, total, rows, pages, age = queries.overview(query, max_age)
+    events, events_age = alloc.queue_events()
     return render_template(
         "dashboard.html", query=query, counts=counts, machines=rows, total=total, age=age, max_age=max_age,
-        pages=pages, reservations=alloc.active_reservations(), pools=alloc.pools())
+        pages=pages, reservations=alloc.active_reservations(), pools=alloc.pools(),
+        queue=alloc.queued_reservations(), queue_events=events, events_age=events_age)
 
 
 @bp.get("/ui/machines/<path:hostname>")
@@ -92,17 +94,21 @@ def set_state(hostname):
 
 @bp.post("/ui/reservations/<reservation_id>/release")
 def release(reservation_id):
-    """Free a reservation: its machines go back to the pool."""
+    """Free a reservation (its machines go back to the pool), or cancel it while it waits in line."""
     user = signin.require_writer()
     try:
-        released = alloc.release(reservation_id, user["username"])
+        outcome = alloc.release(reservation_id, user["username"])
     except alloc.allocation.AllocationError as e:
         flash(e.message, "warning")
     else:
-        if released is None:
+        if outcome is None:
             abort(404, description=f"no reservation {reservation_id}")
+        state, released = outcome
         queries.forget()
-        flash(f"Freed {', '.join(released)}." if released else "Nothing to free: already released.", "success")
+        if state != "released":
+            flash(f"Reservation {reservation_id} is {state}: it no longer waits in line.", "success")
+        else:
+            flash(f"Freed {', '.join(released)}." if released else "Nothing to free: already released.", "success")
     return redirect(signin.safe_next(request.form.get("next"), url_for("home")), code=303)
 
 

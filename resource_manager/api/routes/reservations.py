@@ -251,7 +251,7 @@ def run_sweep():
             grace = min(max(0, int(request.args["grace"])), 10 * 366 * 86400)
         except ValueError:
             return error_response(400, "grace must be a number of seconds")
-    return jsonify(sweep.sweep(database(), grace, user["username"]))
+    return jsonify(sweep.sweep(database(), grace, user["username"], sweep.pxe_timeout_seconds(current_app)))
 
 
 def _machines_changed(*args):
