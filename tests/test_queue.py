@@ -87,14 +87,17 @@ def test_long_poll_answers_on_the_grant(operator, anon, server):
     answer = {}
 
     def poll():
-        answer["body"] = anon.get(f"/reservations/{waiting['_id']}?wait=30").json()
+        # state=queued: what we last saw, so the answer is the same whether the poll or the grant comes first.
+        answer["body"] = anon.get(f"/reservations/{waiting['_id']}?wait=30&state=queued").json()
 
     poller = threading.Thread(target=poll)
     poller.start()
-    time.sleep(0.3)  # let the long-poll see the queued state first; its answer does not depend on it
     release(operator, held["_id"])
     poller.join(30)
     assert answer["body"]["state"] == "active" and answer["body"]["hostnames"] == ["m1"]
+    # A poll that names a state it saw before the grant is answered at once (not after its 60 s).
+    again = anon.get(f"/reservations/{waiting['_id']}?wait=60&state=queued", timeout=15)
+    assert again.status_code == 200 and again.json()["state"] == "active"
     for bad in ("-1", "61", "x", "1.5"):
         response = anon.get(f"/reservations/{waiting['_id']}?wait={bad}")
         assert response.status_code == 400, bad

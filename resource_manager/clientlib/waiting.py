@@ -15,10 +15,9 @@ from urllib.parse import quote
 
 from .errors import APIError, ReservationCancelled, ReservationInterrupted, ReservationNotGranted, WaitTimedOut
 
-# One long poll at most this long (the server allows 60). The server answers when the state differs
-# from the one it finds on arrival, so a change that lands between two polls is seen only when the
-# next poll ends: shorter polls bound that, at one request per poll (the server reads the reservation
-# every 0.1 s while it holds a poll, whatever its length).
+# One long poll at most this long (the server allows 60). Each poll names the state we last saw
+# (?state=), so a change that landed between two polls is answered at once; polls end every so often
+# all the same, to follow the place in line.
 POLL_SECONDS = 10
 GRACE_SECONDS = 30  # past the wait, how long the client waits for the server to say `timed_out`
 WAITING_STATES = ("pending", "queued")
@@ -58,7 +57,8 @@ def await_grant(client, res, wait, on_progress=None, poll=None, clock=time.monot
                 res = cancel(client, path) or res
                 raise WaitTimedOut(_not_granted(res, f"the wait of {wait} s ran out"), res)
             seconds = max(1, min(poll, math.ceil(left)))
-            res = client.call("GET", path, params={"wait": seconds}, timeout=client.timeout + seconds)
+            res = client.call("GET", path, params={"wait": seconds, "state": res.get("state")},
+                              timeout=client.timeout + seconds)
     except KeyboardInterrupt as interrupt:
         interrupted(client, lambda: res, interrupt)
     state = res.get("state")

@@ -129,7 +129,7 @@ def listing():
 
 @bp.get("/reservations/<rid>")
 def show(rid):
-    """Answer one reservation; with ?wait=S, as soon as its state changes, or after S seconds."""
+    """Answer one reservation; with ?wait=S, as soon as its state changes (from ?state= if given), or after S s."""
     wait = request.args.get("wait")
     if wait is not None:
         try:
@@ -143,13 +143,14 @@ def show(rid):
     if res is None:
         return error_response(404, f"no reservation {rid}")
     if wait:
-        res = _await_change(db, res, wait)
+        res = _await_change(db, res, wait, request.args.get("state"))
     return jsonify(render(res))
 
 
-def _await_change(db, res, wait):
-    # `pending` is a grant (or a request) under way: not a change worth answering.
-    seen = {res["state"], "pending"}
+def _await_change(db, res, wait, seen=None):
+    # Changed from the state the client last saw (?state=), else from the one found now: a change
+    # that landed between two polls is answered at once. `pending` (a grant under way) is no change.
+    seen = {seen or res["state"], "pending"}
     deadline = time.monotonic() + wait
     while res["state"] in seen and time.monotonic() < deadline:
         granter().touch()
