@@ -178,7 +178,8 @@ def own_routes(app):
                        "reservations", parameters=[{
                            "name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 60},
                            "description": "answer as soon as the state changes, or after this many seconds"}, {
-                           "name": "state", "in": "query", "schema": {"type": "string", "enum": list(RESERVATION_STATES)},
+                           "name": "state", "in": "query",
+                           "schema": {"type": "string", "enum": list(RESERVATION_STATES)},
                            "description": "with wait: the state the client last saw; a different one answers at once"}],
                        responses={"200": _json("Reservation", "the reservation"), **error_responses(400, 404, 503)}),
             "delete": _op("release", "Release a reservation, or cancel a queued one (again: released [])",
