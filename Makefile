@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+TEST_PROCESSES ?= 2
 
 .PHONY: install localdb browser run test soak bench lint lock clean
 
@@ -32,9 +33,11 @@ run: localdb
 
 # Each run gets a temp root of its own: pytest makes /tmp/pytest-of-<user> private again at every
 # session start, which would take the embedded PostgreSQL's user out of a concurrent run's directories.
+# TEST_PROCESSES: the tests run in this many processes (pytest-xdist), each with its own embedded
+# database and servers; most of a test's time is spent waiting on servers, so 2 fill 2 cores.
 test: localdb browser
 	@tmp=$$(mktemp -d /tmp/rm-tests-XXXXXX); \
-	PYTEST_DEBUG_TEMPROOT=$$tmp $(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; rm -rf $$tmp; exit $$status
+	PYTEST_DEBUG_TEMPROOT=$$tmp $(BIN)/python -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS); status=$$?; rm -rf $$tmp; exit $$status
 
 # Long fault-injection rounds (tests marked `slow`), deselected by `make test`.
 soak: localdb

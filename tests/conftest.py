@@ -1,5 +1,6 @@
 """Fixtures: the embedded database (one per session) and a live API server (one per test)."""
 
+import json
 import os
 import uuid
 
@@ -9,7 +10,7 @@ import pytest
 from resource_manager.localdb import LocalDB
 
 from .browser import launch, new_page
-from .support import PASSWORDS, LiveServer, free_port, write_users_file
+from .support import PASSWORDS, UNDOCUMENTED, LiveServer, free_port, write_users_file
 
 SHARED_SECRET = "tests-only-secret-key"
 
@@ -142,3 +143,26 @@ def pytest_collection_modifyitems(items):
     # The status drift check reads what every other test's servers answered: it runs last.
     last = [item for item in items if item.name == "test_every_status_sent_is_documented"]
     items[:] = [item for item in items if item not in last] + last
+
+
+# `make test` runs the tests in parallel processes (pytest-xdist). Each process records the statuses
+# its servers sent undocumented (support.UNDOCUMENTED) and hands them to the controller, which fails
+# the run if any process saw one: test_every_status_sent_is_documented sees only its own process's.
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["undocumented"] = json.dumps([[list(key), test] for key, test in UNDOCUMENTED.items()])
+        return
+    if UNDOCUMENTED:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_sep("=", "statuses our servers sent that /openapi.json does not document", red=True)
+        for (path, method, status), test in sorted(UNDOCUMENTED.items()):
+            reporter.write_line(f"{method.upper()} {path} answered {status} (sent in {test})")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """An xdist worker finished: gather the undocumented statuses it saw."""
+    for key, test in json.loads(getattr(node, "workeroutput", {}).get("undocumented", "[]")):
+        UNDOCUMENTED.setdefault(tuple(key), test)

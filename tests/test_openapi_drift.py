@@ -2,7 +2,8 @@
 
 The status codes are those the whole test session produced: every LiveServer records each answer
 its document does not list (support.UNDOCUMENTED), and test_every_status_sent_is_documented runs
-last (conftest.py) to assert there was none.
+last (conftest.py) to assert there was none. Under pytest-xdist (`make test`) each process sees only
+its own servers: conftest.py's pytest_sessionfinish gathers every process's and fails the run.
 """
 
 import pytest
