@@ -212,3 +212,16 @@ def test_a_grant_cut_short_by_a_crash_goes_back_in_line(operator, anon, server):
     assert (state(anon, "too-late"), state(anon, "live")) == ("timed_out", "pending")
     db.reservations.delete_one({"_id": "live"})
     assert check.check(db) == []
+
+
+def test_a_dry_run_counts_the_machines_earmarked_for_the_line_as_taken(operator, server):
+    add_machines(operator, "m1", "m2")
+    post(operator, 201, count=1)  # takes m1
+    post(operator, 202, count=2, wait_seconds=600)  # waits for two: earmarks m2
+    dry = operator.post("/reservations?dry_run=1", json={"count": 1})
+    assert dry.status_code == 200
+    body = dry.json()
+    assert (body["would_reserve"], body["available"], body["earmarked"]) == ([], 0, 1)
+    assert "1 of those earmarked for requests waiting in line" in body["explanation"]
+    # As the dry run said: a request that does not wait is refused, the one in line keeps m2 earmarked.
+    assert post(operator, 409, count=1).json()["_error"]["message"] == "requested 1, 0 available"

@@ -84,7 +84,8 @@ SCHEMAS = {
         "$ref": "#/components/schemas/Reservation"}}}},
     "DryRun": {"type": "object", "properties": {
         "would_reserve": {"type": "array", "items": {"type": "string"}}, "matching": {"type": "integer"},
-        "idle": {"type": "integer"}, "available": {"type": "integer"}}},
+        "idle": {"type": "integer"}, "available": {"type": "integer"},
+        "earmarked": {"type": "integer", "description": "unclaimed idle machines held for requests waiting in line"}}},
     "Released": {"type": "object", "properties": {
         "released": {"type": "array", "items": {"type": "string"}},
         "reservations": {"type": "array", "items": {"type": "string"}},

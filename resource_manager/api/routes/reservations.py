@@ -79,7 +79,9 @@ def create():
     wait_seconds = req.pop("wait_seconds")
     db = database()
     if _flag("dry_run"):
-        return jsonify(allocation.explain(db, req)), 200
+        # As a request would be met: the machines earmarked for those waiting in line are not free.
+        earmarked = queue.earmarked(db) if queue.anyone_waiting(db) else frozenset()
+        return jsonify(allocation.explain(db, req, earmarked)), 200
     key = idempotency_key()
     grace = sweep.grace_seconds(current_app)
     ahead = queue.anyone_waiting(db)
