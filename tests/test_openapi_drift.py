@@ -9,7 +9,7 @@ its own servers: conftest.py's pytest_sessionfinish gathers every process's and 
 import pytest
 
 from resource_manager.api import openapi
-from resource_manager.api.openapi_routes import BODY_SCHEMAS
+from resource_manager.api.openapi import BODY_SCHEMAS
 from resource_manager.api.routes import reservations
 from resource_manager.core.constraints import BODIES
 from resource_manager.schema import MACHINE_STATES, RESERVATION_STATES

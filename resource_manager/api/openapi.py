@@ -1,8 +1,9 @@
 """GET /openapi.json: an OpenAPI 3 document generated from the Eve DOMAIN and our own routes.
 
-Modules with routes of their own add their paths with `register(app, paths, schemas)`;
-openapi_routes.py holds the fragments of routes this package serves itself, each included
-only when the app really has that route.
+Each module with routes of its own (routes/*.py, metrics.py) documents them with
+`register(app, paths, schemas, tags)`, built with the helpers at the end of this module; a path
+is published only while the app really has that route. The request bodies of our routes are
+generated from their Cerberus schemas (core/constraints.BODIES, see BODY_SCHEMAS).
 """
 
 import copy
@@ -373,8 +374,6 @@ def _reachable(paths, schemas):
 
 def document(app):
     """Return the OpenAPI document of this app."""
-    from .openapi_routes import own_routes
-
     components = _common_components(app)
     paths, tags = {}, []
     for resource, settings in app.config["DOMAIN"].items():
@@ -385,12 +384,9 @@ def document(app):
         components["schemas"].update(schemas)
         tags.append({"name": resource, "description": f"the {resource} collection (Eve)"})
     served = {shape(p): methods for p, methods in rule_paths(app).items()}
-    fragments, schemas, own_tags = own_routes(app)
-    registry = app.extensions.get("rm_openapi")
-    if registry is not None:
-        fragments = {**fragments, **registry.paths}
-        schemas = {**schemas, **registry.schemas}
-        own_tags = own_tags + registry.tags
+    registry = app.extensions.get("rm_openapi") or Registry()
+    fragments, own_tags = registry.paths, registry.tags
+    schemas = {**registry.schemas, **{ref: body_schema(name, app.config) for ref, name in BODY_SCHEMAS.items()}}
     for path, item in fragments.items():
         methods = served.get(shape(path), set())
         kept = {k: v for k, v in item.items() if k in methods or k == "parameters"}
@@ -422,3 +418,45 @@ def document(app):
         "paths": dict(sorted(paths.items())),
         "components": components,
     }
+
+
+# -- helpers for the modules that document their routes (register) ------------------------------
+
+# The component schema of each route body in core/constraints.BODIES, generated from it.
+BODY_SCHEMAS = {"ReservationRequest": "reservation", "Extend": "extension", "PoolInput": "pool",
+                "AllocateRequest": "allocation", "TokenRequest": "token"}
+# The operations a token of scope `reserve` reaches (api/tokens.py's RESERVE_ROUTES, by operationId).
+RESERVE_OPERATIONS = frozenset({"reserve", "extend", "release", "releaseJob", "allocate"})
+IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+               "description": "repeat a request with the same key to get the first answer, not a second grant"}
+WRITE_ERRORS = error_responses(400, 401, 403, 408, 415, 422, 503)
+
+
+def answer(ref_or_schema, description):
+    """Return a JSON response: a component schema's name, or a schema."""
+    schema = {"$ref": f"#/components/schemas/{ref_or_schema}"} if isinstance(ref_or_schema, str) else ref_or_schema
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def body_ref(ref, required=True):
+    """Return a JSON request body of component schema `ref`."""
+    return {"required": required, "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def op(op_id, summary, tag, write=False, **rest):
+    """Return an operation; `write`: it needs an operator or admin (a token: a scope that allows it)."""
+    operation = {"operationId": op_id, "summary": summary, "tags": [tag],
+                 "security": copy.deepcopy(CREDENTIALS) if write else []}
+    if write:
+        scopes = ["reserve", "write", "admin"] if op_id in RESERVE_OPERATIONS else ["write", "admin"]
+        operation["description"] = f"Needs role operator or admin; a token needs scope {', '.join(scopes)}."
+        operation["x-roles"] = ["operator", "admin"]
+        operation["x-token-scopes"] = scopes
+    operation.update(rest)
+    return operation
+
+
+def signed_in(op_id, summary, **rest):
+    """Return an operation of the token routes: anybody signed in, for their own tokens (an admin: anyone's)."""
+    return {"operationId": op_id, "summary": summary, "tags": ["tokens"], "security": copy.deepcopy(CREDENTIALS),
+            "x-roles": ["reader", "operator", "admin"], **rest}

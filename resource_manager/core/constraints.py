@@ -84,7 +84,7 @@ def _check_condition(field, condition):
 
 
 # The JSON bodies of our own routes, as Cerberus schemas (plain dicts: core has no Cerberus).
-# api/bodies.py validates with them and api/openapi_routes.py documents them: a field is one line here.
+# api/bodies.py validates with them and api/openapi.py documents them: a field is one line here.
 # Beside Cerberus' rules: `default_setter: "user"` (the caller's user name), `max_setting` (a server
 # setting that replaces `max`, or `maxlength` of a list), `nonblank` (a string with more than whitespace),
 # `where` (check_where, which also gives the stored form), `mongo_keys` (storable_keys), and `meta`:

@@ -5,6 +5,7 @@ from pymongo.errors import PyMongoError
 
 from ... import __version__
 from .. import db
+from ..openapi import answer, op, register
 
 bp = Blueprint("health", __name__)
 
@@ -29,6 +30,29 @@ def healthz():
     return jsonify(body), 200 if up else 503
 
 
+def _openapi():
+    """The OpenAPI of /healthz."""
+    paths = {
+        "/healthz": {"get": op("health", "Is the service up (and its database)?", "health", responses={
+            "200": answer("Health", "up"), "503": answer("Health", "the database does not answer")})},
+    }
+    schemas = {
+        "Health": {"type": "object", "properties": {
+            "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
+            "database": {"type": "string", "enum": ["up", "down"]}, "version": {"type": "string"},
+            "users_file": {"type": "object", "description": "the accounts in use: status ok, stale (the file on disk "
+                           "is unusable: error, since; the last good accounts serve) or none", "properties": {
+                               "status": {"type": "string", "enum": ["ok", "stale", "none"]},
+                               "accounts": {"type": "integer"}, "error": {"type": "string"},
+                               "since": {"type": "string"}}},
+            "engine": {"type": "string", "enum": ["mongodb", "ferretdb"]},
+            "engine_version": {"type": "string", "nullable": True},
+            "writes": {"type": "string", "description": "how conditional writes are made atomic on this engine"}}},
+    }
+    return paths, schemas, [{"name": "health", "description": "for supervisors and load balancers"}]
+
+
 def init_app(app):
     """Register the health route."""
+    register(app, *_openapi())
     app.register_blueprint(bp)

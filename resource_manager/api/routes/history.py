@@ -16,6 +16,7 @@ from ..auth import current_user
 from ..db import database
 from ..errors import error_response
 from ..lookup import name_filter
+from ..openapi import answer, error_responses, op, register
 
 MAX_RESULTS = 1000
 
@@ -93,8 +94,36 @@ def item_history(resource, name):
     return jsonify({"_items": _jsonable(items)})
 
 
+def _history_path(kind, param):
+    return {"parameters": [{"name": param, "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": op(f"history{kind}", f"History of one of the {kind.lower()}", "history",
+                      responses={"200": answer("History", "entries, newest first"), **error_responses(404, 503)})}
+
+
+def _openapi():
+    """The OpenAPI of the history routes."""
+    paths = {
+        "/machines/{hostname}/history": _history_path("Machine", "hostname"),
+        "/public-addresses/{address}/history": _history_path("PublicAddress", "address"),
+        "/private-addresses/{address}/history": _history_path("PrivateAddress", "address"),
+    }
+    schemas = {
+        "HistoryEntry": {"type": "object", "properties": {
+            "at": {"type": "string"}, "user": {"type": "string", "nullable": True},
+            "action": {"type": "string", "enum": ["create", "update", "delete", "reserve", "release", "expire",
+                                                  "allocate", "queued", "granted", "cancelled", "timed_out"]},
+            "changes": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "before": {}, "after": {}}}},
+            "reason": {"type": "string", "nullable": True}, "job_id": {"type": "string", "nullable": True}}},
+        "History": {"type": "object", "properties": {"_items": {"type": "array", "items": {
+            "$ref": "#/components/schemas/HistoryEntry"}}}},
+    }
+    return paths, schemas, [{"name": "history", "description": "who changed what, newest first"}]
+
+
 def init_app(app):
     """Record every Eve write to machines and addresses, and serve the history routes."""
+    register(app, *_openapi())
     # Used by MongoDB; FerretDB scans anyway but accepts it.
     app.extensions["rm_indexes"].add(COLLECTION, [("resource", 1), ("name", 1), ("at", -1)], name="item_at")
     for resource in NAME_FIELDS:

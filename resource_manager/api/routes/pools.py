@@ -13,6 +13,7 @@ from ..auth import require_role
 from ..bodies import validate
 from ..db import database
 from ..errors import error_response
+from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, register
 from ..responses import created, idempotency_key, invalid
 
 bp = Blueprint("pools", __name__)
@@ -147,8 +148,50 @@ def allocate(name):
     return created({"pool": name, "addresses": alloc["addresses"], "owner": alloc["owner"], "_id": alloc["_id"]})
 
 
+def _openapi():
+    """The OpenAPI of the pool routes."""
+    pool = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths = {
+        "/address-pools": {
+            "get": op("listPools", "List address pools", "address-pools",
+                      responses={"200": answer("PoolList", "pools"), **error_responses(503)}),
+            "post": op("createPool", "Create an address pool", "address-pools", write=True,
+                       requestBody=body_ref("PoolInput"),
+                       responses={"201": answer("Pool", "created"), "409": {"$ref": "#/components/responses/Error409"},
+                                   **WRITE_ERRORS}),
+        },
+        "/address-pools/{name}": {
+            "parameters": [pool],
+            "get": op("getPool", "Get a pool and its utilisation", "address-pools",
+                      responses={"200": answer("Pool", "the pool"), **error_responses(404, 503)}),
+            "delete": {**op("deletePool", "Delete a pool", "address-pools", write=True,
+                            responses={"204": {"description": "deleted"},
+                                        **error_responses(401, 403, 404, 409, 503)}),
+                       "description": "Needs role admin.", "x-roles": ["admin"]},
+        },
+        "/address-pools/{name}/allocate": {"parameters": [pool], "post": op(
+            "allocate", "Allocate free addresses of a pool", "address-pools", write=True,
+            parameters=[IDEMPOTENCY], requestBody=body_ref("AllocateRequest", required=False),
+            responses={"201": answer("Allocation", "allocated"), **error_responses(404, 409), **WRITE_ERRORS})},
+    }
+    schemas = {
+        "Pool": {"type": "object", "properties": {
+            "name": {"type": "string"}, "cidr": {"type": "string"}, "kind": {"type": "string"},
+            "exclude": {"type": "array", "items": {"type": "string"}},
+            "utilisation": {"type": "object", "properties": {
+                "size": {"type": "integer"}, "allocated": {"type": "integer"}, "free": {"type": "integer"}}}}},
+        "PoolList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
+            "$ref": "#/components/schemas/Pool"}}}},
+        "Allocation": {"type": "object", "properties": {
+            "_id": {"type": "string"}, "pool": {"type": "string"}, "owner": {"type": "string", "nullable": True},
+            "addresses": {"type": "array", "items": {"type": "string"}}}},
+    }
+    return paths, schemas, [{"name": "address-pools", "description": "address pools and race-free address allocation"}]
+
+
 def init_app(app):
     """Register the pool routes and the unique pool name."""
+    register(app, *_openapi())
     indexes = app.extensions["rm_indexes"]
     indexes.add(POOLS, [("name", 1)], unique=True, name="name_unique")
     # Finds a pool's claimed addresses by range on MongoDB (FerretDB scans; see the README).

@@ -9,10 +9,12 @@ from flask import Blueprint, current_app, jsonify, request
 from ...core import allocation, queue, sweep
 from ...core.allocation import RESERVATIONS, AllocationError
 from ...core.history import COLLECTION as HISTORY
+from ...schema import RESERVATION_STATES
 from ..auth import require_role
 from ..bodies import validate
 from ..db import database
 from ..errors import error_response, loads_strict
+from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, register
 from ..queueing import KICK_WAIT, granter, kick
 from ..responses import created, idempotency_key, invalid
 
@@ -264,8 +266,97 @@ def _machines_changed(*args):
         kick()
 
 
+def _openapi():
+    """The OpenAPI of the reservation routes."""
+    rid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths = {
+        "/reservations": {
+            "get": op("listReservations", "List reservations", "reservations", parameters=[
+                {"name": n, "in": "query", "schema": {"type": "string"}} for n in ("job_id", "owner", "state")],
+                responses={"200": answer("ReservationList", "reservations"), **error_responses(400, 503)}),
+            "post": op("reserve", "Reserve idle machines", "reservations", write=True, parameters=[
+                IDEMPOTENCY, {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
+                requestBody=body_ref("ReservationRequest", required=False),
+                responses={"201": answer("Reservation", "reserved"), "200": answer("DryRun", "dry run only"),
+                           "202": {**answer("Reservation", "queued (with wait_seconds): state queued, position"),
+                                   "headers": {"Location": {"schema": {"type": "string"},
+                                                            "description": "/reservations/<id>"}}},
+                           "409": {"$ref": "#/components/responses/Error409"}, **WRITE_ERRORS}),
+            "delete": op("releaseJob", "Release every reservation of a job (and cancel its queued ones)",
+                         "reservations", write=True,
+                         parameters=[{"name": "job_id", "in": "query", "required": True,
+                                       "schema": {"type": "string"}}],
+                         responses={"200": answer("Released", "released"), **WRITE_ERRORS}),
+        },
+        "/reservations/sweep": {"post": op(
+            "sweep", "Expire overdue leases now", "reservations", write=True,
+            responses={"200": answer("Sweep", "swept"), **WRITE_ERRORS})},
+        "/reservations/{id}": {
+            "parameters": [rid],
+            "get": op("getReservation", "Get one reservation (?wait=S: long-poll until its state changes)",
+                      "reservations", parameters=[{
+                           "name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 60},
+                           "description": "answer as soon as the state changes, or after this many seconds"}, {
+                           "name": "state", "in": "query",
+                           "schema": {"type": "string", "enum": list(RESERVATION_STATES)},
+                           "description": "with wait: the state the client last saw; a different one answers at once"}],
+                      responses={"200": answer("Reservation", "the reservation"), **error_responses(400, 404, 503)}),
+            "delete": op("release", "Release a reservation, or cancel a queued one (again: released [])",
+                         "reservations", write=True,
+                         responses={"200": answer("Released", "released"), **error_responses(401, 403, 404, 503)}),
+        },
+        "/reservations/{id}/history": {"parameters": [rid], "get": op(
+            "reservationHistory", "Queue events of a reservation (queued, granted, cancelled, timed_out)",
+            "reservations", responses={"200": answer("History", "entries, oldest first"),
+                                       **error_responses(404, 503)})},
+        "/reservations/{id}/extend": {"parameters": [rid], "post": op(
+            "extend", "Extend a reservation's lease", "reservations", write=True, requestBody=body_ref("Extend"),
+            responses={"200": answer("Reservation", "extended"), **error_responses(404, 409), **WRITE_ERRORS})},
+    }
+    schemas = {
+        "Reservation": {"type": "object", "properties": {
+            "_id": {"type": "string"}, "owner": {"type": "string", "nullable": True},
+            "job_id": {"type": "string", "nullable": True}, "count": {"type": "integer"},
+            "hostnames": {"type": "array", "items": {"type": "string"}, "nullable": True},
+            "state": {"type": "string", "enum": list(RESERVATION_STATES)},
+            "expires": {"type": "string", "nullable": True},
+            "where": {"type": "object", "additionalProperties": True, "nullable": True},
+            "lease_seconds": {"type": "integer", "nullable": True}, "reason": {"type": "string", "nullable": True},
+            "user": {"type": "string", "nullable": True}, "_created": {"type": "string"},
+            "_updated": {"type": "string"},
+            "position": {"type": "integer", "description": "place in line (1: next), only while queued"},
+            "queued_at": {"type": "string", "description": "only on requests made with a wait"},
+            "wait_until": {"type": "string"}, "wait_seconds": {"type": "integer"},
+            "granted_at": {"type": "string", "nullable": True}, "ended": {"type": "string", "nullable": True},
+            "_links": {"type": "object", "properties": {"self": {"type": "object", "properties": {
+                "href": {"type": "string"}}}}}}},
+        "ReservationList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
+            "$ref": "#/components/schemas/Reservation"}}}},
+        "DryRun": {"type": "object", "properties": {
+            "would_reserve": {"type": "array", "items": {"type": "string"}}, "matching": {"type": "integer"},
+            "idle": {"type": "integer"}, "available": {"type": "integer"},
+            "earmarked": {"type": "integer",
+                          "description": "unclaimed idle machines held for requests waiting in line"}}},
+        "Released": {"type": "object", "properties": {
+            "released": {"type": "array", "items": {"type": "string"}},
+            "reservations": {"type": "array", "items": {"type": "string"}},
+            "state": {"type": "string", "enum": ["cancelled", "timed_out"],
+                      "description": "only when the reservation was queued (or was cancelled or timed out)"}}},
+        "Sweep": {"type": "object", "properties": {
+            "expired": {"type": "integer"}, "repaired": {"type": "integer"},
+            "released": {"type": "array", "items": {"type": "string"}},
+            "pxe_failed": {"type": "integer", "description": "machines in pxe over RM_PXE_TIMEOUT, now pxe_failed"},
+            "queue": {"type": "object", "description": "only when its granting pass did something", "properties": {
+                "granted": {"type": "array", "items": {"type": "string"}},
+                "timed_out": {"type": "array", "items": {"type": "string"}}}}}},
+    }
+    return paths, schemas, [{"name": "reservations", "description": "reserve machines race-free (or wait in the "
+                                                                     "queue), release them, extend leases"}]
+
+
 def init_app(app):
     """Register the reservation routes, and the queue's triggers on machine writes."""
+    register(app, *_openapi())
     app.on_inserted_machines += _machines_changed
     app.on_updated_machines += _machines_changed
     app.on_replaced_machines += _machines_changed

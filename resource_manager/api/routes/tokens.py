@@ -23,6 +23,7 @@ from ..auth import require_role
 from ..bodies import validate
 from ..db import database
 from ..errors import error_response
+from ..openapi import WRITE_ERRORS, answer, body_ref, error_responses, register, signed_in
 from ..responses import created, invalid
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,45 @@ def revoke(token_id):
     return "", 204
 
 
+def _openapi():
+    """The OpenAPI of the token routes."""
+    rid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths = {
+        "/tokens": {
+            "get": signed_in("listTokens", "List your tokens (an admin: everyone's, or ?user='s)", parameters=[
+                {"name": "user", "in": "query", "schema": {"type": "string"}}],
+                responses={"200": answer("TokenList", "tokens, never their secrets"),
+                           **error_responses(401, 403, 503)}),
+            "post": signed_in("createToken", "Create a token: its secret is shown in this answer only",
+                              description="For yourself, or (admins) for anyone. A token creates tokens only with "
+                                           "scope admin, and none that outlives it.",
+                              requestBody=body_ref("TokenRequest"),
+                              responses={"201": answer("TokenCreated", "created"), **WRITE_ERRORS}),
+        },
+        "/tokens/{id}": {"parameters": [rid], "delete": signed_in(
+            "revokeToken", "Revoke a token: the next request with it is 401",
+            description="Yours (a token may revoke itself), or anyone's for an admin; another user's is 404.",
+            responses={"204": {"description": "revoked"}, **error_responses(401, 403, 404, 503)})},
+    }
+    schemas = {
+        "Token": {"type": "object", "properties": {
+            "_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"}, "user": {"type": "string"},
+            "scope": {"type": "string", "enum": ["read", "reserve", "write", "admin"]},
+            "description": {"type": "string", "nullable": True}, "created": {"type": "string"},
+            "created_by": {"type": "string"}, "expires": {"type": "string"},
+            "last_used": {"type": "string", "nullable": True, "description": "to the minute"},
+            "expired": {"type": "boolean"}}},
+        "TokenCreated": {"allOf": [{"$ref": "#/components/schemas/Token"}, {"type": "object", "properties": {
+            "token": {"type": "string", "description": "the secret, rm_<id>_<secret>: in this answer only"}}}]},
+        "TokenList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
+            "$ref": "#/components/schemas/Token"}}}},
+    }
+    return paths, schemas, [{"name": "tokens", "description": "API tokens: Authorization: Bearer, scoped, expiring, "
+                                                               "revocable, shown once"}]
+
+
 def init_app(app):
     """Register the token routes and the index that lists a user's tokens."""
+    register(app, *_openapi())
     app.extensions["rm_indexes"].add(records.COLLECTION, [("user", 1)], name="user_1")
     app.register_blueprint(bp)
