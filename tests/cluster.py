@@ -4,6 +4,7 @@ import os
 import random
 
 import pymongo
+import pytest
 
 from .deployed import Gunicorn
 
@@ -56,3 +57,20 @@ def emptied(shared):
         db[name].delete_many({})
     return shared
 
+
+def cluster_fixtures(prefix):
+    """Return the fixtures (shared, cluster) of a module whose tests run on two gunicorn servers.
+
+    `shared`: the servers over one database, for the whole module; `cluster`: the same, over
+    emptied collections (indexes kept). In the module: `shared, cluster = cluster_fixtures("name")`.
+    """
+
+    @pytest.fixture(scope="module")
+    def shared(localdb, users_file, tmp_path_factory):
+        yield from shared_cluster(localdb, users_file, str(tmp_path_factory.mktemp(prefix)), prefix)
+
+    @pytest.fixture
+    def cluster(shared):
+        return emptied(shared)
+
+    return shared, cluster

@@ -12,10 +12,9 @@ import re
 import threading
 
 import pymongo
-import pytest
 import requests
 
-from .cluster import Cluster, emptied, shared_cluster
+from .cluster import Cluster, cluster_fixtures
 from .support import ADMIN, OPERATOR, run_together
 
 THREADS = 32
@@ -23,16 +22,7 @@ ROUNDS = 3
 MACHINES = 40
 
 
-@pytest.fixture(scope="module")
-def shared(localdb, users_file, tmp_path_factory):
-    """Two gunicorn servers over one database, for the whole module."""
-    yield from shared_cluster(localdb, users_file, str(tmp_path_factory.mktemp("cluster")), "conc")
-
-
-@pytest.fixture
-def cluster(shared):
-    """The shared servers, over emptied collections (indexes kept)."""
-    return emptied(shared)
+shared, cluster = cluster_fixtures("conc")
 
 
 def session(auth=OPERATOR):

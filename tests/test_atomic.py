@@ -10,26 +10,18 @@ import os
 import subprocess
 import sys
 
-import pytest
 import requests
 
 from resource_manager.core.check import check
 
-from .cluster import emptied, shared_cluster
+from .cluster import cluster_fixtures
 from .support import ADMIN, OPERATOR, run_together
 
 ROUNDS = 6
 RACES = 4  # independent races per round, all released together
 
 
-@pytest.fixture(scope="module")
-def shared(localdb, users_file, tmp_path_factory):
-    yield from shared_cluster(localdb, users_file, str(tmp_path_factory.mktemp("atomic")), "atomic")
-
-
-@pytest.fixture
-def cluster(shared):
-    return emptied(shared)
+shared, cluster = cluster_fixtures("atomic")
 
 
 def call(url, method, path, auth=OPERATOR, **kwargs):

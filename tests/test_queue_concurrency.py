@@ -17,7 +17,7 @@ import requests
 
 from resource_manager.core import check
 
-from .cluster import Cluster, emptied, shared_cluster
+from .cluster import Cluster, cluster_fixtures
 from .support import ADMIN, run_together
 from .test_allocation_concurrency import add_machines, check_machines, session
 
@@ -25,15 +25,7 @@ THREADS = 32
 MACHINES = 40
 
 
-@pytest.fixture(scope="module")
-def shared(localdb, users_file, tmp_path_factory):
-    """Two gunicorn servers over one database, for the whole module."""
-    yield from shared_cluster(localdb, users_file, str(tmp_path_factory.mktemp("qcluster")), "queue")
-
-
-@pytest.fixture
-def cluster(shared):
-    return emptied(shared)
+shared, cluster = cluster_fixtures("queue")
 
 
 def release_all(urls, ids):

@@ -17,16 +17,14 @@ import requests
 
 from resource_manager.core.check import check
 
-from .cluster import emptied, shared_cluster
+from .cluster import cluster_fixtures, emptied
 from .support import ADMIN, OPERATOR, run_together
 
 WORKERS = 12
 MACHINES = 30
 
 
-@pytest.fixture(scope="module")
-def shared(localdb, users_file, tmp_path_factory):
-    yield from shared_cluster(localdb, users_file, str(tmp_path_factory.mktemp("soak")), "soak")
+shared, _cluster = cluster_fixtures("soak")
 
 
 class Worker:
