@@ -1,5 +1,6 @@
 """Several API server processes (gunicorn) sharing one database, for the concurrency proofs."""
 
+import contextlib
 import os
 import random
 
@@ -37,8 +38,9 @@ class Cluster:
             server.stop()
 
 
-def shared_cluster(localdb, users_file, log_dir, prefix):
-    """Yield (Cluster, Database): two gunicorn servers over one fresh database, dropped afterwards."""
+@contextlib.contextmanager
+def running_cluster(localdb, users_file, log_dir, prefix):
+    """Give (Cluster, Database): two gunicorn servers over one fresh database, dropped afterwards."""
     dbname = f"test_{prefix}_{random.randrange(1 << 32):08x}"
     cluster = Cluster(localdb.uri, dbname, users_file, log_dir)
     client = pymongo.MongoClient(localdb.uri, tz_aware=True)
@@ -67,7 +69,8 @@ def cluster_fixtures(prefix):
 
     @pytest.fixture(scope="module")
     def shared(localdb, users_file, tmp_path_factory):
-        yield from shared_cluster(localdb, users_file, str(tmp_path_factory.mktemp(prefix)), prefix)
+        with running_cluster(localdb, users_file, str(tmp_path_factory.mktemp(prefix)), prefix) as pair:
+            yield pair
 
     @pytest.fixture
     def cluster(shared):

@@ -11,10 +11,9 @@ import random
 import re
 import threading
 
-import pymongo
 import requests
 
-from .cluster import Cluster, cluster_fixtures
+from .cluster import cluster_fixtures, running_cluster
 from .support import ADMIN, OPERATOR, run_together
 
 THREADS = 32
@@ -225,11 +224,7 @@ def test_crashed_reserver_leaves_nothing_held_after_the_sweep(cluster):
 
 
 def test_server_killed_under_load_leaves_nothing_held_after_the_sweep(localdb, users_file, tmp_path):
-    dbname = f"test_kill_{random.randrange(1 << 32):08x}"
-    cluster = Cluster(localdb.uri, dbname, users_file, str(tmp_path))
-    client = pymongo.MongoClient(localdb.uri, tz_aware=True)
-    db = client[dbname]
-    try:
+    with running_cluster(localdb, users_file, str(tmp_path), "kill") as (cluster, db):
         victim, survivor = cluster.servers
         add_machines(survivor.url, 24)
         stop = threading.Event()
@@ -274,7 +269,3 @@ def test_server_killed_under_load_leaves_nothing_held_after_the_sweep(localdb, u
         assert swept.status_code == 200, swept.text
         print("kill test:", outcomes, swept.json())
         check_machines(db)
-    finally:
-        cluster.stop()
-        client.drop_database(dbname)
-        client.close()

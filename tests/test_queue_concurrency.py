@@ -11,13 +11,12 @@ import re
 import threading
 import time
 
-import pymongo
 import pytest
 import requests
 
 from resource_manager.core import check
 
-from .cluster import Cluster, cluster_fixtures
+from .cluster import cluster_fixtures, running_cluster
 from .support import ADMIN, run_together
 from .test_allocation_concurrency import add_machines, check_machines, session
 
@@ -104,11 +103,7 @@ def test_waiting_clients_are_granted_in_order_of_arrival(cluster):
 @pytest.mark.slow
 def test_server_killed_while_serving_the_queue_loses_nothing(localdb, users_file, tmp_path):
     """Waiting clients churn against two servers; one is SIGKILLed; the sweep leaves every request whole."""
-    dbname = f"test_qkill_{random.randrange(1 << 32):08x}"
-    cluster = Cluster(localdb.uri, dbname, users_file, str(tmp_path))
-    client = pymongo.MongoClient(localdb.uri, tz_aware=True)
-    db = client[dbname]
-    try:
+    with running_cluster(localdb, users_file, str(tmp_path), "qkill") as (cluster, db):
         victim, survivor = cluster.servers
         add_machines(survivor.url, 12)
         stop = threading.Event()
@@ -157,10 +152,6 @@ def test_server_killed_while_serving_the_queue_loses_nothing(localdb, users_file
             assert res["state"] in ("queued", "active", "released", "timed_out", "cancelled"), res
             if res["state"] == "queued":
                 assert db.machine_claims.count_documents({"holder": rid}) == 0
-    finally:
-        cluster.stop()
-        client.drop_database(dbname)
-        client.close()
 
 
 def test_an_expired_lease_goes_to_a_waiter_in_another_process(cluster):
