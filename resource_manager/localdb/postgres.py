@@ -19,6 +19,7 @@ with PR_SET_PDEATHSIG does not.
 
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import pwd
@@ -168,18 +169,34 @@ def server_user():
         return None
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(SYSTEM_USER)
-    useradd = shutil.which("useradd")
-    if useradd:
-        # A concurrent launcher may create it first: useradd then fails, and the lookup finds it.
-        subprocess.run([useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", "--comment", "ResourceManager embedded PostgreSQL",
-                        SYSTEM_USER], capture_output=True, check=False)
+    # Launchers starting together on a fresh host (make test's processes) must not run useradd side
+    # by side: one saw a uid that the other's useradd then replaced, and initdb failed to look it up.
+    with _host_lock("resource-manager-useradd.lock"):
         with contextlib.suppress(KeyError):
-            entry = pwd.getpwnam(SYSTEM_USER)
-            log.info("created the system user %s to run the embedded PostgreSQL (it refuses root)", SYSTEM_USER)
-            return entry
+            return pwd.getpwnam(SYSTEM_USER)
+        useradd = shutil.which("useradd")
+        if useradd:
+            subprocess.run([useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                            "--shell", "/usr/sbin/nologin", "--comment", "ResourceManager embedded PostgreSQL",
+                            SYSTEM_USER], capture_output=True, check=False)
+            with contextlib.suppress(KeyError):
+                entry = pwd.getpwnam(SYSTEM_USER)
+                log.info("created the system user %s to run the embedded PostgreSQL (it refuses root)", SYSTEM_USER)
+                return entry
     log.warning("cannot create the system user %s; running the embedded PostgreSQL as nobody", SYSTEM_USER)
     return pwd.getpwnam("nobody")
+
+
+@contextlib.contextmanager
+def _host_lock(name):
+    """Hold an exclusive flock on `name` in /run/lock (else the temp dir) for the block."""
+    directory = "/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir()
+    fd = os.open(os.path.join(directory, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def allow_traversal(path, uid):
