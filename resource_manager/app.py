@@ -6,16 +6,17 @@ from eve import Eve
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import web
-from .api import auth, config, db, errors, guards, listing, lookup, metrics, queryargs, queueing, requestid
+from .api import auth, config, db, errors, guards, listing, lookup, metrics, queryargs, requestid, upkeep
 from .api.datalayer import Mongo
 from .api.routes import health, history, pools, reservations, tokens
 from .api.validation import Validator
 from .schema import DOMAIN, EVE_SETTINGS
 
 
-def create_app(overrides=None, environ=None):
+def create_app(overrides=None, environ=None, clock=None):
     """Return the ResourceManager WSGI app.
 
+    `clock`: the lifecycles' clock (core/clock.py), for tests that move time; default the real one.
     Raises RuntimeError when no MONGO_URI is configured.
     """
     settings = dict(EVE_SETTINGS)
@@ -28,13 +29,13 @@ def create_app(overrides=None, environ=None):
     errors.init_app(app)
     queryargs.init_app(app)
     auth.init_app(app)
-    db.init_app(app)
+    db.init_app(app, clock)
     lookup.init_app(app)
     listing.init_app(app)
     health.init_app(app)
     history.init_app(app)
     guards.init_app(app)
-    queueing.init_app(app)
+    upkeep.init_app(app)
     reservations.init_app(app)
     pools.init_app(app)
     tokens.init_app(app)

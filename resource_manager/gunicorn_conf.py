@@ -91,6 +91,13 @@ def _alive(pid):
 _metrics_dir()
 
 
+def post_worker_init(worker):
+    """Start the app's upkeep ticker as the worker starts serving: leases and waits end on a quiet server too."""
+    upkeep = getattr(worker.wsgi, "extensions", {}).get("rm_upkeep")
+    if upkeep is not None:
+        upkeep.start()
+
+
 def child_exit(server, worker):
     """A worker is gone: drop its live gauges' files (its counters stay in the sums)."""
     from prometheus_client import multiprocess

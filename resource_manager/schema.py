@@ -3,7 +3,7 @@
 import ipaddress
 
 MACHINE_STATES = ("pxe", "pxe_failed", "idle", "in_use", "needs_repair")
-# A reservation is pending while its machines are being claimed (core/allocation.py), then active until it ends.
+# A reservation is pending while its machines are being claimed (core/reserving.py), then active until it ends.
 RESERVATION_STATES = ("pending", "queued", "active", "released", "expired", "cancelled", "timed_out")
 
 # Item URLs accept an ObjectId or a name (hostname, address); see lookup.py.
@@ -32,7 +32,7 @@ machines = {
         "state": {"type": "string", "required": True, "allowed": list(MACHINE_STATES)},
         "job_id": {"type": "string", "nullable": True, "maxlength": 256},
         "tags": tags_schema,
-        # Set by the allocator only: the reservation holding the machine (see allocation.py).
+        # Set by the allocator only: the reservation holding the machine (see core/claims.py).
         "reservation": {"type": "string", "nullable": True, "readonly": True},
     },
 }

@@ -95,6 +95,7 @@ def main(argv=None):
         from resource_manager.app import create_app
 
         app = create_app(overrides)
+        app.extensions["rm_upkeep"].start()
         server = make_server(args.host, args.port, app, threaded=True, fd=listener.fileno())
         log.info("serving the API on http://%s:%d/", args.host, listener.getsockname()[1])
         server.serve_forever()

@@ -1,5 +1,6 @@
 """Fixtures: the embedded database (one per session) and a live API server (one per test)."""
 
+import datetime
 import json
 import os
 import uuid
@@ -7,6 +8,7 @@ import uuid
 import pymongo
 import pytest
 
+from resource_manager.core.clock import ManualClock
 from resource_manager.localdb import LocalDB
 
 from .browser import launch, new_page
@@ -85,7 +87,7 @@ def server(request, localdb, users_file, _shared_servers):
     marked `own_server` (it changes the app: routes added, settings): those get a server of
     their own on a database of their own, dropped afterwards.
     """
-    own = request.node.get_closest_marker("own_server") or {"overrides", "dbname"} & set(request.fixturenames)
+    own = request.node.get_closest_marker("own_server") or {"overrides", "dbname", "clock"} & set(request.fixturenames)
     if not own:
         # A module that overrides `overrides` (settings of its own) needs a server built with them.
         wanted = dict(request.getfixturevalue("overrides"))
@@ -102,11 +104,26 @@ def server(request, localdb, users_file, _shared_servers):
         live.unwrap()
         return
     dbname = request.getfixturevalue("dbname")
-    live = LiveServer(request.getfixturevalue("overrides"))
+    if "clock" in request.fixturenames:
+        # Time moves when the test says (clock.advance), and only the test ends leases and waits:
+        # its server has no upkeep ticker (QUEUE_TICK_SECONDS=0); the tests of the ticker use real time.
+        overrides = dict(request.getfixturevalue("overrides"), QUEUE_TICK_SECONDS=0)
+        live = LiveServer(overrides, clock=request.getfixturevalue("clock"))
+    else:
+        live = LiveServer(request.getfixturevalue("overrides"))
     yield live
     live.stop()
     with pymongo.MongoClient(localdb.uri) as client:
         client.drop_database(dbname)
+
+
+@pytest.fixture
+def clock():
+    """A clock for the server's lifecycles that moves only when told (clock.advance(seconds)).
+
+    A test that asks for it gets a server of its own on this clock, without the upkeep ticker.
+    """
+    return ManualClock(datetime.datetime.now(datetime.timezone.utc))
 
 
 @pytest.fixture

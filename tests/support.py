@@ -71,8 +71,8 @@ def _record_status(app, response, **_extra):
 class LiveServer:
     """create_app(overrides) served over real HTTP on 127.0.0.1, port chosen by the OS."""
 
-    def __init__(self, overrides):
-        self.app = create_app(overrides)
+    def __init__(self, overrides, clock=None):
+        self.app = create_app(overrides, clock=clock)
         self.app.extensions["rm_served_at_start"] = {rule.endpoint for rule in self.app.url_map.iter_rules()}
         request_finished.connect(_record_status, self.app)
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
@@ -81,6 +81,7 @@ class LiveServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
         self._thread.start()
+        self.app.extensions["rm_upkeep"].start()  # as gunicorn's post_worker_init does
 
     def wrap(self, middleware):
         """Put a WSGI middleware in front of the app (fault injection); return the middleware."""
@@ -116,8 +117,10 @@ class LiveServer:
         self.app.extensions["rm_users"].limiter = ratelimit.from_config(self.app.config)
         self.app.data._counts.clear()  # the data layer's recent listing counts (datalayer.py)
         queries.forget()
+        self.app.extensions["rm_core"].candidates.forget()
 
     def stop(self):
+        self.app.extensions["rm_upkeep"].stop()
         self._server.shutdown()
         self._server.server_close()
         with self.app.app_context():

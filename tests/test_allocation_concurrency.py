@@ -212,7 +212,8 @@ def test_crashed_reserver_leaves_nothing_held_after_the_sweep(cluster):
                                   "holder": "dead", "doc": doc_id, "at": long_ago})
     with session() as s:
         swept = s.post(url + "/reservations/sweep").json()
-        assert swept == {"expired": 0, "repaired": 5, "released": ["m000", "m005", "m006"], "pxe_failed": 0}
+        assert swept == {"expired": 0, "repaired": 5, "released": ["m000", "m005", "m006"], "pxe_failed": 0,
+                         "leases_given": 0}
         assert check_machines(db) == 2
         assert db.reservations.find_one({"_id": "crashed"}) is None
         assert db.reservations.find_one({"_id": half["_id"]})["state"] == "released"
@@ -220,7 +221,7 @@ def test_crashed_reserver_leaves_nothing_held_after_the_sweep(cluster):
         assert s.post(url + "/reservations", json={"count": 6}).status_code == 201
         assert s.post(url + "/address-pools/p/allocate", json={"owner": "y"}).json()["addresses"] == ["10.1.0.2"]
         assert s.post(url + "/reservations/sweep").json() == {"expired": 0, "repaired": 0, "released": [],
-                                                              "pxe_failed": 0}
+                                                              "pxe_failed": 0, "leases_given": 0}
 
 
 def test_server_killed_under_load_leaves_nothing_held_after_the_sweep(localdb, users_file, tmp_path):

@@ -585,7 +585,7 @@ def test_an_unknown_exception_is_still_a_logged_500(server, operator, seeded, mo
     def broken(*_args, **_kwargs):
         raise OverflowError("a bug of ours, not the client's value")
 
-    monkeypatch.setattr(reservations.allocation, "explain", broken)
+    monkeypatch.setattr(reservations.dryrun, "explain", broken)
     response = operator.post("/reservations?dry_run=1", json={"count": 1})
     assert_refused(response, 500)
     assert "unhandled error on POST /reservations" in caplog.text

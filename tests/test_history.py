@@ -39,11 +39,10 @@ def test_machine_history_records_every_change_newest_first(operator, admin, anon
     assert actions(anon, "/machines/never-existed") == []
 
 
-def test_expiry_is_recorded(operator, anon, server):
+def test_expiry_is_recorded(operator, anon, clock):
     operator.post("/machines", json={"hostname": "m1", "state": "idle"})
-    res = operator.post("/reservations", json={"count": 1, "lease_seconds": 60, "job_id": "j"}).json()
-    past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
-    server.db.reservations.update_one({"_id": res["_id"]}, {"$set": {"expires": past}})
+    operator.post("/reservations", json={"count": 1, "lease_seconds": 60, "job_id": "j"})
+    clock.advance(61)
     assert operator.post("/reservations/sweep").json()["expired"] == 1
     latest = actions(anon, "/machines/m1")[0]
     assert latest["action"] == "expire" and latest["job_id"] == "j" and latest["reason"] == "lease expired"

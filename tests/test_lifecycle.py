@@ -39,7 +39,7 @@ def test_a_machine_in_pxe_too_long_fails_at_the_sweep_with_its_reason(operator, 
     age(server, "stuck", 61 * datetime.timedelta(minutes=1))
     age(server, "spare", 2 * HOUR)
     old_etag = anon.get("/machines/stuck").json()["_etag"]
-    assert sweep(operator) == {"expired": 0, "repaired": 0, "released": [], "pxe_failed": 1}
+    assert sweep(operator) == {"expired": 0, "repaired": 0, "released": [], "pxe_failed": 1, "leases_given": 0}
     assert [state(anon, h) for h in ("stuck", "fresh", "spare")] == ["pxe_failed", "pxe", "idle"]
     latest = anon.get("/machines/stuck/history").json()["_items"][0]
     assert latest["action"] == "pxe_timeout" and latest["user"] == "operator"
@@ -90,7 +90,8 @@ def test_rm_sweep_reads_rm_pxe_timeout(operator, anon, server, localdb, dbname, 
     assert json.loads(capsys.readouterr().out)["pxe_failed"] == 0
     monkeypatch.setenv("RM_PXE_TIMEOUT", "600")
     assert rm_sweep.main([]) == 0
-    assert json.loads(capsys.readouterr().out) == {"expired": 0, "repaired": 0, "released": [], "pxe_failed": 1}
+    assert json.loads(capsys.readouterr().out) == {"expired": 0, "repaired": 0, "released": [], "pxe_failed": 1,
+                                                   "leases_given": 0}
     latest = anon.get("/machines/slow/history").json()["_items"][0]
     assert latest["user"] == "rm-sweep" and "PXE timeout of 10 min (RM_PXE_TIMEOUT=600 s)" in latest["reason"]
 

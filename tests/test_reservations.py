@@ -20,7 +20,7 @@ def test_reserve_takes_idle_machines_and_marks_them(operator, anon, server):
     add_machines(operator, "m1", "m2", "m3")
     old_etag = anon.get("/machines/m1").json()["_etag"]
     res = reserve(operator, count=2, owner="ci", job_id="build-42", reason="nightly")
-    assert res["state"] == "active" and res["count"] == 2 and res["expires"] is None
+    assert res["state"] == "active" and res["count"] == 2 and res["lease_seconds"] == 4 * 3600  # the default lease
     assert res["hostnames"] == ["m1", "m2"] and res["owner"] == "ci" and res["job_id"] == "build-42"
     for hostname in res["hostnames"]:
         machine = anon.get(f"/machines/{hostname}").json()
@@ -136,7 +136,7 @@ def test_release_frees_machines_and_repeats_harmlessly(operator, anon, server):
     old_etag = anon.get("/machines/m1").json()["_etag"]
     response = operator.delete(f"/reservations/{res['_id']}")
     assert response.status_code == 200
-    assert response.json() == {"released": ["m1", "m2"], "reservations": [res["_id"]]}
+    assert response.json() == {"released": ["m1", "m2"], "reservations": [res["_id"]], "state": "released"}
     machine = anon.get("/machines/m1").json()
     assert machine["state"] == "idle" and machine["owner"] is None and machine["job_id"] is None
     assert machine["_etag"] != old_etag
@@ -182,40 +182,37 @@ def test_reserved_machine_is_guarded_against_plain_writes(operator, anon):
     assert operator.write("DELETE", "/machines/m1").status_code == 204
 
 
-def _expire_now(server, rid):
-    # Simulates the lease running out without waiting for it.
-    past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=5)
-    server.db.reservations.update_one({"_id": rid}, {"$set": {"expires": past}})
-
-
-def test_expired_lease_is_reclaimed_lazily_by_the_next_reservation(operator, anon, server):
+def test_expired_lease_is_reclaimed_by_the_next_reservation(operator, anon, clock):
     add_machines(operator, "m1", "m2")
     old = reserve(operator, count=2, owner="a", lease_seconds=3600)
     assert old["expires"] is not None
     reserve(operator, expect=409, count=1)
-    _expire_now(server, old["_id"])
+    clock.advance(3601)
     new = reserve(operator, count=1, owner="b")
     assert new["hostnames"] == ["m1"]
     assert anon.get(f"/reservations/{old['_id']}").json()["state"] == "expired"
     assert anon.get("/machines/m2").json()["state"] == "idle"
 
 
-def test_sweep_expires_leases(operator, reader, anon, server):
+SWEPT = {"expired": 0, "repaired": 0, "released": [], "pxe_failed": 0, "leases_given": 0}
+
+
+def test_sweep_expires_leases(operator, reader, anon, clock):
     add_machines(operator, "m1", "m2")
-    res = reserve(operator, count=1, lease_seconds=1)
-    keep = reserve(operator, count=1)
+    res = reserve(operator, count=1, lease_seconds=60)
+    keep = reserve(operator, count=1, lease_seconds=3600)
     assert reader.post("/reservations/sweep").status_code == 403
-    _expire_now(server, res["_id"])
+    clock.advance(61)
     response = operator.post("/reservations/sweep")
     assert response.status_code == 200
     body = response.json()
-    assert body == {"expired": 1, "repaired": 0, "released": ["m1"], "pxe_failed": 0}
+    assert body == dict(SWEPT, expired=1, released=["m1"])
     assert anon.get(f"/reservations/{res['_id']}").json()["state"] == "expired"
     assert anon.get(f"/reservations/{keep['_id']}").json()["state"] == "active"
     assert operator.post("/reservations/sweep?grace=0").status_code == 403
 
 
-def test_extend_moves_the_lease_forward(operator, anon, server):
+def test_extend_moves_the_lease_forward(operator, anon, clock):
     add_machines(operator, "m1", "m2")
     res = reserve(operator, count=1, lease_seconds=60)
     extended = operator.post(f"/reservations/{res['_id']}/extend", json={"lease_seconds": 7200})
@@ -226,25 +223,25 @@ def test_extend_moves_the_lease_forward(operator, anon, server):
     assert same["expires"] == extended.json()["expires"]
     bad = operator.post(f"/reservations/{res['_id']}/extend", json={"lease_seconds": -5})
     assert bad.status_code == 422 and "lease_seconds" in bad.json()["_issues"]
-    forever = reserve(operator, count=1)
-    assert operator.post(f"/reservations/{forever['_id']}/extend", json={"lease_seconds": 5}).status_code == 409
-    _expire_now(server, res["_id"])
+    clock.advance(7201)
     late = operator.post(f"/reservations/{res['_id']}/extend", json={"lease_seconds": 60})
-    assert late.status_code == 409 and "expired" in late.json()["_error"]["message"]
+    assert late.status_code == 409 and "lease expired" in late.json()["_error"]["message"]
     assert operator.post("/reservations/nope/extend", json={"lease_seconds": 5}).status_code == 404
 
 
-def test_rm_sweep_console_command(operator, anon, server, localdb, dbname, users_file, monkeypatch, capsys):
+def test_rm_sweep_console_command(operator, anon, server, clock, localdb, dbname, users_file, monkeypatch, capsys):
     from resource_manager.admin import sweep
 
     add_machines(operator, "m1")
     res = reserve(operator, count=1, lease_seconds=60)
-    _expire_now(server, res["_id"])
+    # rm-sweep runs on the real clock: the lease ran out a minute ago, as stored.
+    past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=60)
+    server.db.reservations.update_one({"_id": res["_id"]}, {"$set": {"expires": past, "ends_at": past}})
     monkeypatch.setenv("MONGO_URI", localdb.uri)
     monkeypatch.setenv("RM_MONGO_DBNAME", dbname)
     monkeypatch.setenv("RM_USERS_FILE", users_file)
     assert sweep.main([]) == 0
-    assert json.loads(capsys.readouterr().out) == {"expired": 1, "repaired": 0, "released": ["m1"], "pxe_failed": 0}
+    assert json.loads(capsys.readouterr().out) == dict(SWEPT, expired=1, released=["m1"])
     assert anon.get("/machines/m1").json()["state"] == "idle"
     monkeypatch.delenv("MONGO_URI")
     assert sweep.main([]) == 2

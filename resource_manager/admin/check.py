@@ -6,7 +6,7 @@ import sys
 
 import pymongo.errors
 
-from ..api.db import database
+from ..api.db import core
 from ..app import create_app
 from ..core.check import check
 
@@ -21,13 +21,12 @@ def main(argv=None):
                              "(default: SWEEP_GRACE_SECONDS, 120; 0 once no server is serving)")
     parser.add_argument("--json", action="store_true", help="one JSON object per violation")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    from .sweep import grace_seconds
-
     try:
         app = create_app()
         with app.app_context():
-            grace = grace_seconds(app) if args.grace is None else args.grace
-            violations = check(database(app), grace)
+            here = core(app)
+            grace = here.policy.grace_seconds if args.grace is None else args.grace
+            violations = check(here.db, grace)
     except RuntimeError as e:
         print(f"rm-check: {e}", file=sys.stderr)
         return EXIT_USAGE

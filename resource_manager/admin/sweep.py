@@ -6,9 +6,10 @@ import sys
 
 import pymongo.errors
 
-from ..api.db import database
+from ..api.db import core
 from ..app import create_app
-from ..core.sweep import DEFAULT_GRACE, grace_seconds, pxe_timeout_seconds, sweep
+from ..core.context import Actor, Policy
+from ..core.sweep import sweep
 
 
 def main(argv=None):
@@ -16,16 +17,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="rm-sweep", description=main.__doc__)
     parser.add_argument("--grace", type=int, default=None,
                         help="repair only what is older than this many seconds (default: SWEEP_GRACE_SECONDS, "
-                             f"{DEFAULT_GRACE}); 0 is safe only when no server is serving requests")
+                             f"{Policy().grace_seconds}); 0 is safe only when no server is serving requests")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     try:
         app = create_app()
         with app.app_context():
             app.extensions["rm_indexes"].ensure()
-            db = database(app)
-            result = sweep(db, grace_seconds(app) if args.grace is None else args.grace, "rm-sweep",
-                           pxe_timeout_seconds(app))
+            result = sweep(core(app), args.grace, Actor("rm-sweep"))
             for client, _db in app.extensions["pymongo"].values():
                 client.close()
     except RuntimeError as e:

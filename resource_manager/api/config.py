@@ -44,6 +44,13 @@ DEFAULTS = {
     "METRICS_AUTH": "open",
     # How long the database figures of /metrics are reused (by every worker): one read per period at most.
     "METRICS_CACHE_SECONDS": 10,
+    # Every reservation ends by itself: made without a lease it gets DEFAULT_LEASE_SECONDS (4 h: a CI
+    # job's working day, short enough that a forgotten reservation comes back the same day); no lease or
+    # extension reaches further than MAX_LEASE_SECONDS from now (7 days: a week's investigation, renewed
+    # by extending). See core/context.Policy.
+    "DEFAULT_LEASE_SECONDS": 4 * 3600,
+    "MAX_LEASE_SECONDS": 7 * 86400,
+    "MAX_HEARTBEAT_SECONDS": 86400,
 }
 
 ENV_PREFIX = "RM_"
@@ -118,6 +125,12 @@ SETTINGS = {
     "PXE_TIMEOUT": _number,
     "QUEUE_MAX_WAIT_SECONDS": int,
     "QUEUE_TICK_SECONDS": _number,
+    "QUEUE_MAX_WAITING_PER_USER": int,
+    "QUEUE_MAX_MACHINES_PER_USER": int,
+    "QUEUE_AGING_SECONDS": _number,
+    "DEFAULT_LEASE_SECONDS": int,
+    "MAX_LEASE_SECONDS": int,
+    "MAX_HEARTBEAT_SECONDS": int,
     "WRITE_SERIALISATION": str,
     "WRITE_LOCK_DIR": str,
     "COUNT_CACHE_SECONDS": _number,
@@ -205,3 +218,20 @@ def load(overrides=None, environ=None):
             "(or use `make run` / `./server.py`, which start the embedded database)"
         )
     return config
+
+
+def policy(config):
+    """Return the allocator's Policy (core/context.py) from the app's settings: core never reads them itself."""
+    from ..core.context import Policy
+
+    defaults = Policy()
+    return Policy(
+        grace_seconds=int(config.get("SWEEP_GRACE_SECONDS", defaults.grace_seconds)),
+        idempotency_wait=float(config.get("IDEMPOTENCY_WAIT_SECONDS", defaults.idempotency_wait)),
+        default_lease_seconds=int(config.get("DEFAULT_LEASE_SECONDS", defaults.default_lease_seconds)),
+        max_lease_seconds=int(config.get("MAX_LEASE_SECONDS", defaults.max_lease_seconds)),
+        pxe_timeout=float(config.get("PXE_TIMEOUT", defaults.pxe_timeout)),
+        max_waiting_per_user=int(config.get("QUEUE_MAX_WAITING_PER_USER", defaults.max_waiting_per_user)),
+        max_machines_per_user=int(config.get("QUEUE_MAX_MACHINES_PER_USER", defaults.max_machines_per_user)),
+        aging_seconds=float(config.get("QUEUE_AGING_SECONDS", defaults.aging_seconds)),
+    )

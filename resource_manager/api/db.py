@@ -8,7 +8,11 @@ import pymongo.errors
 from flask import current_app, request
 
 from ..core import atomic
+from ..core.candidates import CandidatePasses
+from ..core.clock import SYSTEM
+from ..core.context import Core
 from ..schema import NAME_FIELDS
+from .config import policy
 from .errors import error_response, note_database_error
 
 log = logging.getLogger(__name__)
@@ -21,6 +25,15 @@ def database(app=None):
     """
     app = app or current_app
     return engine(app).wrap(app.data.driver.db)
+
+
+def core(app=None):
+    """Return the lifecycles' context (core/context.py): the atomic database, the app's clock, policy and caches.
+
+    Raises PyMongoError when the engine is not known yet and the database does not answer.
+    """
+    app = app or current_app
+    return app.extensions["rm_core"].with_db(database(app))
 
 
 def engine(app=None):
@@ -110,8 +123,13 @@ def _ensure_before_write():
     return None
 
 
-def init_app(app):
-    """Learn the engine and create the unique indexes now if the database answers, else on first use."""
+def init_app(app, clock=None):
+    """Learn the engine and create the unique indexes now if the database answers, else on first use.
+
+    `clock`: the lifecycles' clock (core/clock.py; default the real one), for tests that move time.
+    """
+    clock = clock or SYSTEM
+    app.extensions["rm_core"] = Core(None, clock, policy(app.config), CandidatePasses(clock))
     probe = EngineProbe(app)
     app.extensions["rm_engine"] = probe
     indexes = Indexes(app)

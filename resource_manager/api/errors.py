@@ -11,6 +11,7 @@ import pymongo.errors
 from flask import current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from ..core.errors import AllocationError
 from ..core.jsontext import MAX_DEPTH, check_value, loads_strict  # noqa: F401  (re-exported for the routes
 from .requestid import request_id
 
@@ -20,9 +21,13 @@ WRITE_METHODS = ("POST", "PUT", "PATCH")
 QUERY_ARGS = {"where", "sort", "projection"}
 
 
-def error_response(code, message, issues=None, headers=None):
-    """Return a JSON response in Eve's error shape, with this request's id in `_error.request_id`."""
-    body = {"_status": "ERR", "_error": {"code": code, "message": message, "request_id": request_id()}}
+def error_response(code, message, issues=None, headers=None, details=None):
+    """Return a JSON response in Eve's error shape, with this request's id in `_error.request_id`.
+
+    `details`: more fields of `_error` (e.g. the reservation an Idempotency-Key made).
+    """
+    body = {"_status": "ERR", "_error": {"code": code, "message": message, **(details or {}),
+                                         "request_id": request_id()}}
     if issues:
         body["_issues"] = issues
     response = jsonify(body)
@@ -48,6 +53,11 @@ def _http_error(error):
             if name in error.response.headers:
                 headers[name] = error.response.headers[name]
     return error_response(error.code, error.description or error.name, headers=headers)
+
+
+def _refused(error):
+    # core/errors.AllocationError: what the allocator cannot do now, with its status (409, 422, 429, 503...).
+    return error_response(error.status, error.message, headers=error.headers(), details=error.details)
 
 
 def note_database_error(kind):
@@ -277,6 +287,7 @@ def init_app(app):
     app.register_error_handler(HTTPException, _http_error)
     for code in app.config.get("STANDARD_ERRORS", []):
         app.register_error_handler(code, _http_error)
+    app.register_error_handler(AllocationError, _refused)
     app.register_error_handler(pymongo.errors.ConnectionFailure, _database_unavailable)
     app.register_error_handler(pymongo.errors.ServerSelectionTimeoutError, _database_unavailable)
     app.register_error_handler(Exception, _unexpected)

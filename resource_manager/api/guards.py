@@ -17,9 +17,10 @@ from bson import ObjectId
 from flask import abort, g
 
 from ..core import pool_hints
-from ..core.allocation import MACHINE_CLAIMS, RESERVATIONS, claim_address, drop_address_claim
+from ..core.claims import claim_address, drop_address_claim
 from ..core.ipranges import ipkey
-from .db import database
+from ..core.store import MACHINE_CLAIMS, RESERVATIONS
+from .db import core, database
 
 GUARDED_FIELDS = ("hostname", "state", "owner", "job_id")
 
@@ -69,7 +70,7 @@ def _machine_delete(original):
 
 def _address_hooks(kind):
     def take(address, doc_id):
-        if not claim_address(database(), kind, address, "manual", doc_id, ipkey(address)):
+        if not claim_address(core(), kind, address, "manual", doc_id, ipkey(address)):
             abort(409, description=f"address {address} is allocated; release it first")
         # Dropped again by _drop_on_failure if the write does not go through.
         g.setdefault("rm_taken_claims", []).append((kind, address, doc_id))
@@ -98,9 +99,8 @@ def _address_hooks(kind):
             take_all([(after["address"], original["_id"])])
 
     def drop(address, doc_id):
-        db = database()
-        drop_address_claim(db, kind, address, doc=doc_id)
-        pool_hints.released(db, kind, int(ipaddress.ip_address(address)))
+        drop_address_claim(core(), kind, address, doc=doc_id)
+        pool_hints.released(database(), kind, int(ipaddress.ip_address(address)))
 
     def updated(updates, original):
         after = dict(original, **updates)
@@ -126,7 +126,7 @@ def _address_hooks(kind):
 def _drop_on_failure(response):
     if response.status_code >= 400:
         for kind, address, doc_id in g.pop("rm_taken_claims", []):
-            drop_address_claim(database(), kind, address, doc=doc_id)
+            drop_address_claim(core(), kind, address, doc=doc_id)
     return response
 
 

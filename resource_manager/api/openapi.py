@@ -426,7 +426,7 @@ def document(app):
 BODY_SCHEMAS = {"ReservationRequest": "reservation", "Extend": "extension", "PoolInput": "pool",
                 "AllocateRequest": "allocation", "TokenRequest": "token"}
 # The operations a token of scope `reserve` reaches (api/tokens.py's RESERVE_ROUTES, by operationId).
-RESERVE_OPERATIONS = frozenset({"reserve", "extend", "release", "releaseJob", "allocate"})
+RESERVE_OPERATIONS = frozenset({"reserve", "extend", "heartbeat", "release", "releaseJob", "allocate"})
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
                "description": "repeat a request with the same key to get the first answer, not a second grant"}
 WRITE_ERRORS = error_responses(400, 401, 403, 408, 415, 422, 503)

@@ -32,6 +32,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 RESERVE_ROUTES = frozenset({
     ("POST", "reservations.create"),
     ("POST", "reservations.extend"),
+    ("POST", "reservations.beat"),
     ("DELETE", "reservations.release_one"),
     ("DELETE", "reservations.release_job"),
     ("POST", "pools.allocate"),

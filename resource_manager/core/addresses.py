@@ -1,37 +1,28 @@
 """Allocating addresses from pools: lowest free first, all or nothing, on address claims.
 
-An address is allocated while its claim exists (allocation.claim_address); the
-claim is taken before the address document gets its owner and dropped after
-the owner goes (guards.py does the same for plain writes through Eve).
+An address is allocated while its claim exists (claims.claim_address); the claim is taken
+before the address document gets its owner and dropped after the owner goes (the API's
+guards do the same for plain writes through Eve). An allocation is a pending request first
+(pending.py: the Idempotency-Key protocol reservations use too), then `done`:
+
+    open (pending) -> claim the lowest free addresses -> give each its owner -> done (if still pending)
 """
 
 import ipaddress
-import time
 
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from . import history, pool_hints
-from .allocation import (
-    ADDRESS_CLAIMS,
-    NOT_ENDING,
-    AllocationError,
-    Shortfall,
-    address_claim_id,
-    await_settled,
-    claim_address,
-    drop_address_claim,
-    request_id,
-    stamp,
-    take_over_pending,
-)
+from . import history, pending, pool_hints
+from .claims import address_claim_id, claim_address, drop_address_claim, stamp
 from .constraints import fingerprint
+from .context import Actor
+from .errors import AllocationError, Shortfall
 from .etag import etag
-from .history import utcnow
-from .ipranges import count_usable, free_addresses, from_key, ipkey, key_bounds, size, stored_ranges
-
-POOLS = "address_pools"
-ALLOCATIONS = "allocations"
+from .ipranges import count_usable, free_addresses, ipkey, size, stored_ranges
+from .pending import NOT_ENDING
+from .pool_hints import taken_numbers
+from .store import ADDRESS_CLAIMS, ALLOCATIONS, POOLS
 
 
 def resource_of(kind):
@@ -49,13 +40,6 @@ def pool_ranges(pool):
     return stored_ranges(pool)
 
 
-def taken_numbers(db, kind, network):
-    """Return the sorted integer addresses of `network` that hold a claim."""
-    low, high = key_bounds(network)
-    cursor = db[ADDRESS_CLAIMS].find({"kind": kind, "ipkey": {"$gte": low, "$lte": high}}, {"ipkey": 1, "_id": 0})
-    return sorted(from_key(c["ipkey"]) for c in cursor)
-
-
 def utilisation(db, pool):
     """Return {"size", "allocated", "free"} of a pool (excluded addresses count in none)."""
     network, excluded = pool_ranges(pool)
@@ -64,32 +48,27 @@ def utilisation(db, pool):
     return {"size": total, "allocated": allocated, "free": total - allocated}
 
 
-def allocate(db, pool, req, user, key=None, grace=120, wait=10):
+def allocate(core, pool, req, user, key=None):
     """Allocate req["count"] addresses of `pool` to req["owner"]; return (allocation, replayed).
 
     Raises Shortfall (nothing allocated) or AllocationError.
     """
-    aid = request_id("alloc-", user, key)
+    aid = pending.request_id("alloc-", user, key)
     fp = fingerprint(dict(req, pool=pool["name"]))
-    for _attempt in range(3):
-        now = utcnow()
-        doc = {"_id": aid, "state": "pending", "pool": pool["name"], "kind": pool["kind"], "owner": req["owner"],
-               "count": req["count"], "user": user, "fingerprint": fp, "addresses": [], "_created": now}
-        try:
-            db[ALLOCATIONS].insert_one(doc)
-        except DuplicateKeyError:
-            existing = await_settled(db[ALLOCATIONS], aid, wait)
-            if existing is None:
-                continue
-            if existing.get("fingerprint") != fp:
-                raise AllocationError("this Idempotency-Key was used for a different request", 422) from None
-            return existing, True
-        return _fill(db, pool, doc, req, grace), False
-    raise AllocationError("could not settle this Idempotency-Key; retry")
+
+    def make():
+        return {"_id": aid, "state": "pending", "pool": pool["name"], "kind": pool["kind"], "owner": req["owner"],
+                "count": req["count"], "user": user, "fingerprint": fp, "addresses": [], "_created": core.now()}
+
+    alloc, replayed = pending.open_request(core, ALLOCATIONS, make, fp)
+    if replayed:
+        return alloc, True
+    return _fill(core, pool, alloc, req), False
 
 
-def _fill(db, pool, alloc, req, grace):
+def _fill(core, pool, alloc, req):
     """Claim the lowest free addresses, then give them their owner; undo all on any failure."""
+    db = core.db
     kind, count = pool["kind"], req["count"]
     network, excluded = pool_ranges(pool)
     known = pool_hints.load(db, pool, network)
@@ -98,13 +77,13 @@ def _fill(db, pool, alloc, req, grace):
         known = pool_hints.rebuild(db, pool, network) if pool_hints.usable(network) else \
             taken_numbers(db, kind, network)
     candidates = free_addresses(network, excluded, known)
-    deadline = time.monotonic() + grace / 2
+    deadline = core.clock.monotonic() + core.policy.grace_seconds / 2
     claimed, taken, busy = [], [], []
     try:
         while len(taken) < count:
             for ip in candidates:
                 address, doc_id = str(ip), ObjectId()
-                if claim_address(db, kind, address, alloc["_id"], doc_id, ipkey(address)):
+                if claim_address(core, kind, address, alloc["_id"], doc_id, ipkey(address)):
                     claimed.append((address, doc_id))
                     if len(taken) + len(claimed) == count:
                         break
@@ -117,10 +96,10 @@ def _fill(db, pool, alloc, req, grace):
                     candidates = free_addresses(network, excluded, pool_hints.rebuild(db, pool, network))
                     continue
                 raise Shortfall(count, len(taken) + len(claimed))
-            if time.monotonic() > deadline:
+            if core.clock.monotonic() > deadline:
                 raise AllocationError("allocation took too long; nothing allocated, retry", 503)
             for address, doc_id in claimed:
-                entry = _take_address(db, kind, address, doc_id, alloc, req)
+                entry = _take_address(core, kind, address, doc_id, alloc, req)
                 if entry is not None:
                     taken.append(entry)
             claimed = []
@@ -132,27 +111,28 @@ def _fill(db, pool, alloc, req, grace):
             raise AllocationError("allocation was repaired by a sweep while being made; retry", 503)
         return dict(alloc, state="done", addresses=addresses)
     except BaseException:
-        undo(db, alloc, [(a, d, None) for a, d in claimed] + taken)
+        undo(core, alloc, [(a, d, None) for a, d in claimed] + taken)
         raise
 
 
-def _take_address(db, kind, address, doc_id, alloc, req):
+def _take_address(core, kind, address, doc_id, alloc, req):
     """Create (or give an owner to) the address we hold the claim of; return (address, _id, created)."""
+    db = core.db
     coll = db[collection_of(kind)]
-    now = utcnow()
+    now = core.now()
+    actor = Actor(alloc["user"], req["reason"])
     doc = {"_id": doc_id, "address": address, "owner": req["owner"], "tags": req["tags"],
            "_created": now, "_updated": now}
     doc["_etag"] = etag(doc)
     try:
         coll.insert_one(doc)
-        history.record(db, resource_of(kind), doc, "allocate", history.diff({}, doc), alloc["user"],
-                       req["reason"], at=now)
+        history.record(db, resource_of(kind), doc, "allocate", history.diff({}, doc), actor, at=now)
         return address, doc_id, True
     except DuplicateKeyError:
         existing = coll.find_one({"address": address})
     claim_id = address_claim_id(kind, address)
     if existing is None:
-        drop_address_claim(db, kind, address, holder=alloc["_id"])  # deleted meanwhile; next candidate
+        drop_address_claim(core, kind, address, holder=alloc["_id"])  # deleted meanwhile; next candidate
         return None
     if existing.get("owner"):
         # Owned but unclaimed (data imported around the API): our claim now guards it for its owner.
@@ -163,17 +143,18 @@ def _take_address(db, kind, address, doc_id, alloc, req):
     fields = {"owner": req["owner"]}
     result = coll.update_one({"_id": existing["_id"], "owner": None}, {"$set": stamp(existing, fields, now)})
     if result.matched_count != 1:
-        drop_address_claim(db, kind, address, holder=alloc["_id"])
+        drop_address_claim(core, kind, address, holder=alloc["_id"])
         return None
     after = dict(existing, **fields)
-    history.record(db, resource_of(kind), after, "allocate", history.diff(existing, after), alloc["user"],
-                   req["reason"], at=now)
+    history.record(db, resource_of(kind), after, "allocate", history.diff(existing, after), actor, at=now)
     return address, existing["_id"], False
 
 
-def undo(db, alloc, entries=None):
+def undo(core, alloc, entries=None):
     """Roll back a pending allocation: remove what it gave, drop its claims, delete it."""
+    db = core.db
     kind, aid = alloc["kind"], alloc["_id"]
+    actor = Actor(reason="allocation not completed")
     coll = db[collection_of(kind)]
     if entries is None:
         entries = [(c["_id"].split("/", 1)[1], c["doc"], None) for c in db[ADDRESS_CLAIMS].find({"holder": aid})]
@@ -184,43 +165,43 @@ def undo(db, alloc, entries=None):
             version = {"_id": doc_id, "_etag": doc.get("_etag")}
             if doc.get("_created") and doc["_created"] >= alloc["_created"]:
                 if coll.delete_one(version).deleted_count:
-                    history.record(db, resource_of(kind), doc, "release", history.diff(doc, {}),
-                                   reason="allocation not completed")
+                    history.record(db, resource_of(kind), doc, "release", history.diff(doc, {}), actor,
+                                   at=core.now())
             else:
-                now = utcnow()
+                now = core.now()
                 if coll.update_one(version, {"$set": stamp(doc, {"owner": None}, now)}).matched_count:
                     after = dict(doc, owner=None)
-                    history.record(db, resource_of(kind), after, "release", history.diff(doc, after),
-                                   reason="allocation not completed", at=now)
-        drop_address_claim(db, kind, address, holder=aid)
+                    history.record(db, resource_of(kind), after, "release", history.diff(doc, after), actor,
+                                   at=now)
+        drop_address_claim(core, kind, address, holder=aid)
     db[ALLOCATIONS].delete_one({"_id": aid, "state": "pending"})
 
 
-def repair(db, cutoff):
+def repair(core, cutoff):
     """Sweep the address side; return how many things were repaired.
 
     Undoes allocations pending since before `cutoff`, drops claims older than
     `cutoff` whose address has no owner, claims owned addresses that lack one,
     and rebuilds the pools' hints.
     """
-    repaired = 0
+    db, repaired = core.db, 0
     for alloc in list(db[ALLOCATIONS].find({"state": "pending", "_created": {"$lt": cutoff}})):
-        if alloc.get("ending") or take_over_pending(db, ALLOCATIONS, alloc["_id"]):
-            undo(db, alloc)
+        if alloc.get("ending") or pending.take_over(core, ALLOCATIONS, alloc["_id"]):
+            undo(core, alloc)
             repaired += 1
-    pending = {a["_id"] for a in db[ALLOCATIONS].find({"state": "pending"}, {"_id": 1})}
+    unfinished = {a["_id"] for a in db[ALLOCATIONS].find({"state": "pending"}, {"_id": 1})}
     for kind in ("public", "private"):
         coll = db[collection_of(kind)]
         owned = {d["address"]: d["_id"] for d in coll.find({"owner": {"$nin": [None, ""]}}, {"address": 1})}
         claims = list(db[ADDRESS_CLAIMS].find({"kind": kind}))
         for claim in claims:
             address = claim["_id"].split("/", 1)[1]
-            if address not in owned and claim["at"] < cutoff and claim["holder"] not in pending:
-                drop_address_claim(db, kind, address, holder=claim["holder"])
+            if address not in owned and claim["at"] < cutoff and claim["holder"] not in unfinished:
+                drop_address_claim(core, kind, address, holder=claim["holder"])
                 repaired += 1
         claimed = {c["_id"].split("/", 1)[1] for c in claims}
         for address, doc_id in owned.items():
-            if address not in claimed and claim_address(db, kind, address, "adopted", doc_id, ipkey(address)):
+            if address not in claimed and claim_address(core, kind, address, "adopted", doc_id, ipkey(address)):
                 repaired += 1
     for pool in db[POOLS].find():
         network = pool_ranges(pool)[0]

@@ -26,7 +26,8 @@ MAX_PASSES = 32  # per process: the most recent filters
 
 
 class _Pass:
-    def __init__(self):
+    def __init__(self, monotonic):
+        self.monotonic = monotonic
         self.lock = threading.Lock()
         self.cursor = None
         self.started = 0.0
@@ -36,7 +37,7 @@ class _Pass:
         # Not closed: pymongo kills an abandoned cursor from its background thread (on FerretDB
         # that kill reads the rest of the SQL result, which need not delay a reservation).
         self.cursor = collection.find(query, {"hostname": 1}, batch_size=batch)
-        self.started = time.monotonic()
+        self.started = self.monotonic()
         self.waiting.clear()
 
     def take(self, batch):
@@ -51,35 +52,48 @@ class _Pass:
         return taken
 
 
-_passes = collections.OrderedDict()
-_passes_lock = threading.Lock()
+class CandidatePasses:
+    """The open passes of one app, per filter (the most recent MAX_PASSES): reset with the app."""
 
+    def __init__(self, clock=None):
+        self.clock = clock
+        self._passes = collections.OrderedDict()
+        self._lock = threading.Lock()
 
-def _pass_for(collection, query):
-    key = (id(collection.database.client), collection.full_name, json.dumps(query, sort_keys=True, default=str))
-    with _passes_lock:
-        found = _passes.get(key)
-        if found is None:
-            found = _passes[key] = _Pass()
-            while len(_passes) > MAX_PASSES:
-                _passes.popitem(last=False)
-        _passes.move_to_end(key)
-        return found
+    def monotonic(self):
+        return self.clock.monotonic() if self.clock is not None else time.monotonic()
+
+    def pass_for(self, collection, query):
+        """Return the pass over `query`'s matches in `collection` (made if new)."""
+        key = (id(collection.database.client), collection.full_name, json.dumps(query, sort_keys=True, default=str))
+        with self._lock:
+            found = self._passes.get(key)
+            if found is None:
+                found = self._passes[key] = _Pass(self.monotonic)
+                while len(self._passes) > MAX_PASSES:
+                    self._passes.popitem(last=False)
+            self._passes.move_to_end(key)
+            return found
+
+    def forget(self):
+        """Drop every pass (a test's database was emptied)."""
+        with self._lock:
+            self._passes.clear()
 
 
 class Candidates:
     """Batches of idle machines matching `query` for one reservation (documents with _id and hostname)."""
 
-    def __init__(self, collection, query, batch):
+    def __init__(self, passes, collection, query, batch):
         self._collection, self._query, self._batch = collection, query, batch
-        self._pass = _pass_for(collection, query)
+        self._pass = passes.pass_for(collection, query)
         self._restarted = False
 
     def next_batch(self):
         """Return the next batch, empty once every machine of a pass begun for us was offered."""
         with self._pass.lock:
             if not self._restarted and (self._pass.cursor is None and not self._pass.waiting
-                                        or time.monotonic() - self._pass.started > PASS_SECONDS):
+                                        or self._pass.monotonic() - self._pass.started > PASS_SECONDS):
                 self._pass.restart(self._collection, self._query, self._batch)
                 self._restarted = True
             taken = self._pass.take(self._batch)

@@ -17,9 +17,9 @@ The invariants:
 
 import datetime
 
-from .addresses import ALLOCATIONS, collection_of
-from .allocation import ADDRESS_CLAIMS, ENDS, MACHINE_CLAIMS, RESERVATIONS
-from .history import utcnow
+from .addresses import collection_of
+from .clock import SYSTEM
+from .store import ADDRESS_CLAIMS, ALLOCATIONS, ENDS, MACHINE_CLAIMS, RESERVATIONS
 
 
 class Report:
@@ -32,13 +32,13 @@ class Report:
         self.violations.append({"invariant": invariant, "item": item, "detail": detail, "repairable": repairable})
 
 
-def check(db, grace=0, expected=()):
+def check(db, grace=0, expected=(), clock=SYSTEM):
     """Return the list of violations in `db` (see the module doc).
 
     `expected`: (collection, _id, field, value) of acknowledged writes to verify.
     """
     report = Report()
-    cutoff = utcnow() - datetime.timedelta(seconds=grace)
+    cutoff = clock.now() - datetime.timedelta(seconds=grace)
     _check_machines(db, report, cutoff)
     for kind in ("public", "private"):
         _check_addresses(db, report, kind, cutoff)

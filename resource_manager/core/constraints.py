@@ -11,7 +11,10 @@ from .tokens import MAX_DESCRIPTION, SCOPES
 WHERE_FIELDS = ("hostname", "owner", "job_id")
 # The safe operator set: no $where/$regex/$expr, nothing that runs code or scans text.
 WHERE_OPERATORS = ("$in", "$gte", "$lte", "$gt", "$lt", "$exists")
-MAX_LEASE_SECONDS = 366 * 86400
+MAX_LEASE_SECONDS = 7 * 86400  # the default of the server setting MAX_LEASE_SECONDS
+MAX_HEARTBEAT_SECONDS = 86400
+MIN_HEARTBEAT_SECONDS = 5
+PRIORITY_DEFAULT, PRIORITY_MAX = 50, 100
 MAX_TEXT = 256
 SCALARS = (str, int, float, bool, type(None))
 
@@ -97,8 +100,15 @@ def _count(setting, limit):
     return {"type": "integer", "min": 1, "max": limit, "max_setting": setting, "default": 1}
 
 
-LEASE_SECONDS = {"type": "integer", "min": 1, "max": MAX_LEASE_SECONDS, "nullable": True,
-                 "meta": {"description": "the lease, from the grant; without it the reservation lasts until released"}}
+LEASE_SECONDS = {"type": "integer", "min": 1, "max": MAX_LEASE_SECONDS, "max_setting": "MAX_LEASE_SECONDS",
+                 "nullable": True, "meta": {
+                     "description": "the lease in seconds, from the grant; without it the server's default lease "
+                                    "(DEFAULT_LEASE_SECONDS, 4 h): every reservation ends by itself"}}
+HEARTBEAT_SECONDS = {"type": "integer", "min": MIN_HEARTBEAT_SECONDS, "max": MAX_HEARTBEAT_SECONDS,
+                     "max_setting": "MAX_HEARTBEAT_SECONDS", "nullable": True, "meta": {
+                         "description": "expect POST /reservations/<id>/heartbeat (or an extension) at least this "
+                                        "often once granted; when none comes for this long the reservation ends by "
+                                        "itself (expired). None: no heartbeats"}}
 # (?!\n): Cerberus matches with re.match, and "$" also matches before a final newline.
 POOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(?!\n)$"
 BODIES = {
@@ -111,6 +121,7 @@ BODIES = {
                            f"each a value or {{operator: value}} with the operators {', '.join(WHERE_OPERATORS)}; "
                            "e.g. {\"tags.memory\": {\"$gte\": 17179869184}}"}},
         "lease_seconds": LEASE_SECONDS,
+        "heartbeat_seconds": HEARTBEAT_SECONDS,
         "reason": _text(1000),
         "wait_seconds": {"type": "integer", "min": 0, "max": 86400, "max_setting": "QUEUE_MAX_WAIT_SECONDS",
                          "nullable": True, "default": 0, "meta": {
@@ -118,7 +129,13 @@ BODIES = {
                                             "reservation `queued` instead of 409; 0: answer now"}},
     },
     "extension": {
-        "lease_seconds": dict(LEASE_SECONDS, required=True, nullable=False, meta={}),
+        "lease_seconds": dict(LEASE_SECONDS, meta={"description": "the lease from now (never shortened, unless "
+                                                                  "`exact`); left out: unchanged"}),
+        "heartbeat_seconds": dict(HEARTBEAT_SECONDS, meta={"description": "a new heartbeat period (null: no more "
+                                                                          "heartbeats); left out: unchanged"}),
+        "exact": {"type": "boolean", "default": False, "meta": {
+            "description": "end the lease exactly lease_seconds from now, even if that is earlier than it was"}},
+        "reason": _text(1000),
     },
     "allocation": {
         "owner": _text(default_setter="user", meta={"description": "defaults to the caller's user name"}),

@@ -9,9 +9,9 @@ import bisect
 import time
 
 from ..schema import MACHINE_STATES
-from .addresses import POOLS, pool_ranges
-from .allocation import ADDRESS_CLAIMS, RESERVATIONS
+from .addresses import pool_ranges
 from .ipranges import count_usable, size
+from .store import ADDRESS_CLAIMS, POOLS, RESERVATIONS
 
 # Always reported, 0 when none: a state that appears later would otherwise start a new series mid-graph.
 RESERVATION_STATES = ("pending", "active")

@@ -19,28 +19,29 @@ import datetime
 from bson import ObjectId
 
 from . import history
-from .allocation import stamp
-from .history import utcnow
+from .claims import stamp
+from .clock import aware
+from .context import NOBODY
 
 DEFAULT_PXE_TIMEOUT = 3600  # seconds: 60 minutes
 ACTION = "pxe_timeout"
 
 
-def fail_stuck_pxe(db, timeout, user=None, now=None):
+def fail_stuck_pxe(core, timeout, actor=NOBODY):
     """Mark machines in pxe for longer than `timeout` seconds `pxe_failed`; return their hostnames.
 
     A timeout of 0 (or less, or None) switches the check off.
     """
     if not timeout or timeout <= 0:
         return []
-    now = now or utcnow()
+    db, now = core.db, core.now()
     cutoff = now - datetime.timedelta(seconds=timeout)
     failed = []
     for machine in list(db.machines.find({"state": "pxe"})):
         started = _entered_pxe(db, machine) or _fallback_since(machine)
         if started is None or started >= cutoff:
             continue
-        if _mark_failed(db, machine, started, timeout, user, now):
+        if _mark_failed(db, machine, started, timeout, actor, now):
             failed.append(machine["hostname"])
     return sorted(failed)
 
@@ -48,12 +49,8 @@ def fail_stuck_pxe(db, timeout, user=None, now=None):
 def _fallback_since(machine):
     for field in ("_updated", "_created"):
         if isinstance(machine.get(field), datetime.datetime):
-            return _aware(machine[field])
+            return aware(machine[field])
     return machine["_id"].generation_time if isinstance(machine["_id"], ObjectId) else None
-
-
-def _aware(moment):
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
 
 
 def _entered_pxe(db, machine):
@@ -67,10 +64,10 @@ def _entered_pxe(db, machine):
     # The newest state change must be the one into pxe; if not, the history missed a write: use _updated.
     if newest is None or newest["changes"]["state"].get("after") != "pxe":
         return None
-    return _aware(newest["at"])
+    return aware(newest["at"])
 
 
-def _mark_failed(db, machine, started, timeout, user, now):
+def _mark_failed(db, machine, started, timeout, actor, now):
     fields = {"state": "pxe_failed"}
     result = db.machines.update_one({"_id": machine["_id"], "state": "pxe", "_etag": machine.get("_etag")},
                                     {"$set": stamp(machine, fields, now)})
@@ -80,5 +77,5 @@ def _mark_failed(db, machine, started, timeout, user, now):
     reason = (f"in pxe since {started.strftime('%Y-%m-%dT%H:%M:%SZ')} ({minutes:.0f} min), "
               f"longer than the PXE timeout of {timeout / 60:g} min (RM_PXE_TIMEOUT={timeout:g} s)")
     after = dict(machine, **fields)
-    history.record(db, "machines", after, ACTION, history.diff(machine, after), user, reason, at=now)
+    history.record(db, "machines", after, ACTION, history.diff(machine, after), actor.because(reason), at=now)
     return True

@@ -13,6 +13,9 @@ from the claims alone.
 from bson import Binary
 from pymongo.errors import DuplicateKeyError
 
+from .ipranges import from_key, key_bounds, stored_ranges
+from .store import ADDRESS_CLAIMS, POOLS
+
 HINTS = "pool_hints"
 MAX_HINT_ADDRESSES = 1 << 18  # 32 KiB of bitmap; larger pools query the claims each time
 
@@ -69,18 +72,14 @@ def mark(db, pool, network, claimed=(), released=()):
 
 def released(db, kind, number):
     """Clear an address (integer) in the hints of the pools of `kind` that hold it."""
-    from .addresses import POOLS, pool_ranges
-
     for pool in db[POOLS].find({"kind": kind}):
-        network = pool_ranges(pool)[0]
+        network = stored_ranges(pool)[0]
         if usable(network) and int(network.network_address) <= number <= int(network.broadcast_address):
             mark(db, pool, network, released=[number])
 
 
 def rebuild(db, pool, network):
     """Recompute a pool's hint from its claims; return the claimed integer addresses."""
-    from .addresses import taken_numbers
-
     taken = taken_numbers(db, pool["kind"], network)
     save(db, pool, network, taken)
     return taken
@@ -89,3 +88,10 @@ def rebuild(db, pool, network):
 def forget(db, pool):
     """Drop a pool's hint (the pool is gone)."""
     db[HINTS].delete_one({"_id": pool["_id"]})
+
+
+def taken_numbers(db, kind, network):
+    """Return the sorted integer addresses of `network` that hold a claim (a range read of the claims)."""
+    low, high = key_bounds(network)
+    cursor = db[ADDRESS_CLAIMS].find({"kind": kind, "ipkey": {"$gte": low, "$lte": high}}, {"ipkey": 1, "_id": 0})
+    return sorted(from_key(c["ipkey"]) for c in cursor)

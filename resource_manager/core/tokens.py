@@ -17,7 +17,8 @@ import hmac
 import re
 import secrets
 
-from .history import utcnow
+from .clock import aware as _aware
+from .clock import utcnow
 
 COLLECTION = "api_tokens"
 PREFIX = "rm_"
@@ -122,8 +123,3 @@ def revoke(db, token_id):
 def revoke_user(db, user):
     """Delete every token of a user (removed from the users file); return how many there were."""
     return db[COLLECTION].delete_many({"user": user}).deleted_count
-
-
-def _aware(value):
-    # Stored dates come back naive from a client without tz_aware (rm-users, scripts).
-    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)

@@ -5,11 +5,12 @@ import json
 import pymongo
 from flask import current_app
 
-from ..api.db import database
-from ..api.queueing import kick
+from ..api.db import core, database
 from ..api.routes import pools as pool_routes
-from ..core import allocation, history, queue
-from ..core.addresses import POOLS
+from ..api.upkeep import kick
+from ..core import ending, history, queue
+from ..core.context import Actor
+from ..core.store import POOLS, RESERVATIONS
 from . import queries
 
 RELEASE_REASON = "freed from the dashboard"
@@ -19,7 +20,7 @@ CANCEL_REASON = "cancelled from the dashboard"
 def active_reservations(limit=50):
     """Return the active reservations, newest first."""
     fields = {"owner": 1, "job_id": 1, "hostnames": 1, "expires": 1, "count": 1, "_created": 1}
-    cursor = database()[allocation.RESERVATIONS].find({"state": "active"}, fields)
+    cursor = database()[RESERVATIONS].find({"state": "active"}, fields)
     return list(cursor.sort("_created", pymongo.DESCENDING).limit(limit))
 
 
@@ -28,7 +29,7 @@ def queued_reservations(limit=100):
 
     Read fresh on every page (an equality on `state`): a place in line that is 10 s old misleads.
     """
-    line = queue.waiting(database())
+    line = queue.waiting(core())
     for place, res in enumerate(line, 1):
         res["position"] = place
         res["constraints"] = _constraints(res.get("where"))
@@ -67,7 +68,7 @@ def current_reservation(machine):
     """Return the active reservation holding `machine` (a document), or None."""
     if not machine.get("reservation"):
         return None
-    found = database()[allocation.RESERVATIONS].find_one({"_id": machine["reservation"]})
+    found = database()[RESERVATIONS].find_one({"_id": machine["reservation"]})
     return found if found and found.get("state") == "active" else None
 
 
@@ -101,22 +102,15 @@ def machine_history(machine, limit=50, reservations=5):
 
 
 def release(reservation_id, username):
-    """Release a reservation, or cancel it while it waits in line.
+    """Release a reservation, or cancel it while it waits in line (ending.release_or_cancel, as the API does).
 
-    Returns ("released", freed hostnames) or ("cancelled", []), or None if there is no such
-    reservation. Either way the queue gets a granting pass (what was freed, or earmarked for the
-    cancelled request, may go to the next in line). Raises allocation.AllocationError when it cannot
-    be done now (a grant under way: 503).
+    Returns the Outcome (state, released hostnames), or None if there is no such reservation. Either
+    way the queue gets a granting pass (what was freed, or earmarked for the cancelled request, may go
+    to the next in line). Raises core.errors.AllocationError when it cannot be done now (503).
     """
-    db = database()
-    res = db[allocation.RESERVATIONS].find_one({"_id": reservation_id}, {"state": 1})
-    if res is None:
-        return None
-    if res["state"] == "queued":
-        state = queue.cancel(db, reservation_id, username, CANCEL_REASON)
+    res = database()[RESERVATIONS].find_one({"_id": reservation_id}, {"state": 1})
+    reason = CANCEL_REASON if res is not None and res["state"] == "queued" else RELEASE_REASON
+    outcome = ending.release_or_cancel(core(), reservation_id, Actor(username, reason))
+    if outcome is not None and outcome.ended:
         kick()
-        return (state, [])
-    released = allocation.release(db, reservation_id, username, RELEASE_REASON)
-    if released:
-        kick()
-    return ("released", released or [])
+    return outcome

@@ -7,6 +7,7 @@ from flask import abort, current_app, flash, g, redirect, render_template, reque
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
+from ..core.errors import AllocationError
 from ..schema import MACHINE_STATES
 from . import alloc, bp, queries, signin
 
@@ -96,19 +97,23 @@ def set_state(hostname):
 def release(reservation_id):
     """Free a reservation (its machines go back to the pool), or cancel it while it waits in line."""
     user = signin.require_writer()
-    try:
-        outcome = alloc.release(reservation_id, user["username"])
-    except alloc.allocation.AllocationError as e:
-        flash(e.message, "warning")
+    outcome = alloc.release(reservation_id, user["username"])
+    if outcome is None:
+        abort(404, description=f"no reservation {reservation_id}")
+    queries.forget()
+    if outcome.state == "cancelled" and outcome.ended:
+        flash(f"Reservation {reservation_id} is cancelled: it no longer waits in line.", "success")
+    elif outcome.ended:
+        flash(f"Freed {', '.join(outcome.released)}." if outcome.released else "Nothing left to free.", "success")
     else:
-        if outcome is None:
-            abort(404, description=f"no reservation {reservation_id}")
-        state, released = outcome
-        queries.forget()
-        if state != "released":
-            flash(f"Reservation {reservation_id} is {state}: it no longer waits in line.", "success")
-        else:
-            flash(f"Freed {', '.join(released)}." if released else "Nothing to free: already released.", "success")
+        flash(f"Nothing to free: reservation {reservation_id} is already {outcome.state}.", "success")
+    return redirect(signin.safe_next(request.form.get("next"), url_for("home")), code=303)
+
+
+@bp.errorhandler(AllocationError)
+def _refused(error):
+    # What the allocator cannot do now (core/errors.py) is said on the page the action came from.
+    flash(error.message, "warning")
     return redirect(signin.safe_next(request.form.get("next"), url_for("home")), code=303)
 
 

@@ -10,10 +10,11 @@ import pymongo
 from bson import ObjectId
 from flask import Blueprint, current_app, has_request_context, jsonify, request
 
-from ...core.history import COLLECTION, diff, entry, record, utcnow
+from ...core.context import Actor
+from ...core.history import COLLECTION, diff, entry, record, record_many
 from ...schema import NAME_FIELDS
 from ..auth import current_user
-from ..db import database
+from ..db import core, database
 from ..errors import error_response
 from ..lookup import name_filter
 from ..openapi import answer, error_responses, op, register
@@ -53,14 +54,15 @@ def _jsonable(value):
 
 def _eve_hooks(resource):
     def record_here(doc, action, changes, job_id=None):
-        record(database(), resource, doc, action, changes, request_user(), request_reason(), job_id)
+        here = core()
+        record(here.db, resource, doc, action, changes, Actor(request_user(), request_reason(), job_id),
+               at=here.now())
 
     def inserted(documents):
         # One insert for a bulk POST's entries, not one round trip per document.
-        user, reason, at = request_user(), request_reason(), utcnow()
-        entries = [entry(resource, doc, "create", diff({}, doc), user, reason, at=at) for doc in documents]
-        if entries:
-            database()[COLLECTION].insert_many(entries, ordered=False)
+        here = core()
+        actor, at = Actor(request_user(), request_reason()), here.now()
+        record_many(here.db, [entry(resource, doc, "create", diff({}, doc), actor, at) for doc in documents])
 
     def updated(updates, original):
         after = dict(original)

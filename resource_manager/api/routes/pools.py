@@ -4,14 +4,13 @@ from flask import Blueprint, current_app, jsonify, request
 from pymongo.errors import DuplicateKeyError
 
 from ...core import addresses as address_allocation
-from ...core import mutex, pool_hints, sweep
-from ...core.addresses import POOLS
-from ...core.allocation import ADDRESS_CLAIMS, AllocationError
-from ...core.history import utcnow
+from ...core import mutex, pool_hints
+from ...core.clock import utcnow
 from ...core.ipranges import MAX_EXCLUDE, normalise, parse_pool
+from ...core.store import ADDRESS_CLAIMS, POOLS
 from ..auth import require_role
 from ..bodies import validate
-from ..db import database
+from ..db import core, database
 from ..errors import error_response
 from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, register
 from ..responses import created, idempotency_key, invalid
@@ -77,12 +76,13 @@ def create():
     network, issues = _check_pool(body)
     if issues:
         return invalid("pool", issues)
-    db = database()
+    here = core()
+    db = here.db
     now = utcnow()
     pool = {"name": body["name"], "kind": body["kind"], **_stored_form(network, body), "_created": now, "_updated": now}
     try:
         # One pool definition of a kind at a time, so that the overlap check still holds at the insert.
-        with mutex.holding(db, f"pools/{body['kind']}"):
+        with mutex.holding(here, f"pools/{body['kind']}"):
             refused = _too_many(db)
             if refused is not None:
                 return refused
@@ -138,13 +138,7 @@ def allocate(name):
     req, issues = validate("allocation", body, user)
     if issues:
         return invalid("allocation", issues)
-    key = idempotency_key()
-    try:
-        alloc, _replayed = address_allocation.allocate(
-            database(), pool, req, user, key, sweep.grace_seconds(current_app),
-            current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", 10))
-    except AllocationError as e:
-        return error_response(e.status, e.message, headers=e.headers())
+    alloc, _replayed = address_allocation.allocate(core(), pool, req, user, idempotency_key())
     return created({"pool": name, "addresses": alloc["addresses"], "owner": alloc["owner"], "_id": alloc["_id"]})
 
 

@@ -1,4 +1,8 @@
-"""/reservations: reserve machines all or nothing (or wait in the queue), release, extend leases, sweep."""
+"""/reservations: reserve machines all or nothing (or wait in the queue), release, extend, heartbeat, sweep.
+
+The routes translate HTTP to the lifecycles of core (reserving, ending, queue, dryrun, sweep); what
+those refuse (core.errors.AllocationError) is answered by the one handler in api/errors.py.
+"""
 
 import datetime
 import time
@@ -6,27 +10,30 @@ import time
 import pymongo
 from flask import Blueprint, current_app, jsonify, request
 
-from ...core import allocation, queue, sweep
-from ...core.allocation import RESERVATIONS, AllocationError
+from ...core import dryrun, ending, queue, reserving, sweep
+from ...core.context import Actor
 from ...core.history import COLLECTION as HISTORY
+from ...core.pending import await_settled
+from ...core.store import RESERVATIONS
 from ...schema import RESERVATION_STATES
 from ..auth import require_role
 from ..bodies import validate
-from ..db import database
+from ..db import core
 from ..errors import error_response, loads_strict
 from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, register
-from ..queueing import KICK_WAIT, granter, kick
 from ..responses import created, idempotency_key, invalid
+from ..upkeep import KICK_WAIT, kick
 
 bp = Blueprint("reservations", __name__)
 
 PUBLIC_FIELDS = ("_id", "owner", "job_id", "count", "hostnames", "state", "expires", "where", "lease_seconds",
-                 "reason", "user", "_created", "_updated")
-QUEUE_FIELDS = ("queued_at", "wait_until", "wait_seconds", "granted_at", "ended")
+                 "heartbeat_seconds", "heartbeat_due", "priority", "reason", "user", "granted_at", "ended",
+                 "end_reason", "_created", "_updated")
+QUEUE_FIELDS = ("queued_at", "wait_until", "wait_seconds")
 RENDERED_FIELDS = PUBLIC_FIELDS + QUEUE_FIELDS + ("position", "_links")  # every field render() may give
 LONG_POLL_MAX = 60  # s a GET ?wait= may hold a worker thread (below any worker timeout)
 LONG_POLL_EVERY = 0.1
-QUEUE_STATES = ("queued", "cancelled", "timed_out")
+PAGE_MAX = 1000
 
 
 def render(res, place=None):
@@ -39,8 +46,10 @@ def render(res, place=None):
         body[field] = value.strftime(fmt) if isinstance(value, datetime.datetime) else value
     if isinstance(body["where"], str):
         body["where"] = loads_strict(body["where"])
+    if body["priority"] is None:
+        body["priority"] = 50
     if res.get("state") == "queued":
-        body["position"] = place if place is not None else queue.position(queue.waiting(database()), res["_id"])
+        body["position"] = place if place is not None else queue.position(queue.waiting(core()), res["_id"])
     body["_links"] = {"self": {"href": f"/reservations/{res['_id']}"}}
     return body
 
@@ -60,12 +69,12 @@ def _json_body():
     return body
 
 
-def _failure(e):
-    return error_response(e.status, e.message, headers=e.headers())
-
-
 def _flag(name):
     return request.args.get(name, "").lower() in ("1", "true", "yes")
+
+
+def _actor(user):
+    return Actor(user, (request.args.get("reason") or "")[:1000] or None)
 
 
 @bp.post("/reservations")
@@ -79,56 +88,76 @@ def create():
     if issues:
         return invalid("reservation", issues)
     wait_seconds = req.pop("wait_seconds")
-    db = database()
+    here = core()
     if _flag("dry_run"):
         # As a request would be met: the machines earmarked for those waiting in line are not free.
-        earmarked = queue.earmarked(db) if queue.anyone_waiting(db) else frozenset()
-        return jsonify(allocation.explain(db, req, earmarked)), 200
-    key = idempotency_key()
-    grace = sweep.grace_seconds(current_app)
-    ahead = queue.anyone_waiting(db)
-    # Those who wait take their turn; those who do not may not take what is earmarked for them.
+        earmarked = queue.earmarked(here) if queue.anyone_waiting(here) else frozenset()
+        return jsonify(dryrun.explain(here, req, earmarked)), 200
+    ahead = queue.anyone_waiting(here)
+    # Those who wait take their turn; those who do not may not take what is earmarked for them, nor end
+    # expired leases themselves while others wait (what a lease frees goes to the line first).
     line = {"wait_seconds": wait_seconds, "ahead": ahead} if wait_seconds else None
-    exclude = queue.earmarked(db) if ahead and not wait_seconds else ()
+    exclude = queue.earmarked(here) if ahead and not wait_seconds else ()
     try:
-        res, replayed = allocation.reserve(db, req, user, key, grace,
-                                           current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", 10), line, exclude)
-    except AllocationError as e:
+        res, replayed = reserving.reserve(here, req, user, idempotency_key(), line, exclude, reclaim=not ahead)
+    except Exception:
         if ahead:
             kick()  # what this request held while it tried may be what the head of the line waits for
-        return _failure(e)
+        raise
     if res["state"] == "queued" and not replayed:
         # Granted at once if it can be met in its turn (a pass waits for one already under way).
-        queue.serve(db, grace, wait=KICK_WAIT if ahead else 0)
-        try:
-            # A granter elsewhere may be granting it right now: answer how that ends.
-            res = allocation.await_settled(db[RESERVATIONS], res["_id"], KICK_WAIT) or res
-        except AllocationError:
-            res = db[RESERVATIONS].find_one({"_id": res["_id"]}) or res
+        queue.serve(here, wait=KICK_WAIT if ahead else 0)
+        # A granter elsewhere may be granting it right now: answer how that ends.
+        res = await_settled(here, RESERVATIONS, res["_id"], KICK_WAIT) or res
     return _answer(res)
+
+
+def _page():
+    try:
+        page = int(request.args.get("page", 1))
+        size = int(request.args.get("max_results", PAGE_MAX))
+    except ValueError:
+        return None, None, error_response(400, "page and max_results must be whole numbers")
+    if page < 1 or not 1 <= size <= PAGE_MAX:
+        return None, None, error_response(400, f"page must be 1 or more, max_results 1 to {PAGE_MAX}")
+    return page, size, None
+
+
+def _paged(items, total, page, size, path, args):
+    links = {"self": {"href": path}}
+    if page * size < total:
+        query = "&".join(f"{k}={v}" for k, v in dict(args, page=page + 1, max_results=size).items())
+        links["next"] = {"href": f"{path}?{query}"}
+    return jsonify({"_items": items, "_meta": {"page": page, "max_results": size, "total": total},
+                    "_links": links})
 
 
 @bp.get("/reservations")
 def listing():
-    """List reservations, newest first, filtered by job_id, owner and state."""
+    """List reservations, newest first (the queue in its order), filtered by job_id, owner and state; paged."""
     query = {field: request.args[field] for field in ("job_id", "owner", "state") if request.args.get(field)}
-    try:
-        limit = max(1, min(int(request.args.get("max_results", 1000)), 1000))
-    except ValueError:
-        return error_response(400, "max_results must be an integer")
-    db = database()
+    if query.get("state") and query["state"] not in RESERVATION_STATES:
+        return error_response(400, f"state must be one of {', '.join(RESERVATION_STATES)}")
+    page, size, refused = _page()
+    if refused is not None:
+        return refused
+    here = core()
+    skip = (page - 1) * size
     if query.get("state") == "queued":
-        # The line, in order of arrival, each with its place in it.
-        line = [r for r in queue.waiting(db) if all(r.get(f) == v for f, v in query.items())]
-        everyone = queue.waiting(db) if len(query) > 1 else line
+        # The line, in its order, each with its place in it.
+        everyone = queue.waiting(here)
         places = {r["_id"]: n for n, r in enumerate(everyone, 1)}
-        return jsonify({"_items": [render(r, places[r["_id"]]) for r in line[:limit]]})
-    cursor = db[RESERVATIONS].find(query).sort("_created", pymongo.DESCENDING).limit(limit)
-    items = list(cursor)
+        line = [r for r in everyone if all(r.get(f) == v for f, v in query.items())]
+        items = [render(r, places[r["_id"]]) for r in line[skip:skip + size]]
+        return _paged(items, len(line), page, size, "/reservations", query)
+    collection = here.db[RESERVATIONS]
+    found = list(collection.find(query).sort([("_created", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
+                 .skip(skip).limit(size))
+    total = skip + len(found) if len(found) < size else collection.count_documents(query)
     places = {}
-    if any(r.get("state") == "queued" for r in items):
-        places = {r["_id"]: n for n, r in enumerate(queue.waiting(db), 1)}
-    return jsonify({"_items": [render(r, places.get(r["_id"])) for r in items]})
+    if any(r.get("state") == "queued" for r in found):
+        places = {r["_id"]: n for n, r in enumerate(queue.waiting(here), 1)}
+    return _paged([render(r, places.get(r["_id"])) for r in found], total, page, size, "/reservations", query)
 
 
 @bp.get("/reservations/<rid>")
@@ -142,111 +171,105 @@ def show(rid):
             wait = -1
         if not 0 <= wait <= LONG_POLL_MAX:
             return error_response(400, f"wait must be a whole number of seconds from 0 to {LONG_POLL_MAX}")
-    db = database()
-    res = db[RESERVATIONS].find_one({"_id": rid})
+    here = core()
+    res = here.db[RESERVATIONS].find_one({"_id": rid})
     if res is None:
         return error_response(404, f"no reservation {rid}")
     if wait:
-        res = _await_change(db, res, wait, request.args.get("state"))
+        res = _await_change(here, res, wait, request.args.get("state"))
     return jsonify(render(res))
 
 
-def _await_change(db, res, wait, seen=None):
+def _await_change(here, res, wait, seen=None):
     # Changed from the state the client last saw (?state=), else from the one found now: a change
     # that landed between two polls is answered at once. `pending` (a grant under way) is no change.
     seen = {seen or res["state"], "pending"}
     deadline = time.monotonic() + wait
     while res["state"] in seen and time.monotonic() < deadline:
-        granter().touch()
         time.sleep(LONG_POLL_EVERY)
-        res = db[RESERVATIONS].find_one({"_id": res["_id"]}) or res
+        res = here.db[RESERVATIONS].find_one({"_id": res["_id"]}) or res
     return res
 
 
 @bp.get("/reservations/<rid>/history")
 def history(rid):
-    """Answer the queue events of one reservation (queued, granted, cancelled, timed_out), oldest first."""
-    db = database()
+    """Answer the events of one reservation (queued, granted, extended, released...), oldest first; paged."""
+    page, size, refused = _page()
+    if refused is not None:
+        return refused
+    db = core().db
     if db[RESERVATIONS].find_one({"_id": rid}, {"_id": 1}) is None:
         return error_response(404, f"no reservation {rid}")
     fmt = current_app.config["DATE_FORMAT"]
+    query = {"resource": "reservations", "item_id": rid}
+    skip = (page - 1) * size
     items = []
-    for e in db[HISTORY].find({"resource": "reservations", "item_id": rid}, {"_id": 0, "resource": 0}).sort("at"):
+    for e in db[HISTORY].find(query, {"_id": 0, "resource": 0}).sort([("at", 1), ("_id", 1)]).skip(skip).limit(size):
         e["at"] = e["at"].strftime(fmt)
+        for change in (e.get("changes") or {}).values():
+            for side in ("before", "after"):
+                if isinstance(change.get(side), datetime.datetime):
+                    change[side] = change[side].strftime(fmt)
         items.append(e)
-    return jsonify({"_items": items})
+    total = skip + len(items) if len(items) < size else db[HISTORY].count_documents(query)
+    return _paged(items, total, page, size, f"/reservations/{rid}/history", {})
 
 
 @bp.delete("/reservations/<rid>")
 def release_one(rid):
-    """Release one reservation; releasing it again frees nothing and is fine."""
+    """Release one reservation, or cancel it while it waits in line; again: frees nothing and is fine."""
     user = require_role("operator", "admin")["username"]
-    db = database()
-    res = db[RESERVATIONS].find_one({"_id": rid}, {"state": 1})
-    try:
-        if res is not None and res["state"] in QUEUE_STATES:
-            state = queue.cancel(db, rid, user, request.args.get("reason"))
-            # Who waited behind it may be served now (earmarks move).
-            kick()
-            cancelled = state == "cancelled" and res["state"] == "queued"
-            return jsonify({"released": [], "reservations": [rid] if cancelled else [], "state": state})
-        released = allocation.release(db, rid, user, request.args.get("reason"))
-    except AllocationError as e:
-        return _failure(e)
-    if released is None:
+    outcome = ending.release_or_cancel(core(), rid, _actor(user))
+    if outcome is None:
         return error_response(404, f"no reservation {rid}")
-    if released:
-        kick()
-    return jsonify({"released": released, "reservations": [rid] if released else []})
+    if outcome.ended:
+        kick()  # what was freed, or earmarked for the cancelled request, may go to the next in line
+    return jsonify(outcome.body())
 
 
 @bp.delete("/reservations")
 def release_job():
-    """Release every active reservation of ?job_id=, and cancel its queued ones."""
+    """Release every active reservation of ?job_id=, and cancel its queued ones (also those granted meanwhile)."""
     user = require_role("operator", "admin")["username"]
     job_id = request.args.get("job_id")
     if not job_id:
         return error_response(400, "give ?job_id= to release every reservation of a job")
-    db = database()
-    released, ids = [], []
-    for res in list(db[RESERVATIONS].find({"job_id": job_id, "state": "active"})):
-        freed = allocation.end_reservation(db, res, "released", user, request.args.get("reason"))
-        if freed is not None:
-            released += freed
-            ids.append(res["_id"])
-    for res in list(db[RESERVATIONS].find({"job_id": job_id, "state": "queued"}, {"_id": 1})):
-        try:
-            if queue.cancel(db, res["_id"], user, request.args.get("reason")) == "cancelled":
-                ids.append(res["_id"])
-        except AllocationError:
-            pass  # being granted right now: it is active in a moment, released by the next call
+    released, ids = ending.release_job(core(), job_id, _actor(user))
     if ids:
         kick()
-    return jsonify({"released": sorted(released), "reservations": ids})
+    return jsonify({"released": released, "reservations": ids})
 
 
 @bp.post("/reservations/<rid>/extend")
 def extend(rid):
-    """Extend a reservation's lease to lease_seconds from now."""
-    require_role("operator", "admin")
+    """Extend a reservation's lease to lease_seconds from now, and renew (or change) its heartbeat."""
+    user = require_role("operator", "admin")["username"]
     body = _json_body()
     if body is None:
         return error_response(400, "body must be a JSON object")
     req, issues = validate("extension", body)
     if issues:
         return invalid("extension", issues)
-    try:
-        res = allocation.extend(database(), rid, req["lease_seconds"])
-    except AllocationError as e:
-        return _failure(e)
+    if body.get("lease_seconds") is None and "heartbeat_seconds" not in body:
+        return invalid("extension", {"lease_seconds": "give lease_seconds, heartbeat_seconds or both"})
+    beat = req["heartbeat_seconds"] if "heartbeat_seconds" in body else ...
+    res = ending.extend(core(), rid, req["lease_seconds"], Actor(user, req["reason"]), heartbeat_seconds=beat,
+                        exact=req["exact"])
     return jsonify(render(res))
+
+
+@bp.post("/reservations/<rid>/heartbeat")
+def beat(rid):
+    """Renew a reservation's heartbeat window (nothing is due while it waits in line)."""
+    require_role("operator", "admin")
+    return jsonify(render(ending.heartbeat(core(), rid)))
 
 
 @bp.post("/reservations/sweep")
 def run_sweep():
     """Expire leases and repair half-done reservations and allocations."""
     user = require_role("operator", "admin")
-    grace = sweep.grace_seconds(current_app)
+    grace = None
     if request.args.get("grace") is not None:
         # Shortening the grace period risks undoing live requests: an admin's call, after a restart.
         if user["role"] != "admin":
@@ -256,7 +279,7 @@ def run_sweep():
             grace = min(max(0, int(request.args["grace"])), 10 * 366 * 86400)
         except ValueError:
             return error_response(400, "grace must be a number of seconds")
-    return jsonify(sweep.sweep(database(), grace, user["username"], sweep.pxe_timeout_seconds(current_app)))
+    return jsonify(sweep.sweep(core(), grace, Actor(user["username"])))
 
 
 def _machines_changed(*args):
@@ -266,14 +289,21 @@ def _machines_changed(*args):
         kick()
 
 
+PAGING = [{"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+          {"name": "max_results", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}}]
+
+
 def _openapi():
     """The OpenAPI of the reservation routes."""
     rid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
     paths = {
         "/reservations": {
-            "get": op("listReservations", "List reservations", "reservations", parameters=[
-                {"name": n, "in": "query", "schema": {"type": "string"}} for n in ("job_id", "owner", "state")],
-                responses={"200": answer("ReservationList", "reservations"), **error_responses(400, 503)}),
+            "get": op("listReservations", "List reservations, newest first (state=queued: the line, in order)",
+                      "reservations", parameters=[
+                          {"name": n, "in": "query", "schema": {"type": "string"}} for n in ("job_id", "owner")] + [
+                          {"name": "state", "in": "query", "schema": {"type": "string",
+                                                                       "enum": list(RESERVATION_STATES)}}] + PAGING,
+                      responses={"200": answer("ReservationList", "reservations"), **error_responses(400, 503)}),
             "post": op("reserve", "Reserve idle machines", "reservations", write=True, parameters=[
                 IDEMPOTENCY, {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
                 requestBody=body_ref("ReservationRequest", required=False),
@@ -306,11 +336,16 @@ def _openapi():
                          responses={"200": answer("Released", "released"), **error_responses(401, 403, 404, 503)}),
         },
         "/reservations/{id}/history": {"parameters": [rid], "get": op(
-            "reservationHistory", "Queue events of a reservation (queued, granted, cancelled, timed_out)",
-            "reservations", responses={"200": answer("History", "entries, oldest first"),
-                                       **error_responses(404, 503)})},
+            "reservationHistory", "Events of a reservation (queued, granted, extended, released, expired, "
+            "cancelled, timed_out), oldest first", "reservations", parameters=PAGING,
+            responses={"200": answer("History", "entries, oldest first"), **error_responses(400, 404, 503)})},
+        "/reservations/{id}/heartbeat": {"parameters": [rid], "post": op(
+            "heartbeat", "Renew a reservation's heartbeat window (a queued one: nothing due yet)", "reservations",
+            write=True, responses={"200": answer("Reservation", "the reservation, heartbeat_due renewed"),
+                                   **error_responses(404, 409), **WRITE_ERRORS})},
         "/reservations/{id}/extend": {"parameters": [rid], "post": op(
-            "extend", "Extend a reservation's lease", "reservations", write=True, requestBody=body_ref("Extend"),
+            "extend", "Extend a reservation's lease (and renew or change its heartbeat)", "reservations",
+            write=True, requestBody=body_ref("Extend"),
             responses={"200": answer("Reservation", "extended"), **error_responses(404, 409), **WRITE_ERRORS})},
     }
     schemas = {
@@ -319,9 +354,15 @@ def _openapi():
             "job_id": {"type": "string", "nullable": True}, "count": {"type": "integer"},
             "hostnames": {"type": "array", "items": {"type": "string"}, "nullable": True},
             "state": {"type": "string", "enum": list(RESERVATION_STATES)},
-            "expires": {"type": "string", "nullable": True},
+            "expires": {"type": "string", "nullable": True, "description": "when the lease ends"},
             "where": {"type": "object", "additionalProperties": True, "nullable": True},
             "lease_seconds": {"type": "integer", "nullable": True}, "reason": {"type": "string", "nullable": True},
+            "heartbeat_seconds": {"type": "integer", "nullable": True,
+                                  "description": "the heartbeat period, when heartbeats are expected"},
+            "heartbeat_due": {"type": "string", "nullable": True,
+                              "description": "the next heartbeat is due by then, or the reservation expires"},
+            "priority": {"type": "integer", "minimum": 0, "maximum": 100},
+            "end_reason": {"type": "string", "nullable": True, "description": "why it ended (who, or what ran out)"},
             "user": {"type": "string", "nullable": True}, "_created": {"type": "string"},
             "_updated": {"type": "string"},
             "position": {"type": "integer", "description": "place in line (1: next), only while queued"},
@@ -330,8 +371,11 @@ def _openapi():
             "granted_at": {"type": "string", "nullable": True}, "ended": {"type": "string", "nullable": True},
             "_links": {"type": "object", "properties": {"self": {"type": "object", "properties": {
                 "href": {"type": "string"}}}}}}},
-        "ReservationList": {"type": "object", "properties": {"_items": {"type": "array", "items": {
-            "$ref": "#/components/schemas/Reservation"}}}},
+        "ReservationList": {"type": "object", "properties": {
+            "_items": {"type": "array", "items": {"$ref": "#/components/schemas/Reservation"}},
+            "_meta": {"type": "object", "properties": {"page": {"type": "integer"}, "max_results": {"type": "integer"},
+                                                       "total": {"type": "integer"}}},
+            "_links": {"type": "object", "description": "next: the next page, when there is one"}}},
         "DryRun": {"type": "object", "properties": {
             "would_reserve": {"type": "array", "items": {"type": "string"}}, "matching": {"type": "integer"},
             "idle": {"type": "integer"}, "available": {"type": "integer"},
@@ -340,12 +384,14 @@ def _openapi():
         "Released": {"type": "object", "properties": {
             "released": {"type": "array", "items": {"type": "string"}},
             "reservations": {"type": "array", "items": {"type": "string"}},
-            "state": {"type": "string", "enum": ["cancelled", "timed_out"],
-                      "description": "only when the reservation was queued (or was cancelled or timed out)"}}},
+            "state": {"type": "string", "enum": list(RESERVATION_STATES),
+                      "description": "the reservation's state afterwards (by id only)"}}},
         "Sweep": {"type": "object", "properties": {
             "expired": {"type": "integer"}, "repaired": {"type": "integer"},
             "released": {"type": "array", "items": {"type": "string"}},
             "pxe_failed": {"type": "integer", "description": "machines in pxe over RM_PXE_TIMEOUT, now pxe_failed"},
+            "leases_given": {"type": "integer",
+                             "description": "active reservations stored without a lease, given the default one"},
             "queue": {"type": "object", "description": "only when its granting pass did something", "properties": {
                 "granted": {"type": "array", "items": {"type": "string"}},
                 "timed_out": {"type": "array", "items": {"type": "string"}}}}}},
@@ -355,8 +401,11 @@ def _openapi():
 
 
 def init_app(app):
-    """Register the reservation routes, and the queue's triggers on machine writes."""
+    """Register the reservation routes, their indexes, and the queue's triggers on machine writes."""
     register(app, *_openapi())
+    indexes = app.extensions["rm_indexes"]
+    for field in ("state", "job_id", "owner"):  # listings, the line, ending by job, the upkeep's scan
+        indexes.add(RESERVATIONS, [(field, 1)], name=f"{field}_1")
     app.on_inserted_machines += _machines_changed
     app.on_updated_machines += _machines_changed
     app.on_replaced_machines += _machines_changed

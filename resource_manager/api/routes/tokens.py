@@ -17,7 +17,7 @@ import logging
 from flask import Blueprint, current_app, jsonify, request
 
 from ...core import tokens as records
-from ...core.history import utcnow
+from ...core.clock import utcnow
 from ...schema import ROLES
 from ..auth import require_role
 from ..bodies import validate
