@@ -7,10 +7,12 @@ import random
 import pymongo
 import pytest
 
+from resource_manager.core import counts
+
 from .deployed import Gunicorn
 
 COLLECTIONS = ("machines", "reservations", "reservation_ends", "machine_claims", "address_claims",
-               "address_pools", "allocations", "public_addresses", "private_addresses", "history", "locks")
+               "address_pools", "allocations", "public_addresses", "private_addresses", "history", "locks", "counts")
 
 
 class Cluster:
@@ -57,6 +59,7 @@ def emptied(shared):
     _cluster, db = shared
     for name in COLLECTIONS:
         db[name].delete_many({})
+    counts.recount(db)  # zero, and kept from here on
     return shared
 
 

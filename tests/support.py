@@ -13,6 +13,7 @@ from werkzeug.serving import make_server
 
 from resource_manager.api import auth, openapi
 from resource_manager.app import create_app
+from resource_manager.core import counts
 
 PASSWORDS = {"admin": "admin-pw-1", "operator": "operator-pw-1", "reader": "reader-pw-1"}
 ADMIN = ("admin", PASSWORDS["admin"])
@@ -163,9 +164,10 @@ def seeded_server(mongo_uri, users_file, name, seeds, auth, **overrides):
 
 
 def empty_database(db):
-    """Delete every document of every collection of `db`, keeping the collections and their indexes."""
+    """Delete every document of every collection of `db` (indexes kept); the kept counts start at zero."""
     for name in db.list_collection_names():
         db[name].delete_many({})
+    counts.recount(db)
 
 
 def run_together(n, target, timeout=120):
@@ -189,7 +191,11 @@ def run_together(n, target, timeout=120):
 SEED_TAGS = {"memory": 17179869184, "cpucores": 8, "arch": "x86_64"}
 
 def seed_machines(db, count, prefix="m"):
-    """Insert `count` machines as Eve stores them (with _created, _updated, _etag); return hostnames."""
+    """Insert `count` machines as Eve stores them (with _created, _updated, _etag), then recount; return hostnames.
+
+    Inserted around the API, as an operator's migration would: the kept counts (core/counts.py) are
+    recounted afterwards, as `rm-sweep` does.
+    """
     import datetime
     import uuid
 
@@ -199,4 +205,5 @@ def seed_machines(db, count, prefix="m"):
              "_created": now, "_updated": now, "_etag": uuid.uuid4().hex} for i, h in enumerate(hostnames)]
     for start in range(0, count, 1000):
         db.machines.insert_many(docs[start:start + 1000], ordered=False)
+    counts.recount(db)
     return hostnames

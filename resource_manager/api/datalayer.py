@@ -4,9 +4,12 @@
   then really are compare-and-set, so of two writers holding one If-Match, one gets 412.
 - A DELETE removes the version it checked (`{_id, _etag}`), or answers 412: Eve deletes by
   `_id` alone, so a delete racing a reservation could remove a machine just handed out.
-- A bulk POST stores all of its documents or none: Eve's ordered insert keeps the documents
-  before a duplicate. On FerretDB the insert and its undo hold the write lock, so nobody
+- A bulk POST stores all of its documents or none, and is not queried first: the unique index
+  answers. When it refuses some, the others are taken out again and the answer is 422 naming each
+  taken value in `_issues`. On FerretDB the insert and its undo hold the write lock, so nobody
   writes those documents in between; on MongoDB the undo spares a document changed meanwhile.
+- Every write of a machine is counted in the same step (core/counts.py): machines by state and
+  the first names in order, which answer listings' totals and the dashboard without a count.
 - Writes use the write concern of MONGO_URI (`w=majority` on a replica set); Eve would force w=1.
 - A write that hits a unique index answers 409 naming the taken value, on MongoDB and on the
   embedded database (SQLite or PostgreSQL) alike: an insert (E11000 everywhere), and a PATCH or PUT
@@ -28,8 +31,10 @@ import pymongo.errors
 from eve.io.mongo import Mongo as EveMongo
 from eve.utils import config
 from flask import abort, g
-from werkzeug.exceptions import Conflict
+from werkzeug.exceptions import Conflict, UnprocessableEntity
 
+from ..core import counts
+from ..core.store import MACHINES
 from ..schema import NAME_FIELDS
 from .db import engine
 
@@ -52,6 +57,15 @@ class DuplicateName(Conflict):
         key = ", ".join(f"{k} '{v}'" for k, v in key_value.items())
         super().__init__(description=f"duplicate {key}: it exists already" if key
                          else "duplicate value of a unique field (hostname or address): it exists already")
+
+
+class BulkRefused(UnprocessableEntity):
+    """A bulk POST whose names the unique index refused: Eve's 422 with `_items`, each taken value named."""
+
+    def __init__(self, items):
+        failures = sum(item["_status"] == "ERR" for item in items)
+        super().__init__(description=f"Insertion failure: {failures} document(s) contain(s) error(s)")
+        self.items = items
 
 
 def is_duplicate(error):
@@ -107,40 +121,65 @@ class Mongo(EveMongo):
     def insert(self, resource, doc_or_docs):
         """Insert one document or a list of them, all or nothing; return their _ids.
 
-        A unique index refusing a document answers 409 naming the taken value. The index
-        decides, atomically, on every engine; single documents are not checked before (see
-        validation.py), so a duplicate POST costs one insert, not a query and an insert.
+        The unique index decides, atomically, on every engine; nothing is queried first (see
+        validation.py). One document it refuses answers 409 naming the taken value; a bulk
+        insert is unordered, so that the index names every taken value (422, BulkRefused), and
+        what went in is taken out again. Machines are counted in the same hold (counts.py).
         """
         docs = [doc_or_docs] if isinstance(doc_or_docs, dict) else list(doc_or_docs)
         coll = self.get_collection_with_write_concern(self.datasource(resource)[0], resource)
-        with coll.locked() if len(docs) > 1 else contextlib.nullcontext():
+        machines = self.datasource(resource)[0] == MACHINES
+        with coll.locked() if len(docs) > 1 or machines else contextlib.nullcontext():
             try:
-                return coll.insert_many(docs, ordered=True).inserted_ids
+                ids = coll.insert_many(docs, ordered=len(docs) == 1).inserted_ids
             except pymongo.errors.BulkWriteError as e:
-                # Ordered: exactly the first nInserted went in (pymongo gave each its _id).
-                done = docs[:e.details.get("nInserted", 0)]
-                for doc in done:
-                    coll.delete_one({"_id": doc["_id"], "_etag": doc.get("_etag")})
-                duplicates = [err for err in e.details.get("writeErrors") or [] if err.get("code") == 11000]
-                if not duplicates:
-                    raise
-                # MongoDB names the key (keyValue); FerretDB does not, but the document does.
-                key_value = duplicates[0].get("keyValue")
-                field, document = NAME_FIELDS.get(resource), docs[duplicates[0].get("index", 0)]
-                if not key_value and field in document:
-                    key_value = {field: document[field]}
-                raise DuplicateName(pymongo.errors.DuplicateKeyError(
-                    duplicates[0].get("errmsg", ""), 11000, duplicates[0]), key_value) from e
+                self._refuse(resource, coll, docs, e)
+            if machines:
+                counts.machines_written(self._atomic_db(resource), [], docs)
+            return ids
+
+    @staticmethod
+    def _refuse(resource, coll, docs, error):
+        """Take out what a refused insert stored, then raise the answer naming every taken value."""
+        errors = error.details.get("writeErrors") or []
+        refused = {err.get("index") for err in errors}
+        for i, doc in enumerate(docs):  # pymongo gave each its _id
+            if i not in refused:
+                coll.delete_one({"_id": doc["_id"], "_etag": doc.get("_etag")})
+        duplicates = [err for err in errors if err.get("code") == 11000]
+        if not duplicates or len(duplicates) != len(errors):
+            raise error
+        field = NAME_FIELDS.get(resource)
+        if len(docs) == 1:
+            # MongoDB names the key (keyValue); FerretDB does not, but the document does.
+            key_value = duplicates[0].get("keyValue") or ({field: docs[0][field]} if field in docs[0] else None)
+            raise DuplicateName(pymongo.errors.DuplicateKeyError(
+                duplicates[0].get("errmsg", ""), 11000, duplicates[0]), key_value) from error
+        items = [{"_status": "OK"} for _ in docs]
+        for err in duplicates:
+            index = err.get("index", 0)
+            key, value = next(iter((err.get("keyValue") or {field: docs[index].get(field)}).items()))
+            twice = any(doc.get(key) == value for doc in docs[:index])
+            items[index] = {"_status": "ERR", "_issues": {
+                key: f"value '{value}' is not unique" + (" (twice in this request)" if twice else "")}}
+        raise BulkRefused(items) from error
 
     def remove(self, resource, lookup):
         """Delete the item Eve checked, only in the version it checked (412 otherwise)."""
-        original = g.pop("rm_deleting", None)
-        if original is None or original[0] != resource:
-            return super().remove(resource, lookup)
-        _resource, _id, etag = original
+        deleting = g.pop("rm_deleting", None)
+        machines = self.datasource(resource)[0] == MACHINES
+        if deleting is None or deleting[0] != resource:
+            result = super().remove(resource, lookup)
+            if machines:  # not one version we know: what it removed is not counted
+                counts.forget_machines(self._atomic_db(resource))
+            return result
+        original = deleting[1]
         coll = self.get_collection_with_write_concern(self.datasource(resource)[0], resource)
-        if coll.delete_one({"_id": _id, "_etag": etag}).deleted_count != 1:
-            abort(412, description="Client and server etags don't match")
+        with coll.locked() if machines else contextlib.nullcontext():
+            if coll.delete_one({"_id": original.get("_id"), "_etag": original.get("_etag")}).deleted_count != 1:
+                abort(412, description="Client and server etags don't match")
+            if machines:
+                counts.machine_written(self._atomic_db(resource), original, None)
         return None
 
     def find(self, resource, req, sub_resource_lookup, perform_count=True):
@@ -171,6 +210,9 @@ class Mongo(EveMongo):
         if not more and (documents or req.page == 1):
             return documents, skip + len(documents)
         least = skip + len(documents) + more if documents else 0  # what this page proves exists
+        kept = self._kept_total(resource, req, sub_resource_lookup)
+        if kept is not None and kept >= least:
+            return documents, kept
         key = (resource, req.where or "", json.dumps(sub_resource_lookup, sort_keys=True, default=str))
         fresh_for = float(self.app.config.get("COUNT_CACHE_SECONDS", 10))
         now = time.monotonic()
@@ -193,6 +235,24 @@ class Mongo(EveMongo):
             self._counts[key] = (count, now, now)
         return documents, count
 
+    def _kept_total(self, resource, req, sub_resource_lookup):
+        # Machines, all or of one state: the count kept beside the data (counts.py), not a count.
+        if self.datasource(resource)[0] != MACHINES or sub_resource_lookup:
+            return None
+        try:
+            where = json.loads(req.where) if req.where else {}
+        except ValueError:
+            return None
+        if not isinstance(where, dict) or set(where) - {"state"} or not isinstance(where.get("state", ""), str):
+            return None
+        try:
+            kept = counts.machine_counts(self._atomic_db(resource))
+        except pymongo.errors.PyMongoError:
+            return None
+        if kept is None:
+            return None
+        return kept["states"].get(where["state"]) if "state" in where else kept["total"]
+
     def _shared_count(self, key, fresh_for, least):
         # A count another worker made recently (one read by _id), so that N workers count once.
         try:
@@ -213,10 +273,24 @@ class Mongo(EveMongo):
             pass  # only a cache: the next listing counts again
 
     def update(self, resource, id_, updates, original):
-        return self._done_unless_changed(super().update, resource, id_, updates, original)
+        return self._counted(super().update, resource, id_, updates, original, dict(original, **updates))
 
     def replace(self, resource, id_, document, original):
-        return self._done_unless_changed(super().replace, resource, id_, document, original)
+        return self._counted(super().replace, resource, id_, document, original, dict(document, _id=id_))
+
+    def _counted(self, write, resource, id_, new, original, after):
+        """Make the write; for a machine, count its change in the same hold of the write lock."""
+        if self.datasource(resource)[0] != MACHINES:
+            return self._done_unless_changed(write, resource, id_, new, original)
+        db = self._atomic_db(resource)
+        with counts.held(db):
+            # Eve writes the version it read ({_id, _etag}); a document stored without an _etag is
+            # matched by _id alone, so what it was is read here, in the hold.
+            before = original if config.ETAG in original else db[MACHINES].find_one({"_id": id_}, counts.FIELDS)
+            result = self._done_unless_changed(write, resource, id_, new, original)
+            if before is not None:
+                counts.machine_written(db, before, after)
+        return result
 
     def _done_unless_changed(self, write, resource, id_, new, original):
         try:
@@ -242,9 +316,12 @@ class Mongo(EveMongo):
         return current is not None and current.get(config.ETAG) == etag
 
     def get_collection_with_write_concern(self, datasource, resource):
-        return _Collection(engine(self.app).wrap(self.pymongo(resource).db)[datasource])
+        return _Collection(self._atomic_db(resource)[datasource])
+
+    def _atomic_db(self, resource):
+        return engine(self.app).wrap(self.pymongo(resource).db)
 
 
 def _remember_deleted(resource, original):
     # Eve passes the checked original to hooks, but only the lookup to remove().
-    g.rm_deleting = (resource, original.get("_id"), original.get("_etag"))
+    g.rm_deleting = (resource, original)

@@ -21,15 +21,18 @@ WRITE_METHODS = ("POST", "PUT", "PATCH")
 QUERY_ARGS = {"where", "sort", "projection"}
 
 
-def error_response(code, message, issues=None, headers=None, details=None):
+def error_response(code, message, issues=None, headers=None, details=None, items=None):
     """Return a JSON response in Eve's error shape, with this request's id in `_error.request_id`.
 
-    `details`: more fields of `_error` (e.g. the reservation an Idempotency-Key made).
+    `details`: more fields of `_error` (e.g. the reservation an Idempotency-Key made); `items`: a
+    bulk write's answer per document, as Eve's `_items`.
     """
     body = {"_status": "ERR", "_error": {"code": code, "message": message, **(details or {}),
                                          "request_id": request_id()}}
     if issues:
         body["_issues"] = issues
+    if items is not None:
+        body["_items"] = items
     response = jsonify(body)
     response.status_code = code
     for name, value in (headers or {}).items():
@@ -52,7 +55,8 @@ def _http_error(error):
         for name in ("WWW-Authenticate", "Retry-After"):
             if name in error.response.headers:
                 headers[name] = error.response.headers[name]
-    return error_response(error.code, error.description or error.name, headers=headers)
+    return error_response(error.code, error.description or error.name, headers=headers,
+                          items=getattr(error, "items", None))
 
 
 def _refused(error):
@@ -273,17 +277,10 @@ def complete_error_body(response):
     return response
 
 
-def _database_failed_midway(response):
-    # Set where a database failure was swallowed and reported as something else (validation.py).
-    error = g.pop("rm_database_error", None)
-    return _database_unavailable(error) if error is not None else response
-
-
 def init_app(app):
     """Register the JSON error handlers and the body check."""
     app.before_request(check_body)
     app.after_request(complete_error_body)
-    app.after_request(_database_failed_midway)
     app.register_error_handler(HTTPException, _http_error)
     for code in app.config.get("STANDARD_ERRORS", []):
         app.register_error_handler(code, _http_error)

@@ -15,8 +15,13 @@ QUEUE_TICK_SECONDS while anyone waits, else every IDLE_TICK):
 Every process does this side by side: each step is a conditional write, so a reservation ends
 once, and granting passes take turns through their database mutex. `kick()` runs a pass at once,
 after anything frees or adds machines, before that request answers.
+
+At its first tick it also makes sure the counts kept beside the data exist (core/counts.py): if a
+counter is missing or not exact (a database from before them, or written around the API), one
+process (a database mutex) recounts, in a thread of its own, while the others go on counting.
 """
 
+import datetime
 import logging
 import threading
 import time
@@ -24,7 +29,7 @@ import time
 import pymongo.errors
 from flask import current_app
 
-from ..core import ending, queue
+from ..core import counts, ending, mutex, queue
 from .db import core
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TICK = 0.25
 IDLE_TICK = 1.0
 KICK_WAIT = 2.0  # s a kick waits for another granter to finish, so that its pass sees what we freed
+RECOUNT_STALE = datetime.timedelta(minutes=30)  # a recount's mutex left by a dead process
 
 
 class Upkeep:
@@ -44,6 +50,7 @@ class Upkeep:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.ticks = 0  # passes run, for tests that wait for one (no sleeping on a guess)
+        self.counted = None  # the thread that makes sure the counts exist, once started
 
     def start(self):
         """Start the ticker if it is not running (idempotent, thread-safe)."""
@@ -71,12 +78,32 @@ class Upkeep:
 
     def run_once(self, here):
         """One tick: end what ran out, then serve the line; return whether anyone waits."""
+        if self.counted is None:
+            self.counted = threading.Thread(target=self.ensure_counts, args=(here,), name="rm-recount", daemon=True)
+            self.counted.start()
         ending.expire_due(here)
         busy = queue.anyone_waiting(here)
         if busy:
             queue.serve(here)
         self.ticks += 1
         return busy
+
+    def ensure_counts(self, here):
+        """Recount if a kept counter is missing or not exact (one process at a time); return whether we did."""
+        try:
+            if not counts.needs_recount(here.db) or not mutex.try_take(here, "recount", RECOUNT_STALE):
+                return False
+            try:
+                log.info("counts: recounting machines and pools (kept counters missing or not exact)")
+                counts.recount(here.db)
+            finally:
+                mutex.give_back(here, "recount")
+            return True
+        except pymongo.errors.InvalidOperation:
+            return False  # the app's client was closed
+        except pymongo.errors.PyMongoError as e:
+            log.warning("counts: recount failed (readers count meanwhile; the sweep recounts): %s", e)
+            return False
 
     def _run(self):
         try:

@@ -13,7 +13,7 @@ import ipaddress
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from . import history, pending, pool_hints
+from . import counts, history, pending, pool_hints
 from .claims import address_claim_id, claim_address, drop_address_claim, stamp
 from .constraints import fingerprint
 from .context import Actor
@@ -44,7 +44,9 @@ def utilisation(db, pool):
     """Return {"size", "allocated", "free"} of a pool (excluded addresses count in none)."""
     network, excluded = pool_ranges(pool)
     total = size(network, excluded)
-    allocated = count_usable(taken_numbers(db, pool["kind"], network), excluded)
+    allocated = counts.pool_allocated(db, pool)
+    if allocated is None:
+        allocated = count_usable(taken_numbers(db, pool["kind"], network), excluded)
     return {"size": total, "allocated": allocated, "free": total - allocated}
 
 

@@ -12,11 +12,11 @@ atomic.py) with a fresh `_etag`, so a client holding the old version gets 412, t
 
 from pymongo.errors import DuplicateKeyError
 
-from . import history
+from . import counts, history
 from .clock import whole_seconds
 from .context import NOBODY
 from .etag import etag
-from .store import ADDRESS_CLAIMS, MACHINE_CLAIMS, MACHINES
+from .store import MACHINE_CLAIMS, MACHINES
 
 MACHINE_FREED = {"state": "idle", "owner": None, "job_id": None, "reservation": None}
 
@@ -60,8 +60,8 @@ def address_claim_id(kind, address):
 def claim_address(core, kind, address, holder, doc_id, key):
     """Insert the address's claim; return whether we won it."""
     try:
-        core.db[ADDRESS_CLAIMS].insert_one({"_id": address_claim_id(kind, address), "kind": kind, "ipkey": key,
-                                            "holder": holder, "doc": doc_id, "at": core.now()})
+        counts.insert_address_claim(core.db, {"_id": address_claim_id(kind, address), "kind": kind, "ipkey": key,
+                                              "holder": holder, "doc": doc_id, "at": core.now()})
         return True
     except DuplicateKeyError:
         return False
@@ -69,7 +69,7 @@ def claim_address(core, kind, address, holder, doc_id, key):
 
 def drop_address_claim(core, kind, address, **match):
     """Delete the address's claim, only if it still matches (`doc=` or `holder=`)."""
-    core.db[ADDRESS_CLAIMS].delete_one({"_id": address_claim_id(kind, address), **match})
+    counts.delete_address_claim(core.db, {"_id": address_claim_id(kind, address), **match})
 
 
 def stamp(before, fields, now):
@@ -83,8 +83,7 @@ def stamp(before, fields, now):
 def set_machine(core, machine, fields, match, action, actor=NOBODY):
     """Change `machine` (as read) by `fields` if it still matches `match`; record it; return whether it did."""
     now = core.now()
-    result = core.db[MACHINES].update_one(dict(match, _id=machine["_id"]), {"$set": stamp(machine, fields, now)})
-    if result.matched_count != 1:
+    if not counts.update_machine(core.db, dict(match, _id=machine["_id"]), stamp(machine, fields, now)):
         return False
     after = dict(machine, **fields)
     history.record(core.db, MACHINES, after, action, history.diff(machine, after), actor, at=now)

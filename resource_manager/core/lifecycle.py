@@ -18,7 +18,7 @@ import datetime
 
 from bson import ObjectId
 
-from . import history
+from . import counts, history
 from .claims import stamp
 from .clock import aware
 from .context import NOBODY
@@ -69,9 +69,8 @@ def _entered_pxe(db, machine):
 
 def _mark_failed(db, machine, started, timeout, actor, now):
     fields = {"state": "pxe_failed"}
-    result = db.machines.update_one({"_id": machine["_id"], "state": "pxe", "_etag": machine.get("_etag")},
-                                    {"$set": stamp(machine, fields, now)})
-    if result.matched_count != 1:
+    if not counts.update_machine(db, {"_id": machine["_id"], "state": "pxe", "_etag": machine.get("_etag")},
+                                 stamp(machine, fields, now)):
         return False  # changed since we read it: judged again at the next sweep
     minutes = (now - started).total_seconds() / 60
     reason = (f"in pxe since {started.strftime('%Y-%m-%dT%H:%M:%SZ')} ({minutes:.0f} min), "

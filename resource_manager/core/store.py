@@ -9,3 +9,4 @@ ALLOCATIONS = "allocations"
 POOLS = "address_pools"
 HISTORY = "history"
 LOCKS = "locks"
+COUNTS = "counts"  # counters kept beside the data (counts.py): machines by state, pools' allocated addresses

@@ -1,5 +1,7 @@
 """The sweep: reclaim expired leases, fail machines stuck in pxe, repair what crashed requests left behind.
 
+Last, it recounts the counters kept beside the data (counts.py) and corrects any drift.
+
 Run it from cron or supervisord with `rm-sweep` (or POST /reservations/sweep). A machine in `pxe`
 for longer than the policy's pxe_timeout becomes `pxe_failed` (lifecycle.py). Repairs wait for a
 grace period (the policy's grace_seconds, default 120 s): a request still working is never
@@ -11,7 +13,7 @@ out (api/upkeep.py); the sweep is the backstop.
 import datetime
 
 from . import addresses as address_allocation
-from . import mutex, pending, queue
+from . import counts, mutex, pending, queue
 from .claims import drop_machine_claim, rekey_legacy_claims, return_machine
 from .context import NOBODY, Actor
 from .ending import complete_ending, end, expire_due, give_default_leases
@@ -40,6 +42,7 @@ def sweep(core, grace=None, actor=NOBODY):
         repaired, freed = _repair_reservations(core, cutoff)
         repaired += address_allocation.repair(core, cutoff)
         pxe_failed = fail_stuck_pxe(core, core.policy.pxe_timeout, actor)
+        repaired += len(counts.recount(core.db) or [])  # last: after every repair above
         result = {"expired": expired, "repaired": repaired, "released": sorted(set(released + freed)),
                   "pxe_failed": len(pxe_failed), "leases_given": leases_given}
     finally:

@@ -8,6 +8,11 @@ default); older ones are still served, at once, while one background pass renews
 may be that old plus one pass (a few seconds at 10,000 machines on the embedded engine). The
 page says how old. The rows themselves are always read fresh, by `_id`: a machine's state,
 owner and job in the table are current even while its position and the counts are not.
+
+Most of that pass is never needed: the counts by state (with no filter but the state card) and
+the first names in hostname order are kept beside the data (core/counts.py), current, and read
+by `_id`. So the default view's first pages (no filter, by hostname) and every card count cost a
+few reads on a first load too; other filters, sorts and later pages use the cache above.
 """
 
 import json
@@ -22,6 +27,7 @@ import pymongo
 from flask import current_app
 
 from ..api.db import collection_name, database
+from ..core import counts as kept_counts
 from ..core.jsontext import loads_strict
 from ..schema import MACHINE_STATES, canonical_hostname
 
@@ -234,11 +240,19 @@ def overview(query, max_age=0):
     `age`: how many seconds old the counts and the table's order are (0 when read now). With
     max_age 0, two queries side by side: one aggregation for the state cards (machines matching
     every filter but the state one, hence the table's total) and one sorted page. Otherwise both
-    come from the cache (see the module's docstring) and the page's rows are read by `_id`.
+    come from the cache (see the module's docstring) and the page's rows are read by `_id`. Kept
+    counts (core/counts.py), when the filter allows, stand for the aggregation, and the kept head
+    for the order of the default view's first pages.
     """
     collection = machines()
+    kept = kept_counts.machine_counts(database()) if not query.filter(with_state=False) else None
+    if kept is not None:
+        total = kept["states"][query.state] if query.state else kept["total"]
+        rows = _head_rows(collection, query, total)
+        if rows is not None:
+            return kept["states"], total, rows, max(1, math.ceil(total / query.per_page)), 0.0
     if max_age <= 0:
-        counts_future = _pool().submit(_state_counts, collection, query)
+        counts_future = _pool().submit(lambda: kept["states"] if kept else _state_counts(collection, query))
         rows = _page(collection, query, query.page)
         counts = counts_future.result()
         total = counts[query.state] if query.state else sum(counts.values())
@@ -247,8 +261,8 @@ def overview(query, max_age=0):
             query.page = pages
             rows = _page(collection, query, pages)
         return counts, total, rows, pages, 0.0
-    counts_future = _pool().submit(_CACHE.get, _key(collection, "counts", query.filter(with_state=False)),
-                                 lambda: _state_counts(collection, query), max_age)
+    counts_future = _pool().submit(lambda: (kept["states"], 0.0) if kept else _CACHE.get(
+        _key(collection, "counts", query.filter(with_state=False)), lambda: _state_counts(collection, query), max_age))
     order, order_age = _CACHE.get(_key(collection, "order", query.filter(), query.sort_spec()),
                                   lambda: _order(collection, query), max_age)
     counts, counts_age = counts_future.result()
@@ -257,6 +271,21 @@ def overview(query, max_age=0):
     query.page = min(query.page, pages)
     start = (query.page - 1) * query.per_page
     return counts, total, _rows(collection, order[start:start + query.per_page]), pages, max(order_age, counts_age)
+
+
+def _head_rows(collection, query, total):
+    """Return the page's rows from the kept head (no filter, by hostname), or None when it does not reach."""
+    if query.active() or query.sort != "hostname":
+        return None
+    found = kept_counts.machine_head(database())
+    if found is None:
+        return None
+    _total, head, upto = found
+    query.page = min(query.page, max(1, math.ceil(total / query.per_page)))
+    start = (query.page - 1) * query.per_page
+    if start + query.per_page > len(head) and not (upto is None and len(head) == total):
+        return None
+    return _rows(collection, [entry["i"] for entry in head[start:start + query.per_page]])
 
 
 def forget():

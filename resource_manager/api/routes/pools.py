@@ -1,10 +1,11 @@
 """/address-pools: define pools, see their utilisation, allocate addresses from them."""
 
+from bson import ObjectId
 from flask import Blueprint, current_app, jsonify, request
 from pymongo.errors import DuplicateKeyError
 
 from ...core import addresses as address_allocation
-from ...core import mutex, pool_hints
+from ...core import counts, mutex, pool_hints
 from ...core.clock import utcnow
 from ...core.ipranges import MAX_EXCLUDE, normalise, parse_pool
 from ...core.store import ADDRESS_CLAIMS, POOLS
@@ -79,7 +80,8 @@ def create():
     here = core()
     db = here.db
     now = utcnow()
-    pool = {"name": body["name"], "kind": body["kind"], **_stored_form(network, body), "_created": now, "_updated": now}
+    pool = {"_id": ObjectId(), "name": body["name"], "kind": body["kind"], **_stored_form(network, body),
+            "_created": now, "_updated": now}
     try:
         # One pool definition of a kind at a time, so that the overlap check still holds at the insert.
         with mutex.holding(here, f"pools/{body['kind']}"):
@@ -89,7 +91,7 @@ def create():
             other = _overlapping(db, body["kind"], network)
             if other:
                 return error_response(409, f"{network} overlaps pool {other}")
-            db[POOLS].insert_one(pool)
+            counts.add_pool(db, pool)  # and counts its claimed addresses
     except DuplicateKeyError:
         return error_response(409, f"pool {body['name']} exists")
     except mutex.Busy:
@@ -122,6 +124,7 @@ def delete(name):
         return error_response(404, f"no pool {name}")
     database()[POOLS].delete_one({"_id": pool["_id"]})
     pool_hints.forget(database(), pool)
+    counts.forget_pool(database(), pool)
     return "", 204
 
 
