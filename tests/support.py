@@ -190,11 +190,11 @@ def run_together(n, target, timeout=120):
 
 SEED_TAGS = {"memory": 17179869184, "cpucores": 8, "arch": "x86_64"}
 
-def seed_machines(db, count, prefix="m"):
+def seed_machines(db, count, prefix="m", recount=True):
     """Insert `count` machines as Eve stores them (with _created, _updated, _etag), then recount; return hostnames.
 
     Inserted around the API, as an operator's migration would: the kept counts (core/counts.py) are
-    recounted afterwards, as `rm-sweep` does.
+    recounted afterwards, as `rm-sweep` does (unless `recount` is false).
     """
     import datetime
     import uuid
@@ -205,5 +205,6 @@ def seed_machines(db, count, prefix="m"):
              "_created": now, "_updated": now, "_etag": uuid.uuid4().hex} for i, h in enumerate(hostnames)]
     for start in range(0, count, 1000):
         db.machines.insert_many(docs[start:start + 1000], ordered=False)
-    counts.recount(db)
+    if recount:
+        counts.recount(db)
     return hostnames

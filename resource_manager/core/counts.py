@@ -284,15 +284,17 @@ def _numbers(doc, key):
 
 
 def _differences(kept, true):
-    """Return [(key, field, kept, counted)] for every counter that differs (a missing counter counts as 0)."""
+    """Return [(key, field, kept, counted)] for every counter of `kept` that differs from `true`."""
     found = []
     for key, counted in true.items():
-        have = _numbers(kept.get(key) or {}, key)
+        if key not in kept:
+            continue
+        have = _numbers(kept[key], key)
         want = _numbers(counted, key)
         for field in sorted(set(have) | set(want)):
             if have.get(field, 0) != want.get(field, 0):
                 found.append((key, field, have.get(field, 0), want.get(field, 0)))
-        if key == MACHINES_KEY and kept.get(key) is not None and not _same_head(kept[key], counted):
+        if key == MACHINES_KEY and not _same_head(kept[key], counted):
             found.append((key, "head", _head_text(kept[key]), _head_text(counted)))
     return found
 
@@ -359,7 +361,9 @@ def _correct(db, kept, true):
         have, want = _numbers(doc, key), _numbers(counted, key)
         inc = {f: want.get(f, 0) - have.get(f, 0) for f in set(have) | set(want)}
         inc = {f: n for f, n in inc.items() if n}
-        head = key == MACHINES_KEY and not _same_head(doc, counted)
+        # A head that is only shorter is no drift, but is refilled here all the same.
+        head = key == MACHINES_KEY and ((doc.get("head") or []), doc.get("upto", "")) != (counted["head"],
+                                                                                           counted["upto"])
         if not inc and doc.get("exact") and not head:
             continue
         update = {"$inc": dict(inc, rc=1, seq=1), "$set": {"exact": True}}

@@ -148,13 +148,40 @@ def count_usable(numbers, excluded):
     return count
 
 
+class Runs:
+    """A sorted set of integers kept as sorted, disjoint (first, last) runs; iterating yields the integers."""
+
+    def __init__(self, runs):
+        self.runs = runs
+
+    def __iter__(self):
+        for first, last in self.runs:
+            yield from range(first, last + 1)
+
+    def __len__(self):
+        return sum(last - first + 1 for first, last in self.runs)
+
+
+def runs_of(numbers):
+    """Return the (first, last) runs of sorted integers, in one pass."""
+    if isinstance(numbers, Runs):
+        return list(numbers.runs)
+    runs = []
+    for n in numbers:
+        if runs and n <= runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], max(n, runs[-1][1]))
+        else:
+            runs.append((n, n))
+    return runs
+
+
 def free_addresses(network, excluded, taken):
     """Yield the pool's free addresses, lowest first, skipping exclusions and `taken`.
 
-    `taken` is a sorted list of integers. Cost is O(len(taken) + len(excluded))
-    plus the addresses yielded: a crowded /16 is never walked one by one.
+    `taken` is a sorted list of integers, or Runs. Cost is O(len(taken) + len(excluded))
+    (O(runs) for Runs) plus the addresses yielded: a crowded /16 is never walked one by one.
     """
-    blocked = merge(list(excluded) + [(n, n) for n in taken])
+    blocked = merge(list(excluded) + runs_of(taken))
     n, last = int(network.network_address), int(network.broadcast_address)
     for first, end in blocked:
         while n < first and n <= last:

@@ -10,14 +10,17 @@ which happens before any 409 and at every sweep. Exclusivity still comes
 from the claims alone.
 """
 
+import re
+
 from bson import Binary
 from pymongo.errors import DuplicateKeyError
 
-from .ipranges import from_key, key_bounds, stored_ranges
+from .ipranges import Runs, from_key, key_bounds, stored_ranges
 from .store import ADDRESS_CLAIMS, POOLS
 
 HINTS = "pool_hints"
 MAX_HINT_ADDRESSES = 1 << 18  # 32 KiB of bitmap; larger pools query the claims each time
+_SET_BYTES = re.compile(rb"\xff+|[^\x00\xff]")  # runs of full bytes, or one partly set byte
 
 
 def usable(network):
@@ -26,30 +29,52 @@ def usable(network):
 
 
 def load(db, pool, network):
-    """Return the sorted integer addresses the hint marks claimed, or None without a hint."""
+    """Return the addresses the hint marks claimed (ipranges.Runs), or None without a hint."""
+    bits = _bits(db, pool, network)
+    return None if bits is None else Runs(_runs(bits, int(network.network_address)))
+
+
+def _bits(db, pool, network):
     if not usable(network):
         return None
     doc = db[HINTS].find_one({"_id": pool["_id"]})
-    if doc is None:
-        return None
-    base, bits = int(network.network_address), bytes(doc["bits"])
-    taken = []
-    for index, byte in enumerate(bits):
-        if byte:
-            taken.extend(base + index * 8 + bit for bit in range(8) if byte >> bit & 1)
-    return taken
+    return None if doc is None else bytearray(doc["bits"])
 
 
-def save(db, pool, network, taken):
-    """Store the hint of a pool as the set of integer addresses `taken`."""
-    if not usable(network):
-        return
-    base = int(network.network_address)
-    bits = bytearray((network.num_addresses + 7) // 8)
-    for n in taken:
+def _runs(bits, base):
+    # Runs of whole 0xff bytes in one step each: a crowded /16 is a few runs, not 65,536 bits.
+    runs = []
+    for found in _SET_BYTES.finditer(bits):
+        start, end = found.span()
+        if bits[start] == 0xFF:
+            _add(runs, base + start * 8, base + end * 8 - 1)
+        else:
+            byte = bits[start]
+            for bit in range(8):
+                if byte >> bit & 1:
+                    _add(runs, base + start * 8 + bit, base + start * 8 + bit)
+    return runs
+
+
+def _add(runs, first, last):
+    if runs and first <= runs[-1][1] + 1:
+        runs[-1] = (runs[-1][0], last)
+    else:
+        runs.append((first, last))
+
+
+def _set(bits, network, numbers, value):
+    base, size = int(network.network_address), network.num_addresses
+    for n in numbers:
         offset = n - base
-        if 0 <= offset < network.num_addresses:
-            bits[offset // 8] |= 1 << (offset % 8)
+        if 0 <= offset < size:
+            if value:
+                bits[offset // 8] |= 1 << (offset % 8)
+            else:
+                bits[offset // 8] &= ~(1 << (offset % 8)) & 0xFF
+
+
+def _store(db, pool, bits):
     doc = {"bits": Binary(bytes(bits))}
     try:
         db[HINTS].replace_one({"_id": pool["_id"]}, doc, upsert=True)
@@ -58,16 +83,23 @@ def save(db, pool, network, taken):
         db[HINTS].replace_one({"_id": pool["_id"]}, doc)
 
 
-def mark(db, pool, network, claimed=(), released=()):
-    """Set the bits of `claimed` and clear those of `released` in a pool's hint."""
+def save(db, pool, network, taken):
+    """Store the hint of a pool as the set of integer addresses `taken`."""
     if not usable(network):
         return
-    taken = load(db, pool, network)
-    if taken is None:
+    bits = bytearray((network.num_addresses + 7) // 8)
+    _set(bits, network, taken, True)
+    _store(db, pool, bits)
+
+
+def mark(db, pool, network, claimed=(), released=()):
+    """Set the bits of `claimed` and clear those of `released` in a pool's hint."""
+    bits = _bits(db, pool, network)
+    if bits is None:
         return  # built from the claims on next use
-    current = set(taken) | set(claimed)
-    current.difference_update(released)
-    save(db, pool, network, sorted(current))
+    _set(bits, network, claimed, True)
+    _set(bits, network, released, False)
+    _store(db, pool, bits)
 
 
 def released(db, kind, number):
