@@ -13,6 +13,8 @@ import threading
 
 import requests
 
+from resource_manager.core import counts
+
 from .cluster import cluster_fixtures, running_cluster
 from .support import ADMIN, OPERATOR, run_together
 
@@ -193,7 +195,8 @@ def test_crashed_reserver_leaves_nothing_held_after_the_sweep(cluster):
     ids = {m["hostname"]: m["_id"] for m in db.machines.find()}
     db.machine_claims.insert_many([{"_id": ids[h], "hostname": h, "holder": "crashed", "at": long_ago}
                                    for h in ("m000", "m001")])
-    db.machines.update_one({"hostname": "m000"}, {"$set": {"state": "in_use", "owner": "x", "reservation": "crashed"}})
+    # (each change as the reserver makes it, counted in the same step: core/counts.py)
+    counts.update_machine(db, {"hostname": "m000"}, {"state": "in_use", "owner": "x", "reservation": "crashed"})
     # A claim nobody holds.
     db.machine_claims.insert_one({"_id": ids["m002"], "hostname": "m002", "holder": "vanished", "at": long_ago})
     with session() as s:
@@ -203,13 +206,13 @@ def test_crashed_reserver_leaves_nothing_held_after_the_sweep(cluster):
         half = s.post(url + "/reservations", json={"count": 1}).json()
     # A release that died after its end marker, and a machine naming a reservation that never was.
     db.reservation_ends.insert_one({"_id": half["_id"], "why": "released", "user": "operator", "at": long_ago})
-    db.machines.update_one({"hostname": "m006"}, {"$set": {"state": "in_use", "owner": "y", "reservation": "ghost"}})
+    counts.update_machine(db, {"hostname": "m006"}, {"state": "in_use", "owner": "y", "reservation": "ghost"})
     # An address allocation that died after its first address.
     db.allocations.insert_one({"_id": "dead", "state": "pending", "pool": "p", "kind": "public", "owner": "x",
                                "count": 2, "addresses": [], "_created": long_ago})
     doc_id = db.public_addresses.insert_one({"address": "10.1.0.2", "owner": "x", "_created": long_ago}).inserted_id
-    db.address_claims.insert_one({"_id": "public/10.1.0.2", "kind": "public", "ipkey": "4:" + "0a010002".zfill(32),
-                                  "holder": "dead", "doc": doc_id, "at": long_ago})
+    counts.insert_address_claim(db, {"_id": "public/10.1.0.2", "kind": "public", "ipkey": "4:" + "0a010002".zfill(32),
+                                     "holder": "dead", "doc": doc_id, "at": long_ago})
     with session() as s:
         swept = s.post(url + "/reservations/sweep").json()
         assert swept == {"expired": 0, "repaired": 5, "released": ["m000", "m005", "m006"], "pxe_failed": 0,

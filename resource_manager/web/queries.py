@@ -237,7 +237,8 @@ def _key(collection, *parts):
 def overview(query, max_age=0):
     """Return ({state: count}, total, machines, pages, age) for the query; its page is clamped to the last.
 
-    `age`: how many seconds old the counts and the table's order are (0 when read now). With
+    `age`: how many seconds old the counts and the table's order are (0 when read now, None when
+    both are kept: current). With
     max_age 0, two queries side by side: one aggregation for the state cards (machines matching
     every filter but the state one, hence the table's total) and one sorted page. Otherwise both
     come from the cache (see the module's docstring) and the page's rows are read by `_id`. Kept
@@ -250,7 +251,7 @@ def overview(query, max_age=0):
         total = kept["states"][query.state] if query.state else kept["total"]
         rows = _head_rows(collection, query, total)
         if rows is not None:
-            return kept["states"], total, rows, max(1, math.ceil(total / query.per_page)), 0.0
+            return kept["states"], total, rows, max(1, math.ceil(total / query.per_page)), None
     if max_age <= 0:
         counts_future = _pool().submit(lambda: kept["states"] if kept else _state_counts(collection, query))
         rows = _page(collection, query, query.page)
