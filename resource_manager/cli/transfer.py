@@ -145,7 +145,7 @@ def cmd_import(client, args, env):
     key = client.key
     failures, seen, to_create, to_update = [], {}, [], []
     unchanged = 0
-    existing = {_canonical(doc.get(key), key): doc for doc in client.iter(page_size=1000)}
+    existing = {_canonical(doc.get(key), key): doc for doc in client.all()}  # one read, not pages
     for line, doc in read_rows(text, fmt):
         if isinstance(doc, str):
             failures.append((line, None, doc))
@@ -228,7 +228,7 @@ def cmd_export(client, args, env):
 
         where = parse_json_object(args.where, "--where")
     fmt = args.file_format or guess_format(args.file) or "json"
-    docs = [clean(doc, keep_meta=False) for doc in client.iter(where)]
+    docs = [clean(doc, keep_meta=False) for doc in client.all(where)]
     if args.file == "-":
         _write(docs, env.stdout, fmt, client.schema_fields)
     else:

@@ -231,6 +231,18 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin, TokenMixin):
         """Return the matching items as a list."""
         return list(self.iter(where, sort, fields, limit=limit))
 
+    def all(self, where=None, fields=None, path=None):
+        """Return every matching item, read in one request (our server streams it; see the README's Lists).
+
+        Paging through a large listing costs more with every page (each skips the ones before);
+        one bare GET reads the collection once. A server that pages a bare GET (Eve's default)
+        is read page by page instead.
+        """
+        body = self.call("GET", path or f"/{self.resource_type}", params=_query(where, None, fields))
+        if isinstance(body, dict) and "next" in body.get("_links", {}):
+            return self.list(where, fields=fields)
+        return body.get("_items", []) if isinstance(body, dict) else body
+
     def count(self, where=None):
         """Return how many items match `where`."""
         return self.page(1, 1, where, fields=[self.key])["_meta"]["total"]
