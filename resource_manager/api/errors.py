@@ -77,6 +77,9 @@ def database_error_kind():
 def _database_unavailable(error):
     log.warning("database unavailable: %s", error)
     note_database_error("unavailable")
+    upkeep = current_app.extensions.get("rm_upkeep")
+    if upkeep is not None:  # a write cut off here may have lost its counter: recount once the database is back
+        upkeep.database_failed()
     return error_response(503, "database unavailable, try again shortly", headers={"Retry-After": "5"})
 
 

@@ -18,7 +18,9 @@ after anything frees or adds machines, before that request answers.
 
 At its first tick it also makes sure the counts kept beside the data exist (core/counts.py): if a
 counter is missing or not exact (a database from before them, or written around the API), one
-process (a database mutex) recounts, in a thread of its own, while the others go on counting.
+process (a database mutex) recounts, in a thread of its own, while readers go on counting. And
+after the database was away (a request answered 503, or a tick failed), the first tick that
+reaches it again recounts: a write cut off between its document and its counter left drift.
 """
 
 import datetime
@@ -50,7 +52,9 @@ class Upkeep:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.ticks = 0  # passes run, for tests that wait for one (no sleeping on a guess)
-        self.counted = None  # the thread that makes sure the counts exist, once started
+        self.recount_due = "start"  # why the next tick recounts: "start" (if a counter needs it), "outage" (always)
+        self.counting = None  # the recount's thread, while it runs
+        self.counts_settled = threading.Event()  # no recount due or running (tests wait on it)
 
     def start(self):
         """Start the ticker if it is not running (idempotent, thread-safe)."""
@@ -76,31 +80,52 @@ class Upkeep:
         except pymongo.errors.PyMongoError as e:
             log.warning("queue: granting pass failed: %s", e)
 
+    def database_failed(self):
+        """Note that the database was away: a write may have lost its counter's $inc, so recount when it is back."""
+        self.counts_settled.clear()
+        self.recount_due = "outage"
+
     def run_once(self, here):
         """One tick: end what ran out, then serve the line; return whether anyone waits."""
-        if self.counted is None:
-            self.counted = threading.Thread(target=self.ensure_counts, args=(here,), name="rm-recount", daemon=True)
-            self.counted.start()
         ending.expire_due(here)
+        if self.recount_due and (self.counting is None or not self.counting.is_alive()):
+            why, self.recount_due = self.recount_due, None
+            self.counting = threading.Thread(target=self._recount, args=(here, why == "outage"), name="rm-recount",
+                                             daemon=True)
+            self.counting.start()
         busy = queue.anyone_waiting(here)
         if busy:
             queue.serve(here)
         self.ticks += 1
         return busy
 
-    def ensure_counts(self, here):
-        """Recount if a kept counter is missing or not exact (one process at a time); return whether we did."""
+    def _recount(self, here, always):
+        if self.ensure_counts(here, always):
+            if self.recount_due is None:
+                self.counts_settled.set()
+        elif self.recount_due is None:
+            self.recount_due = "outage" if always else "start"  # the next tick tries again
+
+    def ensure_counts(self, here, always=False):
+        """Recount (`always`, or if a kept counter is missing, not exact or short); return whether it is done.
+
+        One process at a time (a database mutex): when another holds it, a recount at start is left
+        to it (done), one after an outage is tried again (not done: the other may predate the outage).
+        """
         try:
-            if not counts.needs_recount(here.db) or not mutex.try_take(here, "recount", RECOUNT_STALE):
-                return False
+            if not always and not counts.needs_recount(here.db):
+                return True
+            if not mutex.try_take(here, "recount", RECOUNT_STALE):
+                return not always
             try:
-                log.info("counts: recounting machines and pools (kept counters missing or not exact)")
-                counts.recount(here.db)
+                log.info("counts: recounting machines and pools (%s)",
+                         "after the database was away" if always else "kept counters missing or not exact")
+                done = counts.recount(here.db) is not None
             finally:
                 mutex.give_back(here, "recount")
-            return True
+            return done
         except pymongo.errors.InvalidOperation:
-            return False  # the app's client was closed
+            return True  # the app's client was closed: nothing left to do
         except pymongo.errors.PyMongoError as e:
             log.warning("counts: recount failed (readers count meanwhile; the sweep recounts): %s", e)
             return False
@@ -118,6 +143,7 @@ class Upkeep:
                     return  # the app's client was closed: the app is gone
                 except pymongo.errors.PyMongoError as e:
                     log.warning("upkeep: tick failed: %s", e)
+                    self.database_failed()
                     time.sleep(IDLE_TICK)
                 except Exception:
                     log.exception("upkeep: tick failed")

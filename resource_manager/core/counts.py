@@ -39,6 +39,7 @@ Writes around the API (a raw driver) are never counted: recount after them (`rm-
 import contextlib
 import ipaddress
 import itertools
+import logging
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -47,6 +48,8 @@ from ..schema import MACHINE_STATES
 from .atomic import NO_LOCK
 from .ipranges import stored_ranges
 from .store import ADDRESS_CLAIMS, COUNTS, MACHINES, POOLS
+
+log = logging.getLogger(__name__)
 
 MACHINES_KEY = "machines"
 HEAD_SIZE = 500  # the dashboard's first pages in hostname order (10 pages of 50)
@@ -349,6 +352,8 @@ def recount(db, repair=True, only_pools=None):
             return [dict(zip(("counter", "field", "kept", "counted"), d, strict=True)) for d in differences]
         if _correct(db, kept, true):
             return [dict(zip(("counter", "field", "kept", "counted"), d, strict=True)) for d in differences]
+    log.warning("counts: not recounted, writes kept moving the counters during %d passes; the next sweep tries again",
+                ATTEMPTS)
     return None
 
 
