@@ -43,7 +43,8 @@ def assert_kept_exact(db):
     kept = counts.machine_counts(db)
     found, names = true_counts(db)
     assert kept == found
-    total, head, upto = counts.machine_head(db)
+    total = kept["total"]
+    head, upto = counts.machine_head(db)
     assert [e["h"] for e in head] == names[:len(head)]
     assert upto is None and len(head) == total or upto is not None and all(n > upto for n in names[len(head):])
     for pool in db.address_pools.find():

@@ -15,6 +15,7 @@ from .status import ExitStatus, UsageError
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 _JSONISH = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null|\[.*\]|\{.*\}", re.S)
 UPDATE_WORKERS = 8
+CREATE_WORKERS = 3  # bulk POSTs in flight: the server validates one while it stores another
 
 
 def guess_format(path, text=None):
@@ -174,7 +175,8 @@ def cmd_import(client, args, env):
             progress.advance(count - done[0])
             done[0] = count
 
-        results = client.create_many([doc for _, _, doc in to_create], args.chunk_size, on_progress=advance)
+        results = client.create_many([doc for _, _, doc in to_create], args.chunk_size, on_progress=advance,
+                                     workers=CREATE_WORKERS)
         for (line, name, _), result in zip(to_create, results, strict=True):
             if isinstance(result, Exception):
                 failures.append((line, name, _message(result)))
@@ -228,7 +230,8 @@ def cmd_export(client, args, env):
 
         where = parse_json_object(args.where, "--where")
     fmt = args.file_format or guess_format(args.file) or "json"
-    docs = [clean(doc, keep_meta=False) for doc in client.all(where)]
+    # By name: the stored order is the order of insertion, which concurrent imports do not keep.
+    docs = sorted((clean(doc, keep_meta=False) for doc in client.all(where)), key=lambda d: str(d.get(client.key)))
     if args.file == "-":
         _write(docs, env.stdout, fmt, client.schema_fields)
     else:

@@ -2,6 +2,7 @@
 
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import requests
@@ -253,16 +254,20 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin, TokenMixin):
         meta = self.call("POST", f"/{self.resource_type}", json=doc, headers=_reason_header(reason))
         return merge(doc, meta)
 
-    def create_many(self, docs, chunk_size=BULK_CHUNK, on_progress=None):
+    def create_many(self, docs, chunk_size=BULK_CHUNK, on_progress=None, workers=1):
         """Create items in bulk POSTs; return, per document, the created item or the APIError that refused it.
 
         A batch that Eve refuses as a whole (one bad document rejects all) is sent again without the bad ones.
+        `workers`: how many bulk POSTs are in flight at once (the server validates one while it stores another).
         """
-        results = []
-        for start in range(0, len(docs), chunk_size):
-            results.extend(self._post_chunk(docs[start:start + chunk_size]))
-            if on_progress:
-                on_progress(min(start + chunk_size, len(docs)))
+        chunks = [docs[start:start + chunk_size] for start in range(0, len(docs), chunk_size)]
+        results, done = [], 0
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for chunk, answers in zip(chunks, pool.map(self._post_chunk, chunks), strict=True):
+                results.extend(answers)
+                done += len(chunk)
+                if on_progress:
+                    on_progress(done)
         return results
 
     def _post_chunk(self, chunk):

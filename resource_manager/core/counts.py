@@ -3,37 +3,39 @@
 On the embedded engine (FerretDB) a count, a sort or a range read decodes every document in Go:
 seconds at 100,000 machines. So the `counts` collection keeps what the hot paths ask for:
 
-- `machines`: `total`, `states` (machines per state; a state outside the schema counts as
-  `other`) and `head`, the machines of lowest hostname (`[{h, i}]`, sorted, at most HEAD_SIZE):
-  every machine whose hostname is <= `upto` (every machine when `upto` is None, none when "").
-  They answer a listing's `_meta.total`, the dashboard's cards and its first pages.
+- `machines`: `total` and `states` (machines per state; a state outside the schema counts as
+  `other`): a listing's `_meta.total` for all machines or one state, the dashboard's cards;
+- `head`: the machines of lowest hostname (`head: [{h, i}]`, sorted, at most HEAD_SIZE): every
+  machine whose hostname is <= `upto` (every machine when `upto` is None, none when ""): the
+  dashboard's first pages. Its own document, so that a change of state rewrites a few numbers;
 - `pool:<pool _id>`: `allocated`, the pool's claimed addresses outside its exclusions.
 
-Each document also has `seq` (bumped by every change of its counts), `hseq` (by every change of
-the head), `rc` (by every recount) and `exact`. Readers use a document only when `exact`.
+Each document also has `seq` (bumped by every change of it), `rc` (by every recount) and `exact`.
+Readers use a document only when `exact`.
 
 **Kept in the same step as the change.** Every write that changes a machine's existence, state
 or hostname, or an address claim, goes through this module (`update_machine`, `machine_written`,
-`insert_address_claim`, `delete_address_claim`), which makes the write and the counter's `$inc`
+`insert_address_claim`, `delete_address_claim`), which makes the write and the counter's change
 under one hold of the database's write lock (atomic.py `locked()`). On FerretDB that lock
-serialises every conditional write and these inserts, so nobody sees or makes a change between
-the two, and a counter never loses an `$inc` (FerretDB's `$inc` is itself read-then-write). On
-MongoDB there is no lock: each write is atomic by itself and the pair is not; a crash between
-the two leaves a drift of that one change, which rm-check reports and the sweep repairs.
+serialises every conditional write and these inserts, so nobody makes a change between the two,
+and a counter never loses an `$inc` (FerretDB's `$inc` is itself read-then-write). On MongoDB
+there is no lock: each write is atomic by itself and the pair is not; a crash between the two
+leaves a drift of that one change, which rm-check reports and the sweep repairs.
 
-**Recounting** (`recount`: the sweep, rm-check, a server's start, the tests' seeding), without
-stopping writers. Under one hold of the lock it reads the counters and opens one cursor over the
-machines and one over the claims; on FerretDB over PostgreSQL (or SQLite) each cursor is one SQL
-statement, which reads one snapshot, taken then: the counts it finds are those of the counters
-read in that hold. It streams the rest without the lock, and corrects each counter by the
-difference with an `$inc` conditional on `rc` (two recounts never both apply). On MongoDB a
-cursor is no snapshot: the counters are read again after the pass, and the pass only counts
-if no `seq` moved in between (else it is tried again, and reports itself busy after 3 tries).
-The head is replaced only if no head change came in between (`hseq`), else at the next recount.
+**Recounting** (`recount`: the sweep, rm-check, a server's start and the first tick after an
+outage, the tests' seeding), without stopping writers. Under one hold of the lock it reads the
+counters and opens one cursor over the machines and one over the claims; on FerretDB over
+PostgreSQL each cursor is one SQL statement, which reads one snapshot, taken then: the counts it
+finds are those of the counters read in that hold. It streams the rest without the lock, and
+corrects each counter by the difference with an `$inc` conditional on `rc` (two recounts never
+both apply). The head is replaced only if it did not change in between (`seq`), else at the next
+recount. On MongoDB a cursor is no snapshot: the counters are read again after the pass, which
+counts only if no `seq` moved (else it is tried again, and gives up after ATTEMPTS).
 
-Crash order: a crash between a write and its `$inc` (MongoDB only) or during a recount (its
-correction is one conditional write, or none) leaves at most that one change uncounted.
-Writes around the API (a raw driver) are never counted: recount after them (`rm-sweep`).
+Crash order: a crash (or the database going away) between a write and its counter leaves that one
+change uncounted (the upkeep recounts after an outage); a crash during a recount leaves its
+correction applied whole or not at all (one conditional write per counter). Writes around the
+API (a raw driver) are never counted: recount after them (`rm-sweep`).
 """
 
 import contextlib
@@ -51,12 +53,12 @@ from .store import ADDRESS_CLAIMS, COUNTS, MACHINES, POOLS
 
 log = logging.getLogger(__name__)
 
-MACHINES_KEY = "machines"
+MACHINES_KEY, HEAD_KEY = "machines", "head"
 HEAD_SIZE = 500  # the dashboard's first pages in hostname order (10 pages of 50)
-HEAD_LOW = 200  # below this many (and more machines than that), a recount refills the head
+HEAD_LOW = 200  # below this many (and more machines than that), the upkeep refills the head at start
 FIELDS = {"hostname": 1, "state": 1}
 ATTEMPTS = 3
-WRITE_RETRIES = 100  # a head change on MongoDB retries while other writers move seq
+WRITE_RETRIES = 100  # a head change on MongoDB retries while other writers move its seq
 
 
 def held(db):
@@ -68,15 +70,6 @@ def held(db):
 def _state(doc):
     state = doc.get("state")
     return state if state in MACHINE_STATES else "other"
-
-
-def _delta(before, after):
-    inc = {}
-    for doc, sign in ((before, -1), (after, 1)):
-        if doc is not None:
-            for key in ("total", f"states.{_state(doc)}"):
-                inc[key] = inc.get(key, 0) + sign
-    return {key: n for key, n in inc.items() if n}
 
 
 # Writes: each changes a machine or a claim and its counter in one step.
@@ -93,33 +86,34 @@ def update_machine(db, query, fields):
 
 
 def machine_written(db, before, after):
-    """Count a machine's change from `before` to `after` (None: absent); call under `held(db)`."""
+    """Count a machine's change from `before` to `after` (None: absent); call under `held(db)`, after the write."""
     machines_written(db, [before] if before is not None else [], [after] if after is not None else [])
 
 
 def machines_written(db, removed, added):
     """Count machines `removed` and `added` (a change is one of each); call under `held(db)`, after the write."""
     inc = {}
-    for before, after in itertools.zip_longest(removed, added):
-        for key, n in _delta(before, after).items():
-            inc[key] = inc.get(key, 0) + n
+    for doc, sign in [(d, -1) for d in removed] + [(d, 1) for d in added]:
+        for key in ("total", f"states.{_state(doc)}"):
+            inc[key] = inc.get(key, 0) + sign
     inc = {key: n for key, n in inc.items() if n}
-    names = {d.get("hostname") for d in removed} ^ {d.get("hostname") for d in added}
-    if not names:  # no machine came, went or was renamed: the head stays
-        if inc:
-            db[COUNTS].update_one({"_id": MACHINES_KEY}, {"$inc": dict(inc, seq=1)})
-        return
-    gone = {d["_id"] for d in removed}
+    if inc:
+        db[COUNTS].update_one({"_id": MACHINES_KEY}, {"$inc": dict(inc, seq=1)})
+    if {d.get("hostname") for d in removed} ^ {d.get("hostname") for d in added}:  # came, went or renamed
+        _change_head(db, {d["_id"] for d in removed}, added)
+
+
+def _change_head(db, gone, added):
     for _attempt in range(WRITE_RETRIES):  # on FerretDB (held) the first try matches
-        doc = db[COUNTS].find_one({"_id": MACHINES_KEY}, {"seq": 1, "head": 1, "upto": 1})
+        doc = db[COUNTS].find_one({"_id": HEAD_KEY})
         if doc is None:
             return  # never counted: a recount will
         head, upto = _new_head(doc.get("head") or [], doc.get("upto", ""), gone, added)
-        result = db[COUNTS].update_one({"_id": MACHINES_KEY, "seq": doc.get("seq")},
-                                       {"$inc": dict(inc, seq=1, hseq=1), "$set": {"head": head, "upto": upto}})
+        result = db[COUNTS].update_one({"_id": HEAD_KEY, "seq": doc.get("seq")},
+                                       {"$inc": {"seq": 1}, "$set": {"head": head, "upto": upto}})
         if result.matched_count:
             return
-    db[COUNTS].update_one({"_id": MACHINES_KEY}, {"$set": {"exact": False}, "$inc": {"seq": 1}})
+    db[COUNTS].update_one({"_id": HEAD_KEY}, {"$set": {"exact": False}, "$inc": {"seq": 1}})
 
 
 def _new_head(head, upto, gone, added):
@@ -135,7 +129,8 @@ def _new_head(head, upto, gone, added):
 
 def forget_machines(db):
     """Mark the machine counts unknown (a write this module could not follow); readers count until a recount."""
-    db[COUNTS].update_one({"_id": MACHINES_KEY}, {"$set": {"exact": False}, "$inc": {"seq": 1, "hseq": 1}})
+    for key in (MACHINES_KEY, HEAD_KEY):
+        db[COUNTS].update_one({"_id": key}, {"$set": {"exact": False}, "$inc": {"seq": 1}})
 
 
 def insert_address_claim(db, claim):
@@ -204,7 +199,7 @@ def forget_pool(db, pool):
 
 def machine_counts(db):
     """Return {"total", "states": {state: n}} as kept, or None when not exact."""
-    doc = db[COUNTS].find_one({"_id": MACHINES_KEY}, {"head": 0})
+    doc = db[COUNTS].find_one({"_id": MACHINES_KEY})
     if doc is None or not doc.get("exact"):
         return None
     states = dict.fromkeys(MACHINE_STATES, 0)
@@ -213,11 +208,9 @@ def machine_counts(db):
 
 
 def machine_head(db):
-    """Return (total, head, upto) as kept (head: [{"h", "i"}] by hostname; see the module doc), or None."""
-    doc = db[COUNTS].find_one({"_id": MACHINES_KEY})
-    if doc is None or not doc.get("exact"):
-        return None
-    return doc.get("total", 0), doc.get("head") or [], doc.get("upto", "")
+    """Return (head, upto) as kept (head: [{"h", "i"}] by hostname; see the module doc), or None."""
+    doc = db[COUNTS].find_one({"_id": HEAD_KEY})
+    return (doc.get("head") or [], doc.get("upto", "")) if doc is not None and doc.get("exact") else None
 
 
 def pool_allocated(db, pool):
@@ -228,24 +221,20 @@ def pool_allocated(db, pool):
 
 def needs_recount(db):
     """Return whether a counter is missing or not exact, or the head ran short."""
-    pools = {pool_key(p) for p in db[POOLS].find({}, {"_id": 1})}
+    wanted = {pool_key(p) for p in db[POOLS].find({}, {"_id": 1})} | {MACHINES_KEY, HEAD_KEY}
     kept = {d["_id"]: d for d in db[COUNTS].find({}, {"exact": 1, "total": 1, "upto": 1, "head.h": 1})}
-    machines = kept.get(MACHINES_KEY)
-    if machines is None or any(key not in kept or not kept[key].get("exact") for key in pools | {MACHINES_KEY}):
+    if any(key not in kept or not kept[key].get("exact") for key in wanted):
         return True
-    return machines.get("upto") is not None and len(machines.get("head") or []) < min(machines.get("total", 0),
-                                                                                       HEAD_LOW)
+    head = kept[HEAD_KEY]
+    return head.get("upto") is not None and len(head.get("head") or []) < min(kept[MACHINES_KEY].get("total", 0),
+                                                                                HEAD_LOW)
 
 
 # Recounting.
 
 def _placeholder(key):
-    doc = {"_id": key, "seq": 0, "hseq": 0, "rc": 0, "exact": False}
-    if key == MACHINES_KEY:
-        doc.update(total=0, states={}, head=[], upto="")
-    else:
-        doc["allocated"] = 0
-    return doc
+    empty = {MACHINES_KEY: {"total": 0, "states": {}}, HEAD_KEY: {"head": [], "upto": ""}}
+    return {"_id": key, "seq": 0, "rc": 0, "exact": False, **empty.get(key, {"allocated": 0})}
 
 
 def _snapshot_reads(db):
@@ -256,10 +245,9 @@ def _snapshot_reads(db):
 
 
 def _tally(machines, claims, pools):
-    true = {MACHINES_KEY: {"total": 0, "states": {}}}
+    found = {"total": 0, "states": {}}
     lowest = []
     for doc in machines:
-        found = true[MACHINES_KEY]
         found["total"] += 1
         found["states"][_state(doc)] = found["states"].get(_state(doc), 0) + 1
         if isinstance(doc.get("hostname"), str):
@@ -268,8 +256,7 @@ def _tally(machines, claims, pools):
                 lowest = sorted(lowest)[:HEAD_SIZE + 1]
     lowest = sorted(lowest)[:HEAD_SIZE + 1]
     head = [{"h": h, "i": i} for h, i in lowest[:HEAD_SIZE]]
-    true[MACHINES_KEY]["head"] = head
-    true[MACHINES_KEY]["upto"] = head[-1]["h"] if len(lowest) > HEAD_SIZE else None
+    true = {MACHINES_KEY: found, HEAD_KEY: {"head": head, "upto": head[-1]["h"] if len(lowest) > HEAD_SIZE else None}}
     for pool in pools:
         true[pool_key(pool)] = {"allocated": 0}
     for claim in claims:
@@ -283,7 +270,7 @@ def _tally(machines, claims, pools):
 def _numbers(doc, key):
     if key == MACHINES_KEY:
         return {"total": doc.get("total", 0), **{f"states.{s}": n for s, n in (doc.get("states") or {}).items()}}
-    return {"allocated": doc.get("allocated", 0)}
+    return {} if key == HEAD_KEY else {"allocated": doc.get("allocated", 0)}
 
 
 def _differences(kept, true):
@@ -292,24 +279,23 @@ def _differences(kept, true):
     for key, counted in true.items():
         if key not in kept:
             continue
-        have = _numbers(kept[key], key)
-        want = _numbers(counted, key)
+        have, want = _numbers(kept[key], key), _numbers(counted, key)
         for field in sorted(set(have) | set(want)):
             if have.get(field, 0) != want.get(field, 0):
                 found.append((key, field, have.get(field, 0), want.get(field, 0)))
-        if key == MACHINES_KEY and not _same_head(kept[key], counted):
+        if key == HEAD_KEY and not _valid_head(kept[key], counted):
             found.append((key, "head", _head_text(kept[key]), _head_text(counted)))
     return found
 
 
-def _same_head(kept, counted):
-    # The kept head may be shorter (deletions): it must be a prefix of the true order with a bound that fits.
+def _valid_head(kept, counted):
+    # A shorter head is no drift (deletions shorten it): it must be a prefix of the order, with a bound that fits.
     head, want = kept.get("head") or [], counted["head"]
     if [(e["h"], e["i"]) for e in head] != [(e["h"], e["i"]) for e in want[:len(head)]]:
         return False
     if kept.get("upto") is None:
         return counted["upto"] is None and len(head) == len(want)
-    return len(head) == len(want) or (len(head) < len(want) and want[len(head)]["h"] > kept["upto"])
+    return len(head) == len(want) or want[len(head)]["h"] > kept["upto"]
 
 
 def _head_text(doc):
@@ -325,7 +311,7 @@ def recount(db, repair=True, only_pools=None):
     compared), or None when writes kept moving the counters (MongoDB).
     """
     pools = only_pools or list(db[POOLS].find({}, {"kind": 1, "cidr": 1, "exclude": 1, "ranges": 1}))
-    keys = ([] if only_pools else [MACHINES_KEY]) + [pool_key(p) for p in pools]
+    keys = ([] if only_pools else [MACHINES_KEY, HEAD_KEY]) + [pool_key(p) for p in pools]
     if repair:
         have = {d["_id"] for d in db[COUNTS].find({}, {"_id": 1})}
         for key in keys:
@@ -340,17 +326,14 @@ def recount(db, repair=True, only_pools=None):
             claims = db[ADDRESS_CLAIMS].find({}, {"_id": 1}).batch_size(1000)
             started = (list(itertools.islice(machines, 1)), list(itertools.islice(claims, 1)))
         true = _tally(itertools.chain(started[0], machines), itertools.chain(started[1], claims), pools)
-        if only_pools:
-            del true[MACHINES_KEY]
+        true = {key: true[key] for key in keys}
         if not snapshot:
             with held(db):
                 moved = {d["_id"]: d.get("seq") for d in db[COUNTS].find({"_id": {"$in": keys}}, {"seq": 1})}
             if any(moved.get(key) != (kept.get(key) or {}).get("seq") for key in keys):
                 continue
         differences = _differences({k: d for k, d in kept.items() if d.get("exact")}, true)
-        if not repair:
-            return [dict(zip(("counter", "field", "kept", "counted"), d, strict=True)) for d in differences]
-        if _correct(db, kept, true):
+        if not repair or _correct(db, kept, true):
             return [dict(zip(("counter", "field", "kept", "counted"), d, strict=True)) for d in differences]
     log.warning("counts: not recounted, writes kept moving the counters during %d passes; the next sweep tries again",
                 ATTEMPTS)
@@ -363,22 +346,19 @@ def _correct(db, kept, true):
         doc = kept.get(key)
         if doc is None:
             continue  # created after we read (or never): the next recount
+        if key == HEAD_KEY:
+            # A head that is only shorter is no drift, but is refilled here all the same; only if unchanged since.
+            if (doc.get("head") or [], doc.get("upto", "")) != (counted["head"], counted["upto"]) or not doc["exact"]:
+                db[COUNTS].update_one({"_id": key, "rc": doc.get("rc"), "seq": doc.get("seq")},
+                                      {"$inc": {"rc": 1, "seq": 1}, "$set": dict(counted, exact=True)})
+            continue
         have, want = _numbers(doc, key), _numbers(counted, key)
         inc = {f: want.get(f, 0) - have.get(f, 0) for f in set(have) | set(want)}
         inc = {f: n for f, n in inc.items() if n}
-        # A head that is only shorter is no drift, but is refilled here all the same.
-        head = key == MACHINES_KEY and ((doc.get("head") or []), doc.get("upto", "")) != (counted["head"],
-                                                                                           counted["upto"])
-        if not inc and doc.get("exact") and not head:
+        if not inc and doc.get("exact"):
             continue
-        update = {"$inc": dict(inc, rc=1, seq=1), "$set": {"exact": True}}
-        if head:
-            fresh = {"_id": key, "rc": doc.get("rc"), "hseq": doc.get("hseq")}
-            with_head = {"$inc": dict(update["$inc"], hseq=1),
-                         "$set": dict(update["$set"], head=counted["head"], upto=counted["upto"])}
-            if db[COUNTS].update_one(fresh, with_head).matched_count:
-                continue
-        if not db[COUNTS].update_one({"_id": key, "rc": doc.get("rc")}, update).matched_count:
+        if not db[COUNTS].update_one({"_id": key, "rc": doc.get("rc")},
+                                     {"$inc": dict(inc, rc=1, seq=1), "$set": {"exact": True}}).matched_count:
             return False
     for doc in db[COUNTS].find({}, {"_id": 1}) if MACHINES_KEY in true else ():
         if str(doc["_id"]).startswith("pool:") and doc["_id"] not in true:

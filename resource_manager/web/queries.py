@@ -281,7 +281,7 @@ def _head_rows(collection, query, total):
     found = kept_counts.machine_head(database())
     if found is None:
         return None
-    _total, head, upto = found
+    head, upto = found
     query.page = min(query.page, max(1, math.ceil(total / query.per_page)))
     start = (query.page - 1) * query.per_page
     if start + query.per_page > len(head) and not (upto is None and len(head) == total):
