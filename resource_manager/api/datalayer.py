@@ -15,7 +15,8 @@
   embedded database (SQLite or PostgreSQL) alike: an insert (E11000 everywhere), and a PATCH or PUT
   renaming onto a taken name (Eve answers a bare 400 there; FerretDB does not even say E11000).
 - Listings count the matches only when they must, and reuse a recent count (see Mongo.find): Eve
-  counts on every page, and on the embedded database a count decodes every match.
+  counts on every page, and on the embedded database a count decodes every match. The total of
+  all machines, or of one state, is never counted: it is kept (core/counts.py).
 - A PUT or PATCH that changes nothing succeeds (Eve answered 412 when it came within the
   second of the last write; see Mongo._unchanged).
 """
@@ -193,7 +194,8 @@ class Mongo(EveMongo):
         while the listing goes on (at most COUNT_IDLE_SECONDS apart, COUNT_MAX_SECONDS in all).
         On the embedded database a count decodes every match, a second or more at 10,000; a
         skip-paged listing under concurrent writes is no snapshot anyway, and its items are
-        always read now.
+        always read now. Machines, all or of one state (`?where={"state": ...}`), take the count
+        kept beside the data (core/counts.py) instead: current, and no count at all.
         """
         cursor, _ = super().find(resource, req, sub_resource_lookup, perform_count=False)
         if not perform_count:
