@@ -20,6 +20,7 @@ BENCH_USERS = {"admin": ("bench-admin-pw", "admin"), "operator": ("bench-operato
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"
 QUEUE_START, QUEUE_END = "<!-- queue:start -->", "<!-- queue:end -->"
+REPLAY_START, REPLAY_END = "<!-- replay:start -->", "<!-- replay:end -->"
 
 
 class Env:
@@ -165,7 +166,21 @@ def main(argv=None):
                         help="fleet sizes for the interactive targets, comma-separated (e.g. 1000,10000,50000); "
                              "0 or empty skips them")
     parser.add_argument("--samples", type=int, default=25, help="samples per latency at each fleet size")
+    parser.add_argument("--replay", default="10000,50000",
+                        help="MACHINES,REQUESTS replayed through the scheduling rule (bench/replay.py); 0 skips it")
     args = parser.parse_args(argv)
+    if args.replay != "0" and (not args.only or args.only in "replay"):
+        from . import replay
+
+        machines, requests = (int(n) for n in args.replay.split(","))
+        print(f"replaying {machines:,} machines and {requests:,} requests through the rule ...", file=sys.stderr,
+              flush=True)
+        text = f"Measured on {machine()}.\n\n{replay.report(replay.run(machines, requests), machines, requests)}"
+        print(text)
+        if not args.no_write:
+            write_markdown(os.path.join(ROOT, "BENCHMARKS.md"), text, REPLAY_START, REPLAY_END)
+        if args.only:
+            return 0
     sizes = [int(s.replace("_", "")) for s in args.scale.split(",") if s.strip() and int(s) > 0]
     workdir = tempfile.mkdtemp(prefix="rm-bench-")
     env = Env(workdir)

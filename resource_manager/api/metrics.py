@@ -167,6 +167,10 @@ class DatabaseCollector:
                                 "(at most METRICS_CACHE_SECONDS)", value=age)
 
 
+# Queue waits span seconds (a release hands the machine over) to a day (RM_QUEUE_MAX_WAIT_SECONDS).
+QUEUE_WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, float("inf"))
+
+
 class Metrics:
     """The request figures of one app, and how to expose them with the database's."""
 
@@ -184,6 +188,9 @@ class Metrics:
         self.reservation = Histogram("rm_reservation_latency_seconds", "Time to answer POST /reservations, by "
                                      "outcome (granted, queued, refused, invalid, error)", ["outcome"],
                                      buckets=LATENCY_BUCKETS, registry=registry)
+        self.queue_wait = Histogram("rm_queue_wait_seconds", "How long granted requests waited in the queue, "
+                                    "from joining the line to their grant", buckets=QUEUE_WAIT_BUCKETS,
+                                    registry=registry)
         self.database_errors = Counter("rm_database_errors", "Database errors answered by the error funnel: "
                                        "unavailable (503) or query_rejected (400)", ["kind"], registry=registry)
         self.unavailable = Counter("rm_http_unavailable", "503 answers, by cause: database (unreachable) or "
@@ -199,6 +206,11 @@ class Metrics:
         if registry is not None:
             registry.register(self.database)
         self._routes = {}
+
+    def waited(self, seconds):
+        """Count the waits of requests granted from the queue (by whichever process granted them)."""
+        for value in seconds:
+            self.queue_wait.observe(max(0.0, value))
 
     def exposition(self):
         """Return the text of every figure."""

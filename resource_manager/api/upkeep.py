@@ -65,7 +65,7 @@ class Upkeep:
         """Run a granting pass now, if anyone waits; never fail the request that triggered it."""
         try:
             if queue.anyone_waiting(here):
-                queue.serve(here, wait=KICK_WAIT)
+                observe_grants(queue.serve(here, wait=KICK_WAIT), self.app)
         except pymongo.errors.PyMongoError as e:
             log.warning("queue: granting pass failed: %s", e)
 
@@ -74,7 +74,7 @@ class Upkeep:
         ending.expire_due(here)
         busy = queue.anyone_waiting(here)
         if busy:
-            queue.serve(here)
+            observe_grants(queue.serve(here), self.app)
         self.ticks += 1
         return busy
 
@@ -97,6 +97,12 @@ class Upkeep:
         finally:
             with self.lock:
                 self.thread = None
+
+
+def observe_grants(served, app=None):
+    """Count the waits of the requests a granting pass granted (rm_queue_wait_seconds)."""
+    if served and served.get("waited"):
+        (app or current_app).extensions["rm_metrics"].waited(served["waited"])
 
 
 def upkeep(app=None):

@@ -31,9 +31,12 @@ def cmd_reserve(client, args, env):
     lease = parse_duration(args.lease) if args.lease else None
     wait = parse_duration(args.wait, "--wait") if args.wait else None
     progress = _show_place(env) if wait and env.stderr_isatty else None
+    if args.priority is not None and not 0 <= args.priority <= 100:
+        raise UsageError("--priority must be from 0 to 100")
     result = client.reserve(args.count, where=where, owner=args.owner, job_id=args.job_id,
                             lease_seconds=lease, reason=args.reason, dry_run=args.dry_run,
-                            idempotency_key=args.idempotency_key, wait=wait, on_progress=progress)
+                            idempotency_key=args.idempotency_key, wait=wait, on_progress=progress,
+                            priority=args.priority)
     if progress is not None and progress.since is not None:
         env.error(f"granted after {time.monotonic() - progress.since:.0f} s in line")
     fmt = output_format(args, env)
@@ -80,13 +83,53 @@ def cmd_extend(client, args, env):
     write_item(result, env.stdout, output_format(args, env))
 
 
+def cmd_why(client, args, env):
+    res = client.reservation(args.reservation)
+    if output_format(args, env) == "json":
+        write_item(res, env.stdout, "json")
+        return
+    env.stdout.write(explain_reservation(res))
+
+
+def explain_reservation(res):
+    """Return, for a person, why a reservation waits and when it will run, or where it stands."""
+    count = res.get("count")
+    what = f"reservation {res.get('_id')} for {count} machine{'s' if count != 1 else ''}"
+    who = ", ".join(f"{k} {res[k]}" for k in ("job_id", "owner") if res.get(k))
+    lines = [f"{what}{f' ({who})' if who else ''}: {res.get('state')}"]
+    state = res.get("state")
+    if state == "queued":
+        lines.append(f"  place {res.get('position')} in line, priority {res.get('priority')}, "
+                     f"queued at {res.get('queued_at')}, waits until {res.get('wait_until')}")
+        eta = res.get("eta")
+        lines.append(f"  starts: by {eta}, unless the leases it waits for are extended" if eta else
+                     "  starts: cannot be known yet")
+        if res.get("why"):
+            lines.append(f"  why: {res['why']}")
+        blocked = res.get("blocked_by") or {}
+        for held in blocked.get("reservations", []):
+            lines.append(f"  waits for {held['_id']}, whose lease ends {held.get('expires') or 'when released'}")
+        if blocked.get("requests"):
+            lines.append(f"  behind: {', '.join(blocked['requests'])}")
+    elif state == "active":
+        lines.append(f"  hosts: {' '.join(res.get('hostnames') or [])}")
+        lines.append(f"  granted at {res.get('granted_at')}, lease ends {res.get('expires')}"
+                     + (f", next heartbeat due by {res['heartbeat_due']}" if res.get("heartbeat_due") else ""))
+    elif state == "pending":
+        lines.append("  being made or granted right now")
+    else:
+        ended = f" at {res['ended']}" if res.get("ended") else ""
+        lines.append(f"  ended{ended}" + (f": {res['end_reason']}" if res.get("end_reason") else ""))
+    return "\n".join(lines) + "\n"
+
+
 def cmd_reservations(client, args, env):
     items = client.reservations(job_id=args.job_id, owner=args.owner, state=args.state)
     if args.state == "queued":
         # The queue, in arrival order: the place in line, who waits, for how many, on what, since when.
         for place, item in enumerate(items, 1):
             item.setdefault("position", place)
-        columns = ["position", "_id", "owner", "job_id", "count", "where", "queued_at", "wait_until"]
+        columns = ["position", "_id", "owner", "job_id", "count", "priority", "where", "queued_at", "eta"]
     else:
         columns = ["_id", "owner", "job_id", "count", "state", "expires", "hostnames"]
     write_items(items, env.stdout, output_format(args, env), columns)
@@ -120,5 +163,6 @@ def cmd_history(client, args, env):
 
 HANDLERS = {
     "reserve": cmd_reserve, "release": cmd_release, "extend": cmd_extend, "reservations": cmd_reservations,
+    "why": cmd_why,
     "allocate-address": cmd_allocate_address, "pools": cmd_pools, "history": cmd_history,
 }

@@ -88,6 +88,14 @@ examples:
   {prog} release --job-id build-42"""),
     "extend": ("extend the lease of a reservation", """examples:
   {prog} extend 6650c0ffee0000000000abcd --lease 4h"""),
+    "why": ("say why a reservation waits and when it will run (or how it ended)", """A queued reservation: its
+place in line, its priority, when it will start (the latest lease end it waits for, unless those leases
+are extended), the reservations holding what it waits for and the requests ahead of it. Any other: its state,
+lease and how it ended.
+
+examples:
+  {prog} why 6650c0ffee0000000000abcd
+  {prog} why "$RM_RESERVATION_ID" --format json"""),
     "reservations": ("list reservations", """examples:
   {prog} reservations --state active
   {prog} reservations --state queued        # the queue: place, who, how many, constraints, since when
@@ -259,7 +267,9 @@ def build(prog, stdout=None, stderr=None):
     p.add_argument("--wait", metavar="DURATION",
                    help="when not enough machines are free, wait in line this long (90s, 30m, 2h) "
                         "instead of failing; exit 7 if it runs out")
-    p.add_argument("--dry-run", action="store_true", help="show what would be reserved")
+    p.add_argument("--priority", type=int, metavar="0-100",
+                   help="place in the line: higher first (default 50; an operator may ask up to 50, an admin any)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be reserved, or when with --wait")
     _idempotency(p, "reserve")
     _output(p, extra=("plain",))
 
@@ -271,6 +281,10 @@ def build(prog, stdout=None, stderr=None):
     p = commands["extend"]
     p.add_argument("reservation", help="reservation id")
     p.add_argument("--lease", required=True, help="new lease from now: 90s, 30m, 2h, 1d or seconds")
+    _output(p)
+
+    p = commands["why"]
+    p.add_argument("reservation", help="reservation id")
     _output(p)
 
     p = commands["reservations"]

@@ -13,11 +13,14 @@ def new_idempotency_key():
     return f"rmc-{uuid.uuid4().hex}"
 
 
+PAGE_SIZE = 1000  # reservations per listing request (the server's most)
+
+
 class AllocationMixin:
     """Reserve and release machines, allocate addresses, read history; needs `call` and `iter`."""
 
     def reserve(self, count, *, where=None, owner=None, job_id=None, lease_seconds=None, reason=None,
-                idempotency_key=None, dry_run=False, wait=None, on_progress=None):
+                idempotency_key=None, dry_run=False, wait=None, on_progress=None, priority=None):
         """Reserve `count` idle machines matching `where`; return the reservation (hostnames, expires).
 
         With `wait` (seconds, or a timedelta) the request waits in line when not enough are free:
@@ -37,7 +40,7 @@ class AllocationMixin:
         seconds = waiting.wait_seconds(wait)
         body = {"count": count}
         optional = {"where": where, "owner": owner or self.username, "job_id": job_id,
-                    "lease_seconds": lease_seconds, "reason": reason,
+                    "lease_seconds": lease_seconds, "reason": reason, "priority": priority,
                     "wait_seconds": seconds if seconds and not dry_run else None}
         body.update({k: v for k, v in optional.items() if v is not None})
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
@@ -59,11 +62,23 @@ class AllocationMixin:
             waiting.interrupted(self, lambda: known or self.call("POST", "/reservations", json=body,
                                                                  headers=headers), interrupt)
 
-    def reservations(self, *, job_id=None, owner=None, state=None):
-        """Return the reservations, filtered by job, owner and state when given."""
+    def reservations(self, *, job_id=None, owner=None, state=None, limit=None):
+        """Return the reservations (every page), newest first, filtered by job, owner and state when given.
+
+        state="queued": the line, in the order it is served. `limit`: at most this many.
+        """
         params = {k: v for k, v in {"job_id": job_id, "owner": owner, "state": state}.items() if v}
-        body = self.call("GET", "/reservations", params=params)
-        return body.get("_items", []) if isinstance(body, dict) else body
+        found, page = [], 1
+        while limit is None or len(found) < limit:
+            body = self.call("GET", "/reservations", params=dict(params, page=page, max_results=PAGE_SIZE))
+            if not isinstance(body, dict):
+                return body  # a server of before pages: a plain list
+            items = body.get("_items", [])
+            found += items
+            if not items or "next" not in body.get("_links", {}):
+                break
+            page += 1
+        return found if limit is None else found[:limit]
 
     def reservation(self, reservation_id):
         """Return one reservation. Raises NotFound."""

@@ -57,8 +57,14 @@ def await_grant(client, res, wait, on_progress=None, poll=None, clock=time.monot
                 res = cancel(client, path) or res
                 raise WaitTimedOut(_not_granted(res, f"the wait of {wait} s ran out"), res)
             seconds = max(1, min(poll, math.ceil(left)))
-            res = client.call("GET", path, params={"wait": seconds, "state": res.get("state")},
-                              timeout=client.timeout + seconds)
+            try:
+                res = client.call("GET", path, params={"wait": seconds, "state": res.get("state")},
+                                  timeout=client.timeout + seconds)
+            except APIError as e:
+                if e.status != 503:
+                    raise
+                # Every long-poll slot of the server is taken (or it restarts): wait as it says, then ask again.
+                time.sleep(min(_retry_after(e.response), max(0.0, deadline - clock())))
     except KeyboardInterrupt as interrupt:
         interrupted(client, lambda: res, interrupt)
     state = res.get("state")

@@ -122,6 +122,9 @@ BODIES = {
                            "e.g. {\"tags.memory\": {\"$gte\": 17179869184}}"}},
         "lease_seconds": LEASE_SECONDS,
         "heartbeat_seconds": HEARTBEAT_SECONDS,
+        "priority": {"type": "integer", "min": 0, "max": PRIORITY_MAX, "nullable": True, "default": PRIORITY_DEFAULT,
+                     "meta": {"description": "0 to 100 (default 50): the line is served by priority, then arrival; "
+                                             "an operator may ask for up to 50, an admin for any"}},
         "reason": _text(1000),
         "wait_seconds": {"type": "integer", "min": 0, "max": 86400, "max_setting": "QUEUE_MAX_WAIT_SECONDS",
                          "nullable": True, "default": 0, "meta": {

@@ -22,14 +22,14 @@ from ..db import core
 from ..errors import error_response, loads_strict
 from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, register
 from ..responses import created, idempotency_key, invalid
-from ..upkeep import KICK_WAIT, kick
+from ..upkeep import KICK_WAIT, kick, observe_grants
 
 bp = Blueprint("reservations", __name__)
 
 PUBLIC_FIELDS = ("_id", "owner", "job_id", "count", "hostnames", "state", "expires", "where", "lease_seconds",
                  "heartbeat_seconds", "heartbeat_due", "priority", "reason", "user", "granted_at", "ended",
                  "end_reason", "_created", "_updated")
-QUEUE_FIELDS = ("queued_at", "wait_until", "wait_seconds")
+QUEUE_FIELDS = ("queued_at", "wait_until", "wait_seconds", "eta", "blocked_by", "why")
 RENDERED_FIELDS = PUBLIC_FIELDS + QUEUE_FIELDS + ("position", "_links")  # every field render() may give
 LONG_POLL_MAX = 60  # s a GET ?wait= may hold a worker thread (below any worker timeout)
 LONG_POLL_EVERY = 0.1
@@ -46,6 +46,11 @@ def render(res, place=None):
         body[field] = value.strftime(fmt) if isinstance(value, datetime.datetime) else value
     if isinstance(body["where"], str):
         body["where"] = loads_strict(body["where"])
+    if isinstance(body.get("blocked_by"), dict):
+        body["blocked_by"] = {"reservations": [{"_id": b["_id"], "expires": b["expires"].strftime(fmt)
+                                                if isinstance(b.get("expires"), datetime.datetime) else None}
+                                               for b in body["blocked_by"].get("reservations", [])],
+                              "requests": body["blocked_by"].get("requests", [])}
     if body["priority"] is None:
         body["priority"] = 50
     if res.get("state") == "queued":
@@ -77,36 +82,33 @@ def _actor(user):
     return Actor(user, (request.args.get("reason") or "")[:1000] or None)
 
 
+# The most priority each role may ask for (403 beyond, naming the limit).
+PRIORITY_LIMITS = {"operator": 50, "admin": 100}
+
+
 @bp.post("/reservations")
 def create():
-    """Reserve machines (or, with ?dry_run=1, say what would be reserved)."""
-    user = require_role("operator", "admin")["username"]
+    """Reserve machines (or, with ?dry_run=1, say what would be reserved, or when)."""
+    user = require_role("operator", "admin")
     body = _json_body()
     if body is None:
         return error_response(400, "body must be a JSON object")
-    req, issues = validate("reservation", body, user)
+    req, issues = validate("reservation", body, user["username"])
     if issues:
         return invalid("reservation", issues)
+    limit = PRIORITY_LIMITS.get(user["role"], 0)
+    if req["priority"] > limit:
+        return error_response(403, f"priority {req['priority']} is above {limit}, the most a {user['role']} may ask "
+                                   "for (an admin may ask for any)")
     wait_seconds = req.pop("wait_seconds")
     here = core()
     if _flag("dry_run"):
-        # As a request would be met: the machines earmarked for those waiting in line are not free.
-        earmarked = queue.earmarked(here) if queue.anyone_waiting(here) else frozenset()
-        return jsonify(dryrun.explain(here, req, earmarked)), 200
-    ahead = queue.anyone_waiting(here)
-    # Those who wait take their turn; those who do not may not take what is earmarked for them, nor end
-    # expired leases themselves while others wait (what a lease frees goes to the line first).
-    line = {"wait_seconds": wait_seconds, "ahead": ahead} if wait_seconds else None
-    exclude = queue.earmarked(here) if ahead and not wait_seconds else ()
-    try:
-        res, replayed = reserving.reserve(here, req, user, idempotency_key(), line, exclude, reclaim=not ahead)
-    except Exception:
-        if ahead:
-            kick()  # what this request held while it tried may be what the head of the line waits for
-        raise
+        return jsonify(dryrun.explain(here, req, user["username"], wait_seconds)), 200
+    res, replayed = reserving.reserve(here, req, user["username"], idempotency_key(), wait_seconds)
     if res["state"] == "queued" and not replayed:
         # Granted at once if it can be met in its turn (a pass waits for one already under way).
-        queue.serve(here, wait=KICK_WAIT if ahead else 0)
+        served = queue.serve(here, wait=KICK_WAIT)
+        observe_grants(served)
         # A granter elsewhere may be granting it right now: answer how that ends.
         res = await_settled(here, RESERVATIONS, res["_id"], KICK_WAIT) or res
     return _answer(res)
@@ -368,6 +370,16 @@ def _openapi():
             "position": {"type": "integer", "description": "place in line (1: next), only while queued"},
             "queued_at": {"type": "string", "description": "only on requests made with a wait"},
             "wait_until": {"type": "string"}, "wait_seconds": {"type": "integer"},
+            "eta": {"type": "string", "nullable": True,
+                    "description": "while queued: when it will start (the leases it waits for end), or null when "
+                                   "that cannot be known"},
+            "blocked_by": {"type": "object", "description": "while queued: what it waits for", "properties": {
+                "reservations": {"type": "array", "items": {"type": "object", "properties": {
+                    "_id": {"type": "string"}, "expires": {"type": "string", "nullable": True}}},
+                    "description": "the reservations holding what it waits for, with their lease ends"},
+                "requests": {"type": "array", "items": {"type": "string"},
+                             "description": "the requests ahead of it whose earmarks it waits behind"}}},
+            "why": {"type": "string", "nullable": True, "description": "while queued: why it waits, for a person"},
             "granted_at": {"type": "string", "nullable": True}, "ended": {"type": "string", "nullable": True},
             "_links": {"type": "object", "properties": {"self": {"type": "object", "properties": {
                 "href": {"type": "string"}}}}}}},
