@@ -125,6 +125,7 @@ SETTINGS = {
     "PXE_TIMEOUT": _number,
     "QUEUE_MAX_WAIT_SECONDS": int,
     "QUEUE_TICK_SECONDS": _number,
+    "QUEUE_PASS_SECONDS": _number,
     "QUEUE_MAX_WAITING_PER_USER": int,
     "QUEUE_MAX_MACHINES_PER_USER": int,
     "QUEUE_AGING_SECONDS": _number,
