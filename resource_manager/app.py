@@ -6,7 +6,7 @@ from eve import Eve
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import web
-from .api import auth, config, db, errors, guards, listing, lookup, metrics, queryargs, queueing, requestid
+from .api import auth, config, db, errors, guards, intake, listing, lookup, metrics, queryargs, queueing, requestid
 from .api.datalayer import Mongo
 from .api.routes import health, history, pools, reservations, tokens
 from .api.validation import Validator
@@ -26,6 +26,7 @@ def create_app(overrides=None, environ=None):
     metrics.init_app(app)  # first: it then sees every answer last, with its final status
     requestid.init_app(app)
     errors.init_app(app)
+    intake.init_app(app)
     queryargs.init_app(app)
     auth.init_app(app)
     db.init_app(app)

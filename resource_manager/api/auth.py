@@ -17,7 +17,8 @@ from ..core.tokens import ROLE_SCOPE
 from ..schema import ROLES
 from . import devices, ratelimit
 from . import tokens as bearer
-from .errors import add_body_gate, error_response, loads_strict
+from .errors import error_response, loads_strict
+from .intake import add_body_gate
 
 log = logging.getLogger(__name__)
 
