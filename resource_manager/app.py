@@ -2,12 +2,12 @@
 
 import logging
 
-from eve import Eve
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import web
 from .api import auth, config, db, errors, guards, intake, listing, lookup, metrics, queryargs, queueing, requestid
 from .api.datalayer import Mongo
+from .api.eveglue import make_app
 from .api.routes import health, history, pools, reservations, tokens
 from .api.validation import Validator
 from .schema import DOMAIN, EVE_SETTINGS
@@ -21,7 +21,7 @@ def create_app(overrides=None, environ=None):
     settings = dict(EVE_SETTINGS)
     settings.update(config.load(overrides, environ))
     settings["DOMAIN"] = _copy_domain()
-    app = Eve(settings=settings, validator=Validator, data=Mongo, auth=auth.RoleAuth)
+    app = make_app(settings, validator=Validator, data=Mongo, authorize=auth.authorize_eve)
     app.logger.setLevel(logging.INFO)
     metrics.init_app(app)  # first: it then sees every answer last, with its final status
     requestid.init_app(app)

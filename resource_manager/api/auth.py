@@ -9,7 +9,6 @@ import secrets
 import threading
 import time
 
-from eve.auth import BasicAuth
 from flask import abort, current_app, g, has_request_context, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -206,22 +205,22 @@ def remove_user(path, username):
     return existed
 
 
-class RoleAuth(BasicAuth):
-    """HTTP Basic against the users file; 401 for bad credentials, 403 for a weak role."""
+def authorize_eve(allowed_roles, resource, method):
+    """Decide a request to Eve's routes (eveglue.make_app): the user name, None without credentials (401).
 
-    def authorized(self, allowed_roles, resource, method):
-        user = current_user()
-        if user is None:
-            return False
-        self.set_user_or_token(user["username"])
-        if allowed_roles and user["role"] not in allowed_roles:
-            if user.get("token"):
-                abort(403, description=f"{bearer.describe(user)}, which may not {method} {resource or '/'}")
-            abort(403, description=(
-                f"user '{user['username']}' has role '{user['role']}', "
-                f"which may not {method} {resource or '/'}; needs one of: {', '.join(allowed_roles)}"
-            ))
-        return True
+    Aborts 403 when the account's role (a token: its scope) is not among `allowed_roles`.
+    """
+    user = current_user()
+    if user is None:
+        return None
+    if allowed_roles and user["role"] not in allowed_roles:
+        if user.get("token"):
+            abort(403, description=f"{bearer.describe(user)}, which may not {method} {resource or '/'}")
+        abort(403, description=(
+            f"user '{user['username']}' has role '{user['role']}', "
+            f"which may not {method} {resource or '/'}; needs one of: {', '.join(allowed_roles)}"
+        ))
+    return user["username"]
 
 
 def current_user():

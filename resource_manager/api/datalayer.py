@@ -25,13 +25,12 @@ import threading
 import time
 
 import pymongo.errors
-from eve.io.mongo import Mongo as EveMongo
-from eve.utils import config
 from flask import abort, g
 from werkzeug.exceptions import Conflict
 
 from ..schema import NAME_FIELDS
 from .db import engine
+from .eveglue import EveMongo, config, on
 
 COUNTS = "listing_counts"  # recent listing counts shared by the workers: {_id: digest of the query, count, at}
 
@@ -102,7 +101,7 @@ class Mongo(EveMongo):
         super().init_app(app)
         self._counts = {}
         self._counts_lock = threading.Lock()
-        app.on_delete_item += _remember_deleted
+        on(app, "delete_item", _remember_deleted)
 
     def insert(self, resource, doc_or_docs):
         """Insert one document or a list of them, all or nothing; return their _ids.

@@ -17,6 +17,7 @@ from ..core import tokens as records
 from . import ratelimit
 from .db import collection_name, database
 from .errors import error_response
+from .eveglue import eve_endpoint
 from .lookup import name_filter
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def describe(user):
 
 def _unallocated_address():
     # Releasing is deleting an allocated address: a reserve token may not delete one nobody holds.
-    resource = request.endpoint.split("|")[0]
+    resource = eve_endpoint(request.endpoint).resource
     value = (request.view_args or {}).get("_id", "")
     doc = database()[collection_name(current_app, resource)].find_one(name_filter(resource, value), {"owner": 1})
     if doc is not None and not doc.get("owner"):

@@ -15,6 +15,7 @@ from ...schema import NAME_FIELDS
 from ..auth import current_user
 from ..db import database
 from ..errors import error_response
+from ..eveglue import on
 from ..lookup import name_filter
 from ..openapi import answer, error_responses, op, register
 
@@ -130,6 +131,5 @@ def init_app(app):
         inserted, updated, replaced, deleted = _eve_hooks(resource)
         for event, fn in (("inserted", inserted), ("updated", updated), ("replaced", replaced),
                           ("deleted_item", deleted)):
-            hook = getattr(app, f"on_{event}_{resource}")
-            hook += fn
+            on(app, event, fn, resource)
     app.register_blueprint(bp)
