@@ -5,10 +5,24 @@ import logging
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import web
-from .api import auth, config, db, errors, guards, intake, listing, lookup, metrics, queryargs, queueing, requestid
+from .api import (
+    auth,
+    config,
+    db,
+    errors,
+    guards,
+    intake,
+    listing,
+    lookup,
+    metrics,
+    queryargs,
+    queueing,
+    requestid,
+    routemeta,
+)
 from .api.datalayer import Mongo
 from .api.eveglue import make_app
-from .api.routes import health, history, pools, reservations, tokens
+from .api.routes import health, history, pools, reservations, resources, tokens
 from .api.validation import Validator
 from .schema import DOMAIN, EVE_SETTINGS
 
@@ -28,10 +42,12 @@ def create_app(overrides=None, environ=None):
     errors.init_app(app)
     intake.init_app(app)
     queryargs.init_app(app)
+    routemeta.init_app(app)
     auth.init_app(app)
     db.init_app(app)
     lookup.init_app(app)
     listing.init_app(app)
+    resources.init_app(app)
     health.init_app(app)
     history.init_app(app)
     guards.init_app(app)

@@ -43,6 +43,24 @@ def _aware(when):
     return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
 
 
+class Exact:
+    """A filter value compared as the text it is (routes/resources.py's field filters).
+
+    Eve turns query strings that look like a date or 24 hex digits into datetimes and ObjectIds
+    (Mongo._mongotize); an owner or job id of that shape must still match its stored text.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):  # part of the listing-count cache key (json.dumps default=str)
+        return f"Exact({self.value!r})"
+
+    __str__ = __repr__
+
+
 class DuplicateName(Conflict):
     """A write collided with a unique index: the name is taken."""
 
@@ -210,6 +228,15 @@ class Mongo(EveMongo):
                 upsert=True)
         except pymongo.errors.PyMongoError:
             pass  # only a cache: the next listing counts again
+
+    def _mongotize(self, source, resource, parse_objectid=False):
+        # Eve's conversion of query values, sparing Exact ones (Eve recurses through this method).
+        exact = {key: value.value for key, value in source.items() if isinstance(value, Exact)}
+        for key in exact:
+            del source[key]
+        super()._mongotize(source, resource, parse_objectid)
+        source.update(exact)
+        return source
 
     def update(self, resource, id_, updates, original):
         return self._done_unless_changed(super().update, resource, id_, updates, original)

@@ -17,7 +17,7 @@ from ..db import database
 from ..errors import error_response
 from ..eveglue import on
 from ..lookup import name_filter
-from ..openapi import answer, error_responses, op, register
+from ..openapi import answer, error_responses, op, query, register
 
 MAX_RESULTS = 1000
 
@@ -97,7 +97,9 @@ def item_history(resource, name):
 
 def _history_path(kind, param):
     return {"parameters": [{"name": param, "in": "path", "required": True, "schema": {"type": "string"}}],
-            "get": op(f"history{kind}", f"History of one of the {kind.lower()}", "history",
+            "get": op(f"history{kind}", f"History of one of the {kind.lower()}", "history", parameters=[
+                query("max_results", f"at most this many entries ({MAX_RESULTS})",
+                      {"type": "integer", "maximum": MAX_RESULTS})],
                       responses={"200": answer("History", "entries, newest first"), **error_responses(404, 503)})}
 
 

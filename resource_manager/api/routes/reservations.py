@@ -14,7 +14,7 @@ from ..auth import require_role
 from ..bodies import validate
 from ..db import database
 from ..errors import error_response, loads_strict
-from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, register
+from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, query, register
 from ..queueing import KICK_WAIT, granter, kick
 from ..responses import created, idempotency_key, invalid
 
@@ -269,13 +269,18 @@ def _machines_changed(*args):
 def _openapi():
     """The OpenAPI of the reservation routes."""
     rid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    reason = query("reason", "why: kept in the history")
     paths = {
         "/reservations": {
             "get": op("listReservations", "List reservations", "reservations", parameters=[
-                {"name": n, "in": "query", "schema": {"type": "string"}} for n in ("job_id", "owner", "state")],
+                query("job_id", "only this job's", field="job_id"), query("owner", "only this owner's", field="owner"),
+                query("state", "only those in this state (queued: the line, in order)",
+                      {"type": "string", "enum": list(RESERVATION_STATES)}, field="state"),
+                query("max_results", "at most this many (1000)", {"type": "integer", "minimum": 1, "maximum": 1000})],
                 responses={"200": answer("ReservationList", "reservations"), **error_responses(400, 503)}),
-            "post": op("reserve", "Reserve idle machines", "reservations", write=True, parameters=[
-                IDEMPOTENCY, {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
+            "post": op("reserve", "Reserve idle machines", "reservations", scope="reserve", parameters=[
+                IDEMPOTENCY, query("dry_run", "1 (or true, yes): say what would be reserved, reserve nothing",
+                                   {"type": "string", "example": "1"})],
                 requestBody=body_ref("ReservationRequest", required=False),
                 responses={"201": answer("Reservation", "reserved"), "200": answer("DryRun", "dry run only"),
                            "202": {**answer("Reservation", "queued (with wait_seconds): state queued, position"),
@@ -283,13 +288,14 @@ def _openapi():
                                                             "description": "/reservations/<id>"}}},
                            "409": {"$ref": "#/components/responses/Error409"}, **WRITE_ERRORS}),
             "delete": op("releaseJob", "Release every reservation of a job (and cancel its queued ones)",
-                         "reservations", write=True,
-                         parameters=[{"name": "job_id", "in": "query", "required": True,
-                                       "schema": {"type": "string"}}],
+                         "reservations", scope="reserve",
+                         parameters=[query("job_id", "the job", required=True), reason],
                          responses={"200": answer("Released", "released"), **WRITE_ERRORS}),
         },
         "/reservations/sweep": {"post": op(
-            "sweep", "Expire overdue leases now", "reservations", write=True,
+            "sweep", "Expire overdue leases now", "reservations", write=True, parameters=[query(
+                "grace", "seconds a half-done request may be in progress before it is undone (admins only)",
+                {"type": "integer", "minimum": 0})],
             responses={"200": answer("Sweep", "swept"), **WRITE_ERRORS})},
         "/reservations/{id}": {
             "parameters": [rid],
@@ -302,7 +308,7 @@ def _openapi():
                            "description": "with wait: the state the client last saw; a different one answers at once"}],
                       responses={"200": answer("Reservation", "the reservation"), **error_responses(400, 404, 503)}),
             "delete": op("release", "Release a reservation, or cancel a queued one (again: released [])",
-                         "reservations", write=True,
+                         "reservations", scope="reserve", parameters=[reason],
                          responses={"200": answer("Released", "released"), **error_responses(401, 403, 404, 503)}),
         },
         "/reservations/{id}/history": {"parameters": [rid], "get": op(
@@ -310,7 +316,7 @@ def _openapi():
             "reservations", responses={"200": answer("History", "entries, oldest first"),
                                        **error_responses(404, 503)})},
         "/reservations/{id}/extend": {"parameters": [rid], "post": op(
-            "extend", "Extend a reservation's lease", "reservations", write=True, requestBody=body_ref("Extend"),
+            "extend", "Extend a reservation's lease", "reservations", scope="reserve", requestBody=body_ref("Extend"),
             responses={"200": answer("Reservation", "extended"), **error_responses(404, 409), **WRITE_ERRORS})},
     }
     schemas = {
