@@ -1,4 +1,4 @@
-"""The dashboard's cache belongs to its app (web/queries.py DashboardCache): two apps, two caches; reset through the app."""
+"""The dashboard's cache belongs to its app (web/queries.py DashboardCache), reset through the app."""
 
 from resource_manager.web import queries
 
