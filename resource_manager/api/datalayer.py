@@ -28,6 +28,7 @@ import pymongo.errors
 from flask import abort, g
 from werkzeug.exceptions import Conflict
 
+from ..core.dates import aware
 from ..schema import NAME_FIELDS
 from .db import engine
 from .eveglue import EveMongo, config, on
@@ -37,10 +38,6 @@ COUNTS = "listing_counts"  # recent listing counts shared by the workers: {_id: 
 
 def _count_id(key):
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
-
-
-def _aware(when):
-    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
 
 
 class Exact:
@@ -218,7 +215,7 @@ class Mongo(EveMongo):
             return None
         if doc is None or not isinstance(doc.get("count"), int) or doc["count"] < least:
             return None
-        age = (datetime.datetime.now(datetime.timezone.utc) - _aware(doc["at"])).total_seconds()
+        age = (datetime.datetime.now(datetime.timezone.utc) - aware(doc["at"])).total_seconds()
         return doc["count"] if 0 <= age < fresh_for else None
 
     def _share_count(self, key, count):

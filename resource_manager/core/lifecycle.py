@@ -20,6 +20,7 @@ from bson import ObjectId
 
 from . import history
 from .allocation import stamp
+from .dates import aware
 from .history import utcnow
 
 DEFAULT_PXE_TIMEOUT = 3600  # seconds: 60 minutes
@@ -48,12 +49,8 @@ def fail_stuck_pxe(db, timeout, user=None, now=None):
 def _fallback_since(machine):
     for field in ("_updated", "_created"):
         if isinstance(machine.get(field), datetime.datetime):
-            return _aware(machine[field])
+            return aware(machine[field])
     return machine["_id"].generation_time if isinstance(machine["_id"], ObjectId) else None
-
-
-def _aware(moment):
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
 
 
 def _entered_pxe(db, machine):
@@ -67,7 +64,7 @@ def _entered_pxe(db, machine):
     # The newest state change must be the one into pxe; if not, the history missed a write: use _updated.
     if newest is None or newest["changes"]["state"].get("after") != "pxe":
         return None
-    return _aware(newest["at"])
+    return aware(newest["at"])
 
 
 def _mark_failed(db, machine, started, timeout, user, now):
