@@ -5,7 +5,7 @@ import itertools
 import grimp
 import pytest
 
-GRAPH = grimp.build_graph("resource_manager")
+GRAPH = grimp.build_graph("resource_manager", cache_dir=None)
 
 
 @pytest.mark.parametrize("package", ["resource_manager.cli", "resource_manager.localdb", "resource_manager.api",
