@@ -116,6 +116,7 @@ class RouteTable:
         self.schemas = {}
         self.tags = []
         self._index = None
+        self._found = {}  # (rule, method) -> Route or None, for rules of one template
 
     def add(self, paths, schemas=None, tags=None):
         """Add OpenAPI path items (and the component schemas they reference)."""
@@ -124,6 +125,7 @@ class RouteTable:
         self.schemas.update(schemas or {})
         self.tags.extend(tags or [])
         self._index = None
+        self._found = {}
 
     def routes(self):
         """Return every declared operation as a Route."""
@@ -147,17 +149,20 @@ class RouteTable:
 
         `path`, the request's, picks among the templates of a rule with an `any` converter.
         """
+        method = "get" if method.lower() == "head" else method.lower()
+        if (rule, method) in self._found:
+            return self._found[(rule, method)]
         if self._index is None:
             self._index = {(shape(r.path), r.method): r for r in self.routes()}
-        method = "get" if method.lower() == "head" else method.lower()
         choices = templates(rule)
-        if len(choices) > 1 and path is not None:
-            choices = [t for t in choices if _pattern(t).fullmatch(path)] or choices
-        for template in choices:
-            route = self._index.get((shape(template), method))
-            if route is not None:
-                return route
-        return None
+        if len(choices) == 1 or path is None:
+            chosen = choices
+        else:
+            chosen = [t for t in choices if _pattern(t).fullmatch(path)] or choices
+        found = next((self._index[key] for key in ((shape(t), method) for t in chosen) if key in self._index), None)
+        if len(choices) == 1:
+            self._found[(rule, method)] = found
+        return found
 
 
 def table(app):
