@@ -48,10 +48,12 @@ soak: localdb
 bench: localdb
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# ruff, and the import contracts of pyproject.toml: the layers import one way (see README, Development).
+# ruff, the import contracts of pyproject.toml (the layers import one way, see README, Development),
+# and mypy --strict on the client library, which ships typed (py.typed).
 lint: install
 	$(BIN)/python -m ruff check resource_manager tests $(wildcard bench)
 	$(BIN)/lint-imports
+	$(BIN)/mypy --strict resource_manager/clientlib
 
 # Regenerates the pins from pyproject.toml (the one declaration), keeping every pin that still fits.
 # UPGRADE=1 moves every package to its newest version allowed.

@@ -116,13 +116,16 @@ class LiveServer:
         empty_database(self.db)
         self.app.extensions["rm_users"].limiter = ratelimit.from_config(self.app.config)
         self.app.data._counts.clear()  # the data layer's recent listing counts (datalayer.py)
-        queries.forget()
+        queries.cache_of(self.app).clear()  # the dashboard's counts and orders (web/queries.py)
         self.app.extensions["rm_core"].candidates.forget()
 
     def stop(self):
+        from resource_manager.web import queries
+
         self.app.extensions["rm_upkeep"].stop()
         self._server.shutdown()
         self._server.server_close()
+        queries.cache_of(self.app).close()
         with self.app.app_context():
             for client, _db in self.app.extensions["pymongo"].values():
                 client.close()

@@ -1,4 +1,4 @@
-"""Allocation from the library and the CLI: reserve, release, reservations, pools, history (allocation-api.md)."""
+"""Allocation from the library and the CLI: reserve, release, reservations, pools, history (README: Allocation)."""
 
 import json
 

@@ -15,9 +15,10 @@ import pymongo
 import pymongo.errors
 
 from ..api import config as server_config
-from ..api.auth import ROLES, UsersFileError, read_users, remove_user, set_user
 from ..core import atomic
 from ..core import tokens as api_tokens
+from ..core.users import UsersFileError, read_users, remove_user, set_user
+from ..schema import ROLES
 
 
 def parse_args(argv):

@@ -1,11 +1,11 @@
 """Schema rules Eve's validator lacks: IP addresses in canonical form, storable key names."""
 
 import pymongo.errors
-from eve.io.mongo import Validator as EveValidator
 from flask import current_app, g, has_request_context, request
 
 from ..core.constraints import storable_keys
 from ..schema import canonical_hostname, canonical_ip, parse_ip
+from .eveglue import EveValidator
 
 
 def _bulk_values(field):

@@ -18,7 +18,6 @@ with PR_SET_PDEATHSIG does not.
 """
 
 import contextlib
-import ctypes
 import fcntl
 import logging
 import os
@@ -33,6 +32,8 @@ import urllib.parse
 import warnings
 
 import psutil
+
+from .orphans import dying_with_us
 
 with warnings.catch_warnings():
     # The package's __init__ also imports its PostgresServer, which looks up a runtime directory
@@ -147,16 +148,6 @@ SELECT rm_localdb.sync_gin(nspname) FROM pg_namespace
 
 class PostgresError(RuntimeError):
     """PostgreSQL could not be set up, started or stopped."""
-
-
-def _die_with_parent(signum):
-    def preexec():
-        # Linux: the server goes when its launcher goes, even on SIGKILL. Set after the switch of
-        # user (which clears it), in the child, before exec.
-        with contextlib.suppress(OSError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
-
-    return preexec
 
 
 def server_user():
@@ -324,10 +315,11 @@ class Postgres:
         for name, value in SETTINGS.items():
             command += ["-c", f"{name}={value}"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC", "DO_NOT_TRACK": "1"}
+        # The server goes when its launcher goes, even on SIGKILL (SIGINT: PostgreSQL's fast shutdown).
+        argv, as_user = dying_with_us(command, signal.SIGINT, user)
         with open(self.log_path, "ab") as logfile:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, cwd=self.pgdata, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent(signal.SIGINT), **self._as(user))
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+                                            cwd=self.pgdata, env=env, start_new_session=True, **as_user)
 
     def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout

@@ -16,8 +16,9 @@ from ...schema import NAME_FIELDS
 from ..auth import current_user
 from ..db import core, database
 from ..errors import error_response
+from ..eveglue import on
 from ..lookup import name_filter
-from ..openapi import answer, error_responses, op, register
+from ..openapi import answer, error_responses, op, query, register
 
 MAX_RESULTS = 1000
 
@@ -98,7 +99,9 @@ def item_history(resource, name):
 
 def _history_path(kind, param):
     return {"parameters": [{"name": param, "in": "path", "required": True, "schema": {"type": "string"}}],
-            "get": op(f"history{kind}", f"History of one of the {kind.lower()}", "history",
+            "get": op(f"history{kind}", f"History of one of the {kind.lower()}", "history", parameters=[
+                query("max_results", f"at most this many entries ({MAX_RESULTS})",
+                      {"type": "integer", "maximum": MAX_RESULTS})],
                       responses={"200": answer("History", "entries, newest first"), **error_responses(404, 503)})}
 
 
@@ -132,6 +135,5 @@ def init_app(app):
         inserted, updated, replaced, deleted = _eve_hooks(resource)
         for event, fn in (("inserted", inserted), ("updated", updated), ("replaced", replaced),
                           ("deleted_item", deleted)):
-            hook = getattr(app, f"on_{event}_{resource}")
-            hook += fn
+            on(app, event, fn, resource)
     app.register_blueprint(bp)

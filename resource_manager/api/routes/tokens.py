@@ -23,7 +23,7 @@ from ..auth import require_role
 from ..bodies import validate
 from ..db import database
 from ..errors import error_response
-from ..openapi import WRITE_ERRORS, answer, body_ref, error_responses, register, signed_in
+from ..openapi import WRITE_ERRORS, answer, body_ref, error_responses, query, register, signed_in
 from ..responses import created, invalid
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def _openapi():
     paths = {
         "/tokens": {
             "get": signed_in("listTokens", "List your tokens (an admin: everyone's, or ?user='s)", parameters=[
-                {"name": "user", "in": "query", "schema": {"type": "string"}}],
+                query("user", "this user's tokens (admins; anyone else: their own name only)")],
                 responses={"200": answer("TokenList", "tokens, never their secrets"),
                            **error_responses(401, 403, 503)}),
             "post": signed_in("createToken", "Create a token: its secret is shown in this answer only",
