@@ -9,6 +9,7 @@ from flask import current_app, request
 
 from ..core import atomic
 from ..schema import NAME_FIELDS
+from . import abandoned
 from .errors import error_response, note_database_error
 
 log = logging.getLogger(__name__)
@@ -17,10 +18,11 @@ log = logging.getLogger(__name__)
 def database(app=None):
     """Return the Database the app serves, its conditional writes atomic on this engine (see atomic.py).
 
+    Inside a request, the pending reservations and allocations it inserts are noted (abandoned.py).
     Raises PyMongoError when the engine is not known yet and the database does not answer.
     """
     app = app or current_app
-    return engine(app).wrap(app.data.driver.db)
+    return abandoned.watch(engine(app).wrap(app.data.driver.db))
 
 
 def engine(app=None):
@@ -117,6 +119,7 @@ def init_app(app):
     indexes = Indexes(app)
     app.extensions["rm_indexes"] = indexes
     app.before_request(_ensure_before_write)
+    abandoned.init_app(app, database)
     try:
         probe.get()
         indexes.ensure()

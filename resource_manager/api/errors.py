@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -18,6 +19,13 @@ log = logging.getLogger(__name__)
 
 WRITE_METHODS = ("POST", "PUT", "PATCH")
 QUERY_ARGS = {"where", "sort", "projection"}
+# What FerretDB (code 1, InternalError) passes on from its PostgreSQL driver when the database is away
+# for a moment: a backend was killed and PostgreSQL restarts them all (in recovery, not yet accepting
+# connections), a shutdown or a restart (57P01-57P03, class 08: connection errors), a connection broken
+# under a query, or PostgreSQL not listening at all (dial error). Anything else of code 1 is a bug: a 500.
+_UNAVAILABLE = re.compile(r"\(SQLSTATE (?:57P0[123]|08[0-9A-Z]{3})\)|: dial error: "
+                          r"|(?:read|write): (?:broken pipe|connection reset by peer)\Z"
+                          r"|(?:\]|:) (?:unexpected EOF|conn closed)\Z")
 
 
 def error_response(code, message, issues=None, headers=None):
@@ -60,6 +68,15 @@ def database_error_kind():
     return g.get("rm_database_error_kind")
 
 
+def database_unavailable(error):
+    """Return whether `error` says that the database is away for now (answered 503, retry), not a bug."""
+    if isinstance(error, pymongo.errors.ConnectionFailure):
+        return True
+    if isinstance(error, pymongo.errors.OperationFailure) and error.code == 1:
+        return _UNAVAILABLE.search((error.details or {}).get("errmsg") or str(error)) is not None
+    return False
+
+
 def _database_unavailable(error):
     log.warning("database unavailable: %s", error)
     note_database_error("unavailable")
@@ -92,7 +109,7 @@ def _known(error):
         log.warning("value refused by the BSON encoder on %s %s (a missing input check): %s",
                     request.method, request.path, unstorable)
         return error_response(400, f"the request holds a value the database cannot store: {unstorable[:200]}")
-    if isinstance(error, pymongo.errors.ConnectionFailure):
+    if database_unavailable(error):
         return _database_unavailable(error)
     if isinstance(error, pymongo.errors.OperationFailure) and QUERY_ARGS & set(request.args):
         message = (error.details or {}).get("errmsg") or str(error)
