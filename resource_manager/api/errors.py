@@ -9,7 +9,7 @@ import time
 
 import bson.errors
 import pymongo.errors
-from flask import current_app, g, jsonify, request
+from flask import abort, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..core.jsontext import MAX_DEPTH, check_value, loads_strict  # noqa: F401  (re-exported for the routes
@@ -200,6 +200,21 @@ def _stop_reading(always=False):
             pass
 
 
+def check_nul():
+    """Refuse a request whose path, query or headers hold a NUL character: 404 in the path, else 400.
+
+    Nothing stored holds one (PostgreSQL's jsonb, behind the embedded database, cannot), and one that
+    reached a query was a 500 there. Checked here, before any view, for every route, present and future.
+    """
+    if "\0" in request.path:
+        abort(404, description="no such item or route: the URL holds a NUL character")
+    for kind, pairs in (("query parameter", request.args.items(multi=True)), ("header", request.headers.items())):
+        for name, value in pairs:
+            if "\0" in name or "\0" in value:
+                abort(400, description=f"{kind} {name[:64]!r} holds a NUL character, which nothing stored can hold")
+    return None
+
+
 def check_body():
     """Refuse, before Eve parses it, a write body that is not a JSON object (or list of them)."""
     if request.method not in WRITE_METHODS:
@@ -287,7 +302,8 @@ def _database_failed_midway(response):
 
 
 def init_app(app):
-    """Register the JSON error handlers and the body check."""
+    """Register the JSON error handlers, the NUL check and the body check."""
+    app.before_request(check_nul)
     app.before_request(check_body)
     app.after_request(complete_error_body)
     app.after_request(_database_failed_midway)

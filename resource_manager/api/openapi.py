@@ -29,7 +29,7 @@ _TYPES = {
 }
 
 ERRORS = {
-    400: "Bad request: the body or a query parameter is malformed",
+    400: "Bad request: the body or a query parameter is malformed, or the query or a header holds a NUL character",
     401: "No or wrong credentials (HTTP Basic), or a token that is malformed, unknown, revoked or expired",
     403: "The user's role, or the token's scope, may not do this",
     404: "No such item",
@@ -394,12 +394,14 @@ def document(app):
             paths.setdefault(path, {}).update(kept)
     components["schemas"].update(schemas)
     components["schemas"] = _reachable(paths, components["schemas"])
-    for item in paths.values():
+    for path, item in paths.items():
         for method, op in item.items():
             if method != "parameters":
                 # Credentials sent anywhere are checked: a dead token is 401 even on an open read, and
-                # repeated failures are 429.
-                op["responses"] = {**op["responses"], **{k: v for k, v in error_responses(401, 429).items()
+                # repeated failures are 429. A NUL character is refused everywhere (errors.check_nul):
+                # 400 in the query or a header, 404 in a path variable.
+                common = error_responses(400, 401, 429, *((404,) if "{" in path else ()))
+                op["responses"] = {**op["responses"], **{k: v for k, v in common.items()
                                                          if k not in op["responses"]}}
     used = {t for item in paths.values() for op in item.values() if isinstance(op, dict) for t in op.get("tags", [])}
     tags += [t for t in own_tags if t["name"] in used]
