@@ -202,6 +202,9 @@ BAD_REQUESTS = [
     ({"scope": "read", "expires_in": 367 * 86400}, "expires_in"),
     ({"scope": "read", "expires": "2000-01-01T00:00:00Z"}, "expires"),
     ({"scope": "read", "expires": "soon"}, "expires"),
+    # Dates whose offset takes them past the calendar's ends (an OverflowError, once a 500).
+    ({"scope": "read", "expires": "9999-12-31T23:59:59-23:59"}, "expires"),
+    ({"scope": "read", "expires": "0001-01-01T00:00:00+23:59"}, "expires"),
     ({"scope": "read", "expires": "2099-01-01", "expires_in": 60}, "expires"), ({"scope": "read", "x": 1}, "x"),
     ({"scope": "read", "description": "d" * 201}, "description"), ({"scope": "read", "user": ""}, "user"),
 ]
