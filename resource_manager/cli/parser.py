@@ -322,4 +322,5 @@ def _token_commands(parser, prog, stdout, stderr):
     p.add_argument("--user", help="only this user's tokens (admins; others see only their own)")
     _output(p)
     p = actions["revoke"]
-    p.add_argument("token", metavar="ID", help="the token's id (or the token itself)")
+    # Not dest "token": that is the global --token option (the credentials), which it would overwrite.
+    p.add_argument("token_id", metavar="ID", help="the token's id (or the token itself)")

@@ -40,8 +40,8 @@ def cmd_list(client, args, env):
 def cmd_revoke(client, args, env):
     from ..clientlib.tokens import token_id
 
-    client.revoke_token(args.token)
-    ident = token_id(args.token) or args.token
+    client.revoke_token(args.token_id)
+    ident = token_id(args.token_id) or args.token_id
     # Named by its id only: what was given may have been the whole token.
     env.note(f"revoked token {ident}" if re.fullmatch(r"[0-9a-f]{16}", ident) else "revoked the token")
 
