@@ -71,7 +71,7 @@ def write_table(docs, stream, columns):
     table = PrettyTable(columns)
     table.align = "l"
     for doc in docs:
-        table.add_row([cell(_get(doc, c)) for c in columns])
+        table.add_row([cell(field_value(doc, c)) for c in columns])
     stream.write(table.get_string() + "\n")
 
 
@@ -103,7 +103,8 @@ def write_items(docs, stream, fmt, columns):
         write_json(docs, stream)
 
 
-def _get(doc, column):
+def field_value(doc, column):
+    """Return the value of a (dotted: tags.memory) column of a document, or None."""
     value = doc
     for part in column.split("."):
         if not isinstance(value, dict):

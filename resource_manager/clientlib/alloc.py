@@ -126,6 +126,5 @@ class AllocationMixin:
                          json={"owner": owner or self.username, "count": count}, headers=headers)
 
     def history(self, name, resource_type=None):
-        """Return the change history of an item, newest first."""
-        body = self.call("GET", self.item_path(name, resource_type) + "/history")
-        return body.get("_items", []) if isinstance(body, dict) else body
+        """Return the change history of an item, newest first: every entry, a page at a time."""
+        return list(self.iter(path=self.item_path(name, resource_type) + "/history"))
