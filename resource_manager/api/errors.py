@@ -10,7 +10,7 @@ import time
 import bson.errors
 import pymongo.errors
 from flask import abort, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from ..core.jsontext import MAX_DEPTH, check_value, loads_strict  # noqa: F401  (re-exported for the routes
 from .requestid import request_id
@@ -55,7 +55,19 @@ def _http_error(error):
         for name in ("WWW-Authenticate", "Retry-After"):
             if name in error.response.headers:
                 headers[name] = error.response.headers[name]
-    return error_response(error.code, error.description or error.name, headers=headers)
+    description = error.description
+    if error.code == 404 and description == NotFound.description:
+        description = _not_found()  # Eve's abort(404), Flask's unknown URL: say what was not found
+    return error_response(error.code, description or error.name, headers=headers)
+
+
+def _not_found():
+    resource, _, kind = (request.endpoint or "").partition("|")
+    value = (request.view_args or {}).get("_id")
+    if kind == "item_lookup" and value is not None:
+        title = current_app.config["DOMAIN"][resource].get("item_title") or resource
+        return f"no {title.lower()} '{str(value)[:200]}'"
+    return f"no such route: {request.path[:200]}"
 
 
 def note_database_error(kind):

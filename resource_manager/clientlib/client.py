@@ -14,6 +14,7 @@ from .alloc import AllocationMixin
 from .errors import (
     APIError,
     Conflict,
+    Forbidden,
     NotFound,
     PreconditionFailed,
     RequestFailureException,
@@ -22,6 +23,7 @@ from .errors import (
     ReservationNotGranted,
     ResourceManagerError,
     TransportError,
+    Unauthorized,
     ValidationError,
     WaitTimedOut,
     error_from_response,
@@ -31,7 +33,8 @@ from .tokens import BearerAuth, TokenMixin
 
 __all__ = [
     "ResourceManagerClient", "ResourceManagerError", "RequestFailureException", "APIError", "NotFound",
-    "ValidationError", "Conflict", "PreconditionFailed", "TransportError", "RESOURCE_TYPES",
+    "ValidationError", "Conflict", "PreconditionFailed", "Unauthorized", "Forbidden", "TransportError",
+    "RESOURCE_TYPES",
     "ReservationNotGranted", "WaitTimedOut", "ReservationCancelled", "ReservationInterrupted",
 ]
 
@@ -66,7 +69,7 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin, TokenMixin):
     (`token=`, RM_TOKEN or `token =` in the file) wins over username and password wherever they come
     from: it is sent as `Authorization: Bearer`, and `username` and `password` are None.
     Every request goes through one requests.Session with a timeout (RM_TIMEOUT, 30 s by default).
-    Errors raise ResourceManagerError subclasses (see client_errors.py).
+    Errors raise ResourceManagerError subclasses (see errors.py).
 
     Restarts are ridden out (client_retry.py): connection errors and 502/503/504 are retried, up to
     `max_retries` times (RM_MAX_RETRIES, 5), none later than `retry_time` seconds after the first
