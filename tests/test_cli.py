@@ -113,7 +113,7 @@ def test_usage_errors_exit_2_with_one_line(cli, argv, message):
 
 def test_not_found_is_exit_4(cli):
     result = cli("get", "nope")
-    assert (result.code, result.err) == (4, "rmctl: GET /machines/nope: 404 not found\n")
+    assert (result.code, result.err) == (4, "rmctl: GET /machines/nope: 404 no machine 'nope'\n")
 
 
 def test_validation_error_spells_out_the_fields(cli, server):
