@@ -78,6 +78,6 @@ def test_errors_are_one_line_without_traceback(server):
     env = subprocess_env(RM_ENDPOINT=server.url)
     result = shell("./client.py get no-such-host", env)
     assert result.code == 4
-    assert result.err == "client.py: GET /machines/no-such-host: 404 not found\n"
+    assert result.err == "client.py: GET /machines/no-such-host: 404 no machine 'no-such-host'\n"
     result = shell("./client.py get no-such-host --debug", env)
     assert result.code == 4 and "Traceback" in result.err
