@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import psutil
@@ -63,8 +64,17 @@ def processes_of(clone):
     return found
 
 
-def test_supervisord_from_a_fresh_clone_runs_database_api_and_sweep(tmp_path):
-    clone = fresh_clone(str(tmp_path / "checkout"))
+@pytest.fixture
+def short_dir():
+    """A directory with a short path: supervisord's control socket (var/supervisor.sock) must fit in the
+    108 bytes of a Unix socket's path, which pytest's temporary directories under `make test` exceed."""
+    path = tempfile.mkdtemp(prefix="rm-clone-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_supervisord_from_a_fresh_clone_runs_database_api_and_sweep(short_dir):
+    clone = fresh_clone(os.path.join(short_dir, "checkout"))
     os.symlink(os.path.dirname(BIN), os.path.join(clone, ".venv"))  # make install's virtualenv
     build = os.path.join(ROOT, "resource_manager", "localdb", ".build")
     os.symlink(build, os.path.join(clone, "resource_manager", "localdb", ".build"))
