@@ -14,7 +14,11 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-install: $(STAMP)
+install: $(STAMP) var/log
+
+# supervisord.conf writes its logs and its socket under var/; supervisord creates no directories.
+var/log:
+	mkdir -p $@
 
 # Builds the embedded database (FerretDB, Go) once per source version.
 localdb: install

@@ -1,6 +1,7 @@
 """Eve settings: one dict per resource, the unique keys behind them, and their one stored form."""
 
 import ipaddress
+import re
 from typing import Any
 
 MACHINE_STATES = ("pxe", "pxe_failed", "idle", "in_use", "needs_repair")
@@ -137,3 +138,25 @@ def canonical_hostname(value: Any) -> Any:
         return value
     value = value.lower()
     return value[:-1] if value.endswith(".") and len(value) > 1 else value
+
+
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def natural_key(text: str) -> tuple[Any, ...]:
+    """Return the sort key that orders names as people read them: n2 before n10, 10.0.0.9 before 10.0.0.10.
+
+    Runs of ASCII digits compare as numbers, the rest case-insensitively; the text itself breaks ties
+    (n01 and n1, N1 and n1), so the order is total and the same everywhere (dashboard and CLI).
+    """
+    parts = _DIGITS.split(text)
+    return tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)) + (text,)
+
+
+def sort_key(value: Any) -> tuple[Any, ...]:
+    """Return a sort key for a field's value: None first, then text in natural order, then the rest."""
+    if value is None:
+        return (0, ())
+    if isinstance(value, str):
+        return (1, natural_key(value))
+    return (2, value)

@@ -106,7 +106,7 @@ def test_reservations_filter_as_before_and_refuse_a_state_they_never_have(operat
     ("/machines", {"state": "bogus"}, "?state must be one of pxe, pxe_failed, idle, in_use, needs_repair"),
     ("/machines", {"state": ""}, "?state is empty"),
     ("/machines", {"owner": ""}, "?owner is empty"),
-    ("/machines", {"job_id": "a\0b"}, "?job_id contains a NUL character"),
+    ("/machines", {"job_id": "a\0b"}, "query parameter 'job_id' holds a NUL character"),
     ("/machines", {"state": ["idle", "in_use"]}, "?state is given 2 times: give it once; for any of several"),
     ("/machines", {"where": ['{"state": "idle"}', "{}"]}, "?where is given 2 times"),
     ("/machines", {"embedded": "{}"}, "unknown query parameter ?embedded"),

@@ -12,6 +12,7 @@ from ..core.candidates import CandidatePasses
 from ..core.clock import SYSTEM
 from ..core.context import Core
 from ..schema import NAME_FIELDS
+from . import abandoned
 from .config import policy
 from .errors import error_response, note_database_error
 
@@ -21,10 +22,11 @@ log = logging.getLogger(__name__)
 def database(app=None):
     """Return the Database the app serves, its conditional writes atomic on this engine (see atomic.py).
 
+    Inside a request, the pending reservations and allocations it inserts are noted (abandoned.py).
     Raises PyMongoError when the engine is not known yet and the database does not answer.
     """
     app = app or current_app
-    return engine(app).wrap(app.data.driver.db)
+    return abandoned.watch(engine(app).wrap(app.data.driver.db))
 
 
 def core(app=None):
@@ -135,6 +137,7 @@ def init_app(app, clock=None):
     indexes = Indexes(app)
     app.extensions["rm_indexes"] = indexes
     app.before_request(_ensure_before_write)
+    abandoned.init_app(app, core)
     try:
         probe.get()
         indexes.ensure()

@@ -2,19 +2,28 @@
 
 import json
 import logging
+import re
 
 import bson.errors
 import pymongo.errors
-from flask import g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import abort, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException, NotFound
 
 from ..core.errors import AllocationError
 from ..core.jsontext import MAX_DEPTH, check_value, loads_strict  # noqa: F401  (re-exported for the routes
+from .eveglue import eve_endpoint
 from .requestid import request_id
 
 log = logging.getLogger(__name__)
 
 QUERY_ARGS = {"where", "sort", "projection"}
+# What FerretDB (code 1, InternalError) passes on from its PostgreSQL driver when the database is away
+# for a moment: a backend was killed and PostgreSQL restarts them all (in recovery, not yet accepting
+# connections), a shutdown or a restart (57P01-57P03, class 08: connection errors), a connection broken
+# under a query, or PostgreSQL not listening at all (dial error). Anything else of code 1 is a bug: a 500.
+_UNAVAILABLE = re.compile(r"\(SQLSTATE (?:57P0[123]|08[0-9A-Z]{3})\)|: dial error: "
+                          r"|(?:read|write): (?:broken pipe|connection reset by peer)\Z"
+                          r"|(?:\]|:) (?:unexpected EOF|conn closed)\Z")
 
 
 def error_response(code, message, issues=None, headers=None, details=None):
@@ -48,7 +57,19 @@ def _http_error(error):
         for name in ("WWW-Authenticate", "Retry-After"):
             if name in error.response.headers:
                 headers[name] = error.response.headers[name]
-    return error_response(error.code, error.description or error.name, headers=headers)
+    description = error.description
+    if error.code == 404 and description == NotFound.description:
+        description = _not_found()  # Eve's abort(404), Flask's unknown URL: say what was not found
+    return error_response(error.code, description or error.name, headers=headers)
+
+
+def _not_found():
+    found = eve_endpoint(request.endpoint)
+    value = (request.view_args or {}).get("_id")
+    if found is not None and found.kind == "item_lookup" and value is not None:
+        title = current_app.config["DOMAIN"][found.resource].get("item_title") or found.resource
+        return f"no {title.lower()} '{str(value)[:200]}'"
+    return f"no such route: {request.path[:200]}"
 
 
 def _refused(error):
@@ -64,6 +85,15 @@ def note_database_error(kind):
 def database_error_kind():
     """Return the kind of database error this request's answer translated, or None (see metrics.py)."""
     return g.get("rm_database_error_kind")
+
+
+def database_unavailable(error):
+    """Return whether `error` says that the database is away for now (answered 503, retry), not a bug."""
+    if isinstance(error, pymongo.errors.ConnectionFailure):
+        return True
+    if isinstance(error, pymongo.errors.OperationFailure) and error.code == 1:
+        return _UNAVAILABLE.search((error.details or {}).get("errmsg") or str(error)) is not None
+    return False
 
 
 def _database_unavailable(error):
@@ -98,7 +128,7 @@ def _known(error):
         log.warning("value refused by the BSON encoder on %s %s (a missing input check): %s",
                     request.method, request.path, unstorable)
         return error_response(400, f"the request holds a value the database cannot store: {unstorable[:200]}")
-    if isinstance(error, pymongo.errors.ConnectionFailure):
+    if database_unavailable(error):
         return _database_unavailable(error)
     if isinstance(error, pymongo.errors.OperationFailure) and QUERY_ARGS & set(request.args):
         message = (error.details or {}).get("errmsg") or str(error)
@@ -143,8 +173,24 @@ def _database_failed_midway(response):
     return _database_unavailable(error) if error is not None else response
 
 
+def check_nul():
+    """Refuse a request whose path, query or headers hold a NUL character: 404 in the path, else 400.
+
+    Nothing stored holds one (PostgreSQL's jsonb, behind the embedded database, cannot), and one that
+    reached a query was a 500 there. Checked here, before any view, for every route, present and future.
+    """
+    if "\0" in request.path:
+        abort(404, description="no such item or route: the URL holds a NUL character")
+    for kind, pairs in (("query parameter", request.args.items(multi=True)), ("header", request.headers.items())):
+        for name, value in pairs:
+            if "\0" in name or "\0" in value:
+                abort(400, description=f"{kind} {name[:64]!r} holds a NUL character, which nothing stored can hold")
+    return None
+
+
 def init_app(app):
-    """Register the JSON error handlers."""
+    """Register the JSON error handlers and the NUL check."""
+    app.before_request(check_nul)
     app.after_request(complete_error_body)
     app.after_request(_database_failed_midway)
     app.register_error_handler(HTTPException, _http_error)

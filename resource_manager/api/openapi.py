@@ -31,7 +31,7 @@ TYPES = {
 }
 
 ERRORS = {
-    400: "Bad request: the body or a query parameter is malformed",
+    400: "Bad request: the body or a query parameter is malformed, or the query or a header holds a NUL character",
     401: "No or wrong credentials (HTTP Basic), or a token that is malformed, unknown, revoked or expired",
     403: "The user's role, or the token's scope, may not do this",
     404: "No such item",
@@ -235,12 +235,15 @@ def document(app):
     components["schemas"].update(routes.schemas)
     components["schemas"].update({ref: body_schema(name, app.config) for ref, name in BODY_SCHEMAS.items()})
     components["schemas"] = _reachable(paths, components["schemas"])
-    for item in paths.values():
+    for path, item in paths.items():
         for method, op in item.items():
             if method != "parameters":
                 # Any operation refuses a query parameter it does not declare (400); credentials sent
-                # anywhere are checked: a dead token is 401 even on an open read, and repeated failures 429.
-                op["responses"] = {**op["responses"], **{k: v for k, v in error_responses(400, 401, 429).items()
+                # anywhere are checked: a dead token is 401 even on an open read, and repeated failures
+                # are 429. A NUL character is refused everywhere (errors.check_nul): 400 in the query or
+                # a header, 404 in a path variable.
+                common = error_responses(400, 401, 429, *((404,) if "{" in path else ()))
+                op["responses"] = {**op["responses"], **{k: v for k, v in common.items()
                                                          if k not in op["responses"]}}
     used = {t for item in paths.values() for op in item.values() if isinstance(op, dict) for t in op.get("tags", [])}
     tags = [t for t in routes.tags if t["name"] in used]

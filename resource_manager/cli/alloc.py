@@ -1,8 +1,10 @@
 """The allocation commands of the CLI: reserve, release, reservations, allocate-address, pools, history."""
 
+import json
 import re
 import time
 
+from ..schema import natural_key
 from .command import Command, idempotency_option, output_option
 from .commands import output_format, parse_json_object
 from .output import write_item, write_items
@@ -21,7 +23,7 @@ def parse_duration(text, option="--lease"):
 
 
 def _write_names(names, env):
-    for name in names:
+    for name in sorted(names, key=natural_key):  # n2 before n10
         env.stdout.write(f"{name}\n")
 
 
@@ -159,7 +161,31 @@ def cmd_pools(client, args, env):
 
 def cmd_history(client, args, env):
     items = client.history(args.name)
-    write_items(items, env.stdout, output_format(args, env), ["at", "user", "action", "changes", "reason", "job_id"])
+    fmt = output_format(args, env)
+    if fmt == "table":
+        # As the dashboard shows them: one line per field, "state: idle → needs_repair".
+        arrow, none = ("→", "—") if _can_write(env.stdout, "→—") else ("->", "-")
+        items = [dict(item, changes="\n".join(
+            f"{field}: {_shown(change.get('before'), none)} {arrow} {_shown(change.get('after'), none)}"
+            for field, change in (item.get("changes") or {}).items()
+            if isinstance(change, dict) and not field.startswith("_"))) for item in items]
+    write_items(items, env.stdout, fmt, ["at", "user", "action", "changes", "reason", "job_id"])
+
+
+def _shown(value, none):
+    if value is None:
+        return none
+    if isinstance(value, (dict, list, bool)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _can_write(stream, text):
+    try:
+        text.encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def _reserve_arguments(p):

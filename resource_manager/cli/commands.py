@@ -1,10 +1,11 @@
 """The item commands of the CLI: list, get, create, update, delete; the helpers every command uses."""
 
 import json
+import re
 
-from ..schema import META_FIELDS
+from ..schema import META_FIELDS, sort_key
 from .command import Command, output_option
-from .output import write_item, write_items
+from .output import field_value, write_item, write_items
 from .status import UsageError
 
 ASSIGNMENTS_HELP = ("field=value pairs; field:=JSON for numbers, booleans, null, lists; "
@@ -66,7 +67,12 @@ def cmd_list(client, args, env):
         unowned = [{"owner": {"$exists": False}}, {"owner": None}, {"owner": ""}]
         where = {"$and": [where, {"$or": unowned}]} if "$or" in where else {**where, "$or": unowned}
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
-    items = client.iter(where or None, args.sort, fields, limit=args.limit)
+    if args.sort and SIMPLE_SORT.fullmatch(args.sort):
+        # The server sorts text code point by code point (n10 before n2): every match is read and sorted
+        # here in natural order, then cut to --limit.
+        items = natural_order(list(client.iter(where or None, args.sort, fields)), args.sort)[:args.limit]
+    else:
+        items = client.iter(where or None, args.sort, fields, limit=args.limit)
     fmt = output_format(args, env)
     columns = fields or client.schema_fields
     if fmt == "csv":
@@ -74,6 +80,17 @@ def cmd_list(client, args, env):
         items = [{k: v for k, v in item.items() if k not in META_FIELDS and (not wanted or k in wanted)}
                  for item in items]
     write_items(items, env.stdout, fmt, columns)
+
+
+SIMPLE_SORT = re.compile(r"\s*-?[\w.]+\s*(,\s*-?[\w.]+\s*)*")
+
+
+def natural_order(items, sort):
+    """Return `items` sorted as `--sort` says ("state,-hostname"), text in natural order: n2 before n10."""
+    for field in reversed([f.strip() for f in sort.split(",")]):
+        name = field.lstrip("-")
+        items.sort(key=lambda item: sort_key(field_value(item, name)), reverse=field.startswith("-"))
+    return items
 
 
 def cmd_get(client, args, env):

@@ -41,8 +41,8 @@ def cmd_list(client, args, env):
 def cmd_revoke(client, args, env):
     from ..clientlib.tokens import token_id
 
-    client.revoke_token(args.token)
-    ident = token_id(args.token) or args.token
+    client.revoke_token(args.token_id)
+    ident = token_id(args.token_id) or args.token_id
     # Named by its id only: what was given may have been the whole token.
     env.note(f"revoked token {ident}" if re.fullmatch(r"[0-9a-f]{16}", ident) else "revoked the token")
 
@@ -61,7 +61,8 @@ def _list_arguments(p):
 
 
 def _revoke_arguments(p):
-    p.add_argument("token", metavar="ID", help="the token's id (or the token itself)")
+    # Not dest "token": that is the global --token option (the credentials), which it would overwrite.
+    p.add_argument("token_id", metavar="ID", help="the token's id (or the token itself)")
 
 
 COMMANDS = (

@@ -4,17 +4,16 @@ import csv
 import io
 import json
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ..clientlib.errors import APIError, PreconditionFailed, format_issues
 from ..schema import canonical_ip
+from . import csvcells
 from .command import Command
 from .output import clean, write_csv, write_json
 from .status import ExitStatus, UsageError
 
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
-_JSONISH = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null|\[.*\]|\{.*\}", re.S)
 UPDATE_WORKERS = 8
 
 
@@ -37,8 +36,9 @@ def read_rows(text, fmt):
                 if key is None:
                     yield reader.line_num, "more cells than columns"
                     break
-                if value not in (None, ""):
-                    doc[key.strip()] = _csv_value(key, value)
+                value = csvcells.read(key.strip(), value)
+                if value is not csvcells.ABSENT:
+                    doc[key.strip()] = value
             else:
                 yield reader.line_num, _nest(doc)
     elif fmt == "jsonl":
@@ -64,16 +64,6 @@ def _parse_object(line):
     except ValueError as e:
         return f"not valid JSON: {e}"
     return _nest(value) if isinstance(value, dict) else "not a JSON object"
-
-
-def _csv_value(key, value):
-    # Top-level fields are strings; tag cells may hold numbers, booleans or JSON.
-    if "." in key and _JSONISH.fullmatch(value.strip()):
-        try:
-            return json.loads(value)
-        except ValueError:
-            pass
-    return value
 
 
 def _nest(doc):

@@ -155,10 +155,8 @@ class AllocationMixin(ClientBase):
                          json={"owner": owner or self.username, "count": count}, headers=headers)
 
     def history(self, name: object, resource_type: str | None = None) -> list[Document]:
-        """Return the change history of an item, newest first."""
-        body = self.call("GET", self.item_path(name, resource_type) + "/history")
-        items: list[Document] = body.get("_items", []) if isinstance(body, dict) else body
-        return items
+        """Return the change history of an item, newest first: every entry, a page at a time."""
+        return list(self.iter(path=self.item_path(name, resource_type) + "/history"))
 
     def _document(self, method: str, path: str, **kwargs: Any) -> Document:
         """Send one request and return its JSON body, an object for these routes."""

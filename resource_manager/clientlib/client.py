@@ -20,6 +20,7 @@ from .base import Document, Params
 from .errors import (
     APIError,
     Conflict,
+    Forbidden,
     NotFound,
     PreconditionFailed,
     RequestFailureException,
@@ -28,6 +29,7 @@ from .errors import (
     ReservationNotGranted,
     ResourceManagerError,
     TransportError,
+    Unauthorized,
     ValidationError,
     WaitTimedOut,
     error_from_response,
@@ -37,7 +39,8 @@ from .tokens import BearerAuth, TokenMixin
 
 __all__ = [
     "ResourceManagerClient", "ResourceManagerError", "RequestFailureException", "APIError", "NotFound",
-    "ValidationError", "Conflict", "PreconditionFailed", "TransportError", "RESOURCE_TYPES",
+    "ValidationError", "Conflict", "PreconditionFailed", "Unauthorized", "Forbidden", "TransportError",
+    "RESOURCE_TYPES",
     "ReservationNotGranted", "WaitTimedOut", "ReservationCancelled", "ReservationInterrupted",
 ]
 

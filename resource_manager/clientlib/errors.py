@@ -1,4 +1,17 @@
-"""Client exceptions: one base carrying .response, a subclass per kind of failure."""
+"""Client exceptions: one base carrying .response, a subclass per kind of failure.
+
+    ResourceManagerError (alias RequestFailureException)
+    +-- APIError                 the server answered 4xx/5xx: .status, .message, .issues
+    |   +-- Unauthorized         401: no, wrong or dead credentials (a revoked or expired token)
+    |   +-- Forbidden            403: the role, or the token's scope, may not do this
+    |   +-- NotFound             404
+    |   +-- Conflict             409
+    |   +-- PreconditionFailed   412
+    |   +-- ValidationError      422: .issues per field
+    +-- TransportError           could not connect, or no answer in time
+    +-- ReservationNotGranted    reserve(wait=...): WaitTimedOut, ReservationCancelled
+    ReservationInterrupted       a KeyboardInterrupt (Ctrl-C while waiting in line)
+"""
 
 from __future__ import annotations
 
@@ -49,6 +62,14 @@ class APIError(ResourceManagerError):
         return text
 
 
+class Unauthorized(APIError):
+    """401: no credentials, wrong ones, or a token that is malformed, unknown, revoked or expired."""
+
+
+class Forbidden(APIError):
+    """403: the account's role, or the token's scope, may not do this."""
+
+
 class NotFound(APIError):
     """404: no such item or route."""
 
@@ -74,7 +95,8 @@ class TransportError(ResourceManagerError):
         self.cause = cause
 
 
-_BY_STATUS: dict[int, type[APIError]] = {404: NotFound, 409: Conflict, 412: PreconditionFailed, 422: ValidationError}
+_BY_STATUS: dict[int, type[APIError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+                                         412: PreconditionFailed, 422: ValidationError}
 
 
 def format_issues(issues: Any, prefix: str = "") -> str:

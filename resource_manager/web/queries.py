@@ -23,7 +23,7 @@ from flask import current_app
 
 from ..api.db import collection_name, database
 from ..core.jsontext import loads_strict
-from ..schema import MACHINE_STATES, canonical_hostname
+from ..schema import MACHINE_STATES, canonical_hostname, natural_key, sort_key
 
 SORTS = ("hostname", "state", "owner", "job_id", "_updated")
 PAGE_SIZES = (25, 50, 100, 200)
@@ -155,11 +155,7 @@ class MachineQuery:
         size = _int(args.get("per_page"), DEFAULT_PAGE_SIZE)
         self.per_page = size if size in PAGE_SIZES else DEFAULT_PAGE_SIZE
         self.page = min(MAX_PAGE, max(1, _int(args.get("page"), 1)))
-        self.problems = []
-        for name in ("q", "owner", "job", "tag"):
-            if "\0" in getattr(self, name):  # no stored text holds one (PostgreSQL's jsonb cannot)
-                self.problems.append(f"ignored {name} filter: it contains a NUL character")
-                setattr(self, name, "")
+        self.problems = []  # a NUL character never gets here: api/errors.check_nul refuses it (400)
 
     def filter(self, with_state=True):
         """Return the MongoDB filter; user text never becomes an operator or a raw regex."""
@@ -186,7 +182,7 @@ class MachineQuery:
         return found
 
     def sort_spec(self):
-        """Return the pymongo sort, with hostname as the tie-breaker so pages are stable."""
+        """Return the sort as pymongo's spec, with hostname as the tie-breaker (the cache's key; _sorted() sorts)."""
         field = self.sort.lstrip("-")
         direction = pymongo.DESCENDING if self.sort.startswith("-") else pymongo.ASCENDING
         spec = [(field, direction)]
@@ -222,14 +218,22 @@ def _state_counts(collection, query):
     return counts
 
 
-def _page(collection, query, page):
-    cursor = (collection.find(query.filter(), LIST_FIELDS).sort(query.sort_spec())
-              .skip((page - 1) * query.per_page).limit(query.per_page))
-    return list(cursor)
+def _sorted(docs, query):
+    """Return `docs` in the table's order: hostnames (and other text) in natural order, n2 before n10.
+
+    A database sorts text code point by code point (n10 before n2), so the order is made here, from
+    the fields it needs: on the embedded database the sort read every match anyway.
+    """
+    field = query.sort.lstrip("-")
+    docs = sorted(docs, key=lambda doc: natural_key(doc.get("hostname") or ""))  # the tie-breaker, ascending
+    if field != "hostname" or query.sort.startswith("-"):
+        docs.sort(key=lambda doc: sort_key(doc.get(field)), reverse=query.sort.startswith("-"))
+    return docs
 
 
 def _order(collection, query):
-    return [doc["_id"] for doc in collection.find(query.filter(), {"_id": 1}).sort(query.sort_spec())]
+    fields = {"_id": 1, "hostname": 1, query.sort.lstrip("-"): 1}
+    return [doc["_id"] for doc in _sorted(collection.find(query.filter(), fields), query)]
 
 
 def _rows(collection, ids):
@@ -249,21 +253,21 @@ def overview(query, max_age=0):
 
     `age`: how many seconds old the counts and the table's order are (0 when read now). With
     max_age 0, two queries side by side: one aggregation for the state cards (machines matching
-    every filter but the state one, hence the table's total) and one sorted page. Otherwise both
-    come from the cache (see the module's docstring) and the page's rows are read by `_id`.
+    every filter but the state one) and the table's order (the `_id`s, with the sort fields, sorted
+    here in natural order: _sorted). Otherwise both come from the cache (see the module's
+    docstring). Either way the page's rows are then read by `_id`.
     """
     collection = machines()
     cache = _cache()
     if max_age <= 0:
         counts_future = cache.pool().submit(_state_counts, collection, query)
-        rows = _page(collection, query, query.page)
+        order = _order(collection, query)
         counts = counts_future.result()
-        total = counts[query.state] if query.state else sum(counts.values())
+        total = len(order)
         pages = max(1, math.ceil(total / query.per_page))
-        if query.page > pages:  # past the end (a stale link): show the last page instead
-            query.page = pages
-            rows = _page(collection, query, pages)
-        return counts, total, rows, pages, 0.0
+        query.page = min(query.page, pages)  # past the end (a stale link): the last page instead
+        start = (query.page - 1) * query.per_page
+        return counts, total, _rows(collection, order[start:start + query.per_page]), pages, 0.0
     counts_future = cache.pool().submit(cache.get, _key(collection, "counts", query.filter(with_state=False)),
                                         lambda: _state_counts(collection, query), max_age)
     order, order_age = cache.get(_key(collection, "order", query.filter(), query.sort_spec()),

@@ -61,10 +61,10 @@ def _date(value):
         return None
     try:
         date = datetime.datetime.fromisoformat(value)
-    except ValueError:
+        date = date if date.tzinfo else date.replace(tzinfo=datetime.timezone.utc)
+        return date.astimezone(datetime.timezone.utc).replace(microsecond=0)
+    except (ValueError, OverflowError):  # not a date; or one whose offset leaves the years 1-9999
         return None
-    date = date if date.tzinfo else date.replace(tzinfo=datetime.timezone.utc)
-    return date.astimezone(datetime.timezone.utc).replace(microsecond=0)
 
 
 def render(record):
