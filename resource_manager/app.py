@@ -6,9 +6,9 @@ from eve import Eve
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import web
-from .api import auth, config, db, errors, guards, listing, lookup, metrics, queryargs, queueing, requestid
+from .api import auth, config, db, errors, guards, listing, lookup, metrics, queryargs, queueing, requestid, slots
 from .api.datalayer import Mongo
-from .api.routes import health, history, pools, reservations, tokens
+from .api.routes import events, health, history, pools, reservations, tokens
 from .api.validation import Validator
 from .schema import DOMAIN, EVE_SETTINGS
 
@@ -38,6 +38,8 @@ def create_app(overrides=None, environ=None):
     reservations.init_app(app)
     pools.init_app(app)
     tokens.init_app(app)
+    slots.init_app(app)
+    events.init_app(app)
     web.init_app(app)
     proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
     if proxies:

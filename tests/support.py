@@ -115,6 +115,7 @@ class LiveServer:
         empty_database(self.db)
         self.app.extensions["rm_users"].limiter = ratelimit.from_config(self.app.config)
         self.app.data._counts.clear()  # the data layer's recent listing counts (datalayer.py)
+        self.app.extensions["rm_event_feed"].forget()  # its ring holds the events of the emptied database
         queries.forget()
 
     def stop(self):

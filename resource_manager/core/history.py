@@ -8,6 +8,7 @@ A write made through Eve may carry a reason in the `X-Reason` header.
 import datetime
 
 from ..schema import META_FIELDS, NAME_FIELDS
+from . import events
 
 COLLECTION = "history"
 
@@ -48,9 +49,13 @@ def record(db, resource, doc, action, changes, user=None, reason=None, job_id=No
     """Store one history entry for the machine or address `doc`."""
     if not changes and action in ("update",):
         return
-    db[COLLECTION].insert_one(entry(resource, doc, action, changes, user, reason, job_id, at))
+    _insert(db, [entry(resource, doc, action, changes, user, reason, job_id, at)])
 
 
+def record_many(db, entries):
+    """Store several entries (from `entry`) in one insert: a bulk POST's."""
+    if entries:
+        _insert(db, entries)
 
 
 def record_reservation(db, res, action, before, user=None, reason=None, at=None):
@@ -58,7 +63,16 @@ def record_reservation(db, res, action, before, user=None, reason=None, at=None)
 
     Kept with the machines' and addresses' entries, as resource "reservations", named by its _id.
     """
-    db[COLLECTION].insert_one({
+    _insert(db, [{
         "resource": "reservations", "name": res["_id"], "item_id": res["_id"], "at": at or utcnow(),
         "user": user, "action": action, "changes": {"state": {"before": before, "after": res.get("state")}},
-        "reason": reason, "job_id": res.get("job_id")})
+        "reason": reason, "job_id": res.get("job_id")}])
+
+
+def _insert(db, entries):
+    """Insert history entries: every entry of every kind goes through here."""
+    events.publish(db, entries)  # first: an event of a change made, even if a crash loses its entry
+    if len(entries) == 1:
+        db[COLLECTION].insert_one(entries[0])
+    else:
+        db[COLLECTION].insert_many(entries, ordered=False)

@@ -10,7 +10,7 @@ import pymongo
 from bson import ObjectId
 from flask import Blueprint, current_app, has_request_context, jsonify, request
 
-from ...core.history import COLLECTION, diff, entry, record, utcnow
+from ...core.history import COLLECTION, diff, entry, record, record_many, utcnow
 from ...schema import NAME_FIELDS
 from ..auth import current_user
 from ..db import database
@@ -58,9 +58,8 @@ def _eve_hooks(resource):
     def inserted(documents):
         # One insert for a bulk POST's entries, not one round trip per document.
         user, reason, at = request_user(), request_reason(), utcnow()
-        entries = [entry(resource, doc, "create", diff({}, doc), user, reason, at=at) for doc in documents]
-        if entries:
-            database()[COLLECTION].insert_many(entries, ordered=False)
+        record_many(database(), [entry(resource, doc, "create", diff({}, doc), user, reason, at=at)
+                                 for doc in documents])
 
     def updated(updates, original):
         after = dict(original)
