@@ -10,7 +10,8 @@ import pytest
 from .deployed import Gunicorn
 
 COLLECTIONS = ("machines", "reservations", "reservation_ends", "machine_claims", "address_claims",
-               "address_pools", "allocations", "public_addresses", "private_addresses", "history", "locks")
+               "address_pools", "allocations", "public_addresses", "private_addresses", "history", "locks",
+               "events", "event_marks", "webhooks", "webhook_deliveries")
 
 
 class Cluster:

@@ -72,13 +72,22 @@ class Feed:
         self.last_reader = time.monotonic()
         self._restart = False
         self._db = None
+        self.epoch = None
 
     # -- for streams ------------------------------------------------------------------------
 
     def start_position(self):
-        """Return where a stream without Last-Event-ID starts: after the newest event (the ring may lag)."""
+        """Return where a stream without Last-Event-ID starts: after the newest event (the ring may lag).
+
+        The ring is dropped first if the database's sequence started again meanwhile (its events were
+        emptied): a stream must never be served the events of a sequence that is gone.
+        """
         self._ensure_running()
-        return events.top(self.database())
+        top, epoch = events.head(self.database())
+        with self.cond:
+            if self.last is not None and (epoch != self.epoch or top < self.last):
+                self._forget()
+        return top
 
     def attach(self):
         """Note a stream (it keeps the thread running); detach() when it ends."""
@@ -167,10 +176,12 @@ class Feed:
             while self.readers > 0 or time.monotonic() - self.last_reader < IDLE_STOP:
                 try:
                     db = self.database()  # here, in the loop: the database may be down at first
-                    top = events.top(db)
-                    if self.last is None or self._restart or top < self.last:
-                        self._restart = False  # (the mark went back: the database was emptied or restored)
+                    top, epoch = events.head(db)
+                    if self.last is None or self._restart or top < self.last or epoch != (self.epoch or epoch):
+                        # (Another epoch, or the mark went back: the collections were emptied, or restored.)
+                        self._restart = False
                         self._begin(top)
+                    self.epoch = epoch
                     ticks += 1
                     # Now and then even if the mark did not move: a writer may have died before raising it.
                     if top > (self.last or 0) or ticks % 20 == 0:
@@ -194,9 +205,13 @@ class Feed:
     def forget(self):
         """Start again from the database's newest event (after the database was emptied: tests)."""
         with self.cond:
-            self._restart = True
-            self.ring.clear()
-            self.last = None
+            self._forget()
+
+    def _forget(self):
+        # Lock held.
+        self._restart = True
+        self.ring.clear()
+        self.last = None
 
     def _begin(self, top):
         with self.cond:

@@ -27,6 +27,7 @@ reader resuming below the floor has lost events and is told so (`floor`).
 """
 
 import datetime
+import uuid
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -105,7 +106,8 @@ def _raise_mark(db, name, seq):
     if db[MARKS].update_one({"_id": name}, {"$max": {"seq": seq}}).matched_count:
         return
     try:  # the first time: an upsert (a plain update is cheaper on FerretDB, so not always)
-        db[MARKS].update_one({"_id": name}, {"$max": {"seq": seq}}, upsert=True)
+        db[MARKS].update_one({"_id": name}, {"$max": {"seq": seq}, "$setOnInsert": {"epoch": uuid.uuid4().hex}},
+                             upsert=True)
     except DuplicateKeyError:  # two first upserts at once: the mark exists now
         db[MARKS].update_one({"_id": name}, {"$max": {"seq": seq}})
 
@@ -113,6 +115,12 @@ def _raise_mark(db, name, seq):
 def top(db):
     """Return the highest event id known (0 before the first event); it may lag a moment, never lead."""
     return _mark(db, "top")
+
+
+def head(db):
+    """Return (top, epoch): the epoch changes when the sequence starts again (the collections were emptied)."""
+    doc = db[MARKS].find_one({"_id": "top"})
+    return (int(doc["seq"]), doc.get("epoch")) if doc else (0, None)
 
 
 def floor(db):

@@ -136,8 +136,8 @@ def stream():
     feed = eventfeed.feed(app)
     slot = slots.take("events")
     try:
-        if position is None:
-            position = feed.start_position()
+        start = feed.start_position()
+        position = start if position is None else position
         feed.attach()
     except BaseException:
         slot.release()
