@@ -8,7 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import web
 from .api import auth, config, db, errors, guards, listing, lookup, metrics, queryargs, queueing, requestid, slots
 from .api.datalayer import Mongo
-from .api.routes import events, health, history, pools, reservations, tokens
+from .api.routes import events, health, history, pools, reservations, tokens, webhooks
 from .api.validation import Validator
 from .schema import DOMAIN, EVE_SETTINGS
 
@@ -40,6 +40,7 @@ def create_app(overrides=None, environ=None):
     tokens.init_app(app)
     slots.init_app(app)
     events.init_app(app)
+    webhooks.init_app(app)
     web.init_app(app)
     proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
     if proxies:

@@ -34,15 +34,16 @@ Event = collections.namedtuple("Event", "id type data")  # data: the JSON text
 
 def render(doc, date_format):
     """Return the Event of a stored event document: its type, and its data as JSON text."""
-    data = _jsonable(events.event_data(doc), date_format)
+    data = jsonable(events.event_data(doc), date_format)
     return Event(doc["_id"], events.event_type(doc), json.dumps(data, separators=(",", ":"), sort_keys=True))
 
 
-def _jsonable(value, date_format):
+def jsonable(value, date_format):
+    """Return `value` as JSON takes it: dates in the API's format, ObjectIds as text."""
     if isinstance(value, dict):
-        return {k: _jsonable(v, date_format) for k, v in value.items()}
+        return {k: jsonable(v, date_format) for k, v in value.items()}
     if isinstance(value, list):
-        return [_jsonable(v, date_format) for v in value]
+        return [jsonable(v, date_format) for v in value]
     if isinstance(value, datetime.datetime):
         return value.strftime(date_format)
     if isinstance(value, ObjectId):

@@ -424,7 +424,7 @@ def document(app):
 
 # The component schema of each route body in core/constraints.BODIES, generated from it.
 BODY_SCHEMAS = {"ReservationRequest": "reservation", "Extend": "extension", "PoolInput": "pool",
-                "AllocateRequest": "allocation", "TokenRequest": "token"}
+                "AllocateRequest": "allocation", "TokenRequest": "token", "WebhookRequest": "webhook"}
 # The operations a token of scope `reserve` reaches (api/tokens.py's RESERVE_ROUTES, by operationId).
 RESERVE_OPERATIONS = frozenset({"reserve", "extend", "release", "releaseJob", "allocate"})
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},

@@ -100,6 +100,7 @@ def _count(setting, limit):
 LEASE_SECONDS = {"type": "integer", "min": 1, "max": MAX_LEASE_SECONDS, "nullable": True,
                  "meta": {"description": "the lease, from the grant; without it the reservation lasts until released"}}
 # (?!\n): Cerberus matches with re.match, and "$" also matches before a final newline.
+EVENT_PATTERN = r"^(\*|[a-z_]+\.\*|[a-z_]+\.[a-z_]+)(?!\n)$"
 POOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(?!\n)$"
 BODIES = {
     "reservation": {
@@ -151,6 +152,20 @@ BODIES = {
         "description": {"type": "string", "maxlength": MAX_DESCRIPTION, "nullable": True},
         "user": {"type": "string", "empty": False, "maxlength": 256, "nullable": True,
                  "meta": {"description": "the user it is for (admins only; default: you)"}},
+    },
+    # Its URL is checked against WEBHOOK_ALLOW and its `where` against the allowed operators by the route.
+    "webhook": {
+        "url": {"type": "string", "required": True, "nonblank": True, "maxlength": 2048, "meta": {
+            "hint": "an http:// or https:// URL", "description": "where each event is POSTed; its host must be "
+                                                              "allowed by the server's WEBHOOK_ALLOW"}},
+        "events": {"type": "list", "required": True, "minlength": 1, "maxlength": 50, "schema": {
+            "type": "string", "regex": EVENT_PATTERN}, "meta": {
+                "description": "event types (machine.updated), kinds (reservation.*) or * for every event"}},
+        "where": {"type": "dict", "nullable": True, "default": None, "meta": {
+            "description": "only events matching this MongoDB filter on {type, data}, e.g. "
+                           "{\"data.job_id\": \"build-42\"}; operators $eq $ne $gt $gte $lt $lte $in $nin $exists "
+                           "$and $or $nor $not $all $size $elemMatch"}},
+        "description": {"type": "string", "maxlength": MAX_DESCRIPTION, "nullable": True},
     },
 }
 
