@@ -17,13 +17,13 @@ COLLECTIONS = ("machines", "reservations", "reservation_ends", "machine_claims",
 class Cluster:
     """`n` gunicorn servers (one worker of 8 threads each) over the database `dbname` at `uri`."""
 
-    def __init__(self, uri, dbname, users_file, log_dir, n=2):
+    def __init__(self, uri, dbname, users_file, log_dir, n=2, env=None):
         self.servers = []
         try:
             for i in range(n):
                 # One at a time: the first creates the unique indexes before others serve.
                 server = Gunicorn(uri, dbname, users_file, os.path.join(log_dir, f"server{i}.log"),
-                                  workers=1, threads=8)
+                                  workers=1, threads=8, env=env)
                 self.servers.append(server)
                 server.start()
         except Exception:
@@ -40,10 +40,10 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(localdb, users_file, log_dir, prefix):
+def running_cluster(localdb, users_file, log_dir, prefix, env=None):
     """Give (Cluster, Database): two gunicorn servers over one fresh database, dropped afterwards."""
     dbname = f"test_{prefix}_{random.randrange(1 << 32):08x}"
-    cluster = Cluster(localdb.uri, dbname, users_file, log_dir)
+    cluster = Cluster(localdb.uri, dbname, users_file, log_dir, env=env)
     client = pymongo.MongoClient(localdb.uri, tz_aware=True)
     try:
         yield cluster, client[dbname]
@@ -61,16 +61,17 @@ def emptied(shared):
     return shared
 
 
-def cluster_fixtures(prefix):
+def cluster_fixtures(prefix, env=None):
     """Return the fixtures (shared, cluster) of a module whose tests run on two gunicorn servers.
 
     `shared`: the servers over one database, for the whole module; `cluster`: the same, over
     emptied collections (indexes kept). In the module: `shared, cluster = cluster_fixtures("name")`.
+    `env`: the servers' environment beyond the defaults (settings, RM_<KEY>).
     """
 
     @pytest.fixture(scope="module")
     def shared(localdb, users_file, tmp_path_factory):
-        with running_cluster(localdb, users_file, str(tmp_path_factory.mktemp(prefix)), prefix) as pair:
+        with running_cluster(localdb, users_file, str(tmp_path_factory.mktemp(prefix)), prefix, env) as pair:
             yield pair
 
     @pytest.fixture

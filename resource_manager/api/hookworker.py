@@ -11,6 +11,8 @@ finished deliveries older than a week. The worker stops when the app's database 
 
 import datetime
 import logging
+import os
+import socket
 import threading
 import time
 
@@ -103,7 +105,7 @@ class Worker:
         with self.lock:
             free = self.threads - self.in_flight
         for delivery in webhooks.due(db, now, free):
-            token = webhooks.claim(db, delivery, now, self.policy)
+            token = webhooks.claim(db, delivery, now, self.policy, f"{socket.gethostname()}:{os.getpid()}")
             if token is None:
                 continue  # another process took it
             with self.lock:

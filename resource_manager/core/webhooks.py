@@ -184,12 +184,12 @@ def reclaim(db, now):
     return count
 
 
-def claim(db, delivery, now, policy):
-    """Take a due delivery for ourselves; return the claim token, or None when another process took it."""
+def claim(db, delivery, now, policy, worker=None):
+    """Take a due delivery for ourselves (`worker`: who, e.g. host:pid); return the claim token, or None."""
     token = uuid.uuid4().hex
     result = db[DELIVERIES].update_one(
         {"_id": delivery["_id"], "state": "pending", "claim": delivery.get("claim"), "attempts": delivery["attempts"]},
-        {"$set": {"state": "delivering", "claim": token,
+        {"$set": {"state": "delivering", "claim": token, "worker": worker,
                   "lease_until": now + datetime.timedelta(seconds=policy.lease)}})
     return token if result.modified_count else None
 

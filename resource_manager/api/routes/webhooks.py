@@ -56,7 +56,8 @@ def _render_delivery(doc):
             "state": doc["state"], "attempts": doc.get("attempts", 0), "created": when(doc.get("created")),
             "next_at": when(doc.get("next_at")) if doc["state"] == "pending" else None,
             "delivered_at": when(doc.get("delivered_at")), "last_status": doc.get("last_status"),
-            "last_error": doc.get("last_error"), "log": log_entries}
+            "last_error": doc.get("last_error"), "log": log_entries,
+            "worker": doc.get("worker") if doc["state"] == "delivering" else None}
 
 
 def _no_hook(hook_id):
@@ -195,6 +196,7 @@ def _openapi():
         "attempts": {"type": "integer"}, "created": {"type": "string"},
         "next_at": {"type": "string", "nullable": True}, "delivered_at": {"type": "string", "nullable": True},
         "last_status": {"type": "integer", "nullable": True}, "last_error": {"type": "string", "nullable": True},
+        "worker": {"type": "string", "nullable": True, "description": "host:pid sending it (while delivering)"},
         "log": {"type": "array", "items": {"type": "object", "properties": {
             "at": {"type": "string"}, "status": {"type": "integer", "nullable": True},
             "error": {"type": "string", "nullable": True}, "ms": {"type": "integer"}}}}}}
