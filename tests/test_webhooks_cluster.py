@@ -81,10 +81,11 @@ def test_a_process_killed_while_sending_leaves_the_delivery_to_the_other(cluster
         return Response("ok")
 
     hooks = receiver(handle)
-    try:
+    try:  # (the last test of the module: it kills one of the module's servers)
         requests.post(servers.urls[0] + "/webhooks", auth=ADMIN, timeout=10,
                       json={"url": hooks.url_for("/hook"), "events": ["*"]})
-        requests.post(servers.urls[1] + "/machines", auth=OPERATOR, timeout=30, json={"hostname": "m1", "state": "idle"})
+        requests.post(servers.urls[1] + "/machines", auth=OPERATOR, timeout=30,
+                      json={"hostname": "m1", "state": "idle"})
         deadline = time.monotonic() + 30
         while not got and time.monotonic() < deadline:
             time.sleep(0.1)
