@@ -16,8 +16,10 @@ def run(args, env):
             from . import alloc as cli_alloc
             from . import tokens as cli_tokens
             from . import transfer as cli_import
+            from . import webhooks as cli_webhooks
 
-            handler = {**cli_import.HANDLERS, **cli_alloc.HANDLERS, **cli_tokens.HANDLERS}[args.command]
+            handler = {**cli_import.HANDLERS, **cli_alloc.HANDLERS, **cli_tokens.HANDLERS,
+                       **cli_webhooks.HANDLERS}[args.command]
         return handler(client, args, env)
     finally:
         client.close()

@@ -107,6 +107,11 @@ examples:
   {prog} token list
   {prog} token list --user ci-bot        (an admin sees everyone's, or one user's)
   {prog} token revoke 0123456789abcdef"""),
+    "webhook": ("register, list and delete webhooks, and read their deliveries (admins)", """examples:
+  {prog} webhook create https://ci.example.com/rm --event reservation.granted --event 'machine.*'
+  {prog} webhook list
+  {prog} webhook deliveries wh_0123456789abcdef --state failed
+  {prog} webhook delete wh_0123456789abcdef"""),
 }
 
 TOKEN_COMMANDS = {
@@ -128,6 +133,28 @@ examples:
     "revoke": ("revoke a token: the next request with it is refused", """examples:
   {prog} token revoke 0123456789abcdef
   {prog} token revoke "$RM_TOKEN"        (a token revokes itself)"""),
+}
+
+
+WEBHOOK_COMMANDS = {
+    "create": ("register a webhook: each matching event is POSTed to URL, signed; the secret is printed once",
+               """Types: machine.created|updated|deleted, reservation.queued|granted|extended|released|expired|
+cancelled|timed_out, address.allocated|released|created|updated|deleted; kind.* for a whole kind, * for all.
+--where: a MongoDB filter on the event ({{"type", "data"}}). The URL's host must be allowed by the server's
+WEBHOOK_ALLOW. Receivers check X-RM-Signature: t=<time>,v1=<HMAC-SHA256 of "<t>.<body>" with the secret>.
+
+examples:
+  {prog} webhook create https://ci.example.com/rm --event reservation.granted
+  {prog} webhook create https://chat.example.com/hook --event 'machine.*' --where '{{"data.job_id": "build-42"}}'
+  SECRET=$({prog} webhook create https://ci.example.com/rm --event '*' --format plain)"""),
+    "list": ("list the webhooks (never their secrets)", """examples:
+  {prog} webhook list --format json"""),
+    "delete": ("delete a webhook and its delivery log", """examples:
+  {prog} webhook delete wh_0123456789abcdef"""),
+    "deliveries": ("show a webhook's deliveries, newest first, or send one again", """examples:
+  {prog} webhook deliveries wh_0123456789abcdef
+  {prog} webhook deliveries wh_0123456789abcdef --state failed --format json
+  {prog} webhook deliveries wh_0123456789abcdef --redeliver wh_0123456789abcdef:42"""),
 }
 
 
@@ -293,6 +320,7 @@ def build(prog, stdout=None, stderr=None):
     p.add_argument("name", help="hostname or address")
     _output(p)
     _token_commands(commands["token"], prog, stdout, stderr)
+    _webhook_commands(commands["webhook"], prog, stdout, stderr)
     return parser
 
 
@@ -323,3 +351,22 @@ def _token_commands(parser, prog, stdout, stderr):
     _output(p)
     p = actions["revoke"]
     p.add_argument("token", metavar="ID", help="the token's id (or the token itself)")
+
+
+def _webhook_commands(parser, prog, stdout, stderr):
+    actions = _subcommands(parser, "webhook_command", "ACTION", WEBHOOK_COMMANDS, prog, stdout, stderr)
+    p = actions["create"]
+    p.add_argument("url", help="where events are POSTed (http:// or https://)")
+    p.add_argument("--event", action="append", required=True, metavar="TYPE",
+                   help="an event type, kind.* or *; repeat for several")
+    p.add_argument("--where", help="only events matching this MongoDB filter on {type, data}, as JSON")
+    p.add_argument("--description", help="what the hook is for")
+    _output(p, extra=("plain",))
+    _output(actions["list"])
+    actions["delete"].add_argument("hook", metavar="ID", help="the webhook's id (wh_...)")
+    p = actions["deliveries"]
+    p.add_argument("hook", metavar="ID", help="the webhook's id (wh_...)")
+    p.add_argument("--state", choices=("pending", "delivering", "delivered", "failed"))
+    p.add_argument("--limit", type=_count, help="at most this many (100 at most)")
+    p.add_argument("--redeliver", metavar="DELIVERY", help="send this delivery again instead of listing")
+    _output(p)
