@@ -1,7 +1,7 @@
 """Listing totals and page links stay exact while the data layer counts only when it must."""
 
-import json
 import datetime
+import json
 
 import pytest
 
