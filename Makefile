@@ -51,7 +51,7 @@ bench: localdb
 
 # ruff, and the import contracts of pyproject.toml: the layers import one way (see README, Development).
 lint: install
-	$(BIN)/python -m ruff check resource_manager tests $(wildcard bench)
+	$(BIN)/python -m ruff check resource_manager ansible_collections tests $(wildcard bench)
 	$(BIN)/lint-imports
 
 # Regenerates the pins from pyproject.toml (the one declaration), keeping every pin that still fits.
