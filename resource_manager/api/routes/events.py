@@ -170,9 +170,16 @@ def _openapi():
              "description": "the same, for clients that cannot set headers (the header wins)"},
             {"name": "types", "in": "query", "schema": {"type": "string"}, "example": "machine.*,reservation.granted",
              "description": "only these event types, comma-separated; `kind.*` for every type of a kind"}],
-        "responses": {"200": {"description": "the stream", "content": {"text/event-stream": {"schema": {
-            "type": "string"}}}}, **error_responses(400, 401, 403, 503)}}}}
-    return paths, {}, [{"name": "events", "description": "every change as it happens: server-sent events, and "
+        "responses": {"200": {"description": "the stream: one event after another", "content": {
+            "text/event-stream": {"schema": {"$ref": "#/components/schemas/ServerSentEvent"}}}},
+            **error_responses(400, 401, 403, 503)}}}}
+    schemas = {"ServerSentEvent": {
+        "type": "object", "description": "one event of the stream, as an EventSource client sees it",
+        "properties": {"id": {"type": "string", "pattern": "^[0-9]+$", "description": "the event id"},
+                       "event": {"type": "string", "description": "its type, e.g. machine.updated"},
+                       "data": {"type": "string", "description": "a JSON object: the item, changes, who, when"},
+                       "retry": {"type": "integer", "description": "ms before reconnecting, once per stream"}}}}
+    return paths, schemas, [{"name": "events", "description": "every change as it happens: server-sent events, and "
                                                          "webhooks"}]
 
 
