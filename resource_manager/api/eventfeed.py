@@ -1,7 +1,7 @@
 """The event feed of one server process: one reader of the events collection for all its streams.
 
 A background thread, started by the first stream (after gunicorn forks), asks the database every
-POLL seconds whether the `top` mark moved (one lookup in a one-document collection) and, when it
+POLL seconds (0.1) whether the `top` mark moved (one lookup in a one-document collection) and, when it
 did, reads the new events in order (core/events.read: contiguous, so none is ever skipped) into a
 ring of the last RING events, each rendered once. Streams wait on the ring; a stream resuming
 from before the ring reads the database itself until it catches up. The thread stops after
@@ -23,7 +23,7 @@ from .db import database
 
 log = logging.getLogger(__name__)
 
-POLL = 0.25
+POLL = 0.1  # s between looks at the top mark (one lookup in a one-document collection)
 RING = 4096
 IDLE_STOP = 60.0
 HOLE_PATIENCE = 30.0  # s a hole may last before it is taken for an event deleted by hand (see events.py)
@@ -185,7 +185,7 @@ class Feed:
                     self.epoch = epoch
                     ticks += 1
                     # Now and then even if the mark did not move: a writer may have died before raising it.
-                    if top > (self.last or 0) or ticks % 20 == 0:
+                    if top > (self.last or 0) or ticks % 50 == 0:
                         hole_since = self._follow(db, top, hole_since)
                         if hole_since is None and top > (self.last or top):
                             continue  # more to read at once

@@ -206,17 +206,22 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         strict = self.get_option("strict")
         built_in = [(name, BUILT_IN_GROUPS[name]) for name in self.get_option("group_by")]
         constructed = any(self.get_option(o) for o in ("compose", "groups", "keyed_groups"))
+        groups = {}  # (group, value) -> its sanitized name, added once
         for machine in machines:
             host = machine["hostname"]
             self.inventory.add_host(host)
             variables = {f"{prefix}{'id' if k == '_id' else k}": v for k, v in machine.items()}
-            for name, value in variables.items():
-                self.inventory.set_variable(host, name, value)
+            # All at once: set_variable checks each name again (valid here) and costs ~0.5 s per 10,000 hosts.
+            self.inventory.hosts[host].vars.update(variables)
             for group, field in built_in:
                 value = machine.get(field)
-                if value not in (None, ""):
-                    self.inventory.add_child(self.inventory.add_group(self._sanitize_group_name(f"{group}_{value}")),
-                                             host)
+                if value in (None, ""):
+                    continue
+                name = groups.get((group, value))
+                if name is None:
+                    name = groups[(group, value)] = self.inventory.add_group(
+                        self._sanitize_group_name(f"{group}_{value}"))
+                self.inventory.add_child(name, host)
             if constructed:  # templating costs per host: only when asked for
                 self._set_composite_vars(self.get_option("compose"), variables, host, strict=strict)
                 self._add_host_to_composed_groups(self.get_option("groups"), variables, host, strict=strict)
