@@ -11,7 +11,8 @@ TEST_PROCESSES ?= 2
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@# compat: the checkout itself on sys.path, so ansible finds ansible_collections/ in it (the collection)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 
 install: $(STAMP) var/log
@@ -55,7 +56,7 @@ bench: localdb
 # ruff, the import contracts of pyproject.toml (the layers import one way, see README, Development),
 # and mypy --strict on the client library, which ships typed (py.typed).
 lint: install
-	$(BIN)/python -m ruff check resource_manager tests $(wildcard bench)
+	$(BIN)/python -m ruff check resource_manager ansible_collections tests $(wildcard bench)
 	$(BIN)/lint-imports
 	$(BIN)/mypy --strict resource_manager/clientlib
 

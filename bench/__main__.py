@@ -90,6 +90,11 @@ def benchmarks():
         from . import queue
 
         found += [queue.queue_grant_latency, queue.queue_saturated]
+    if _has_route("/events"):
+        from . import integrations
+
+        found += [integrations.event_numbering, integrations.event_latency, integrations.hung_receiver,
+                  integrations.ansible_inventory]
     return found
 
 

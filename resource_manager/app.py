@@ -18,11 +18,12 @@ from .api import (
     queryargs,
     requestid,
     routemeta,
+    slots,
     upkeep,
 )
 from .api.datalayer import Mongo
 from .api.eveglue import make_app
-from .api.routes import health, history, pools, reservations, resources, tokens
+from .api.routes import events, health, history, pools, reservations, resources, tokens, webhooks
 from .api.validation import Validator
 from .schema import DOMAIN, EVE_SETTINGS
 
@@ -56,6 +57,9 @@ def create_app(overrides=None, environ=None, clock=None):
     reservations.init_app(app)
     pools.init_app(app)
     tokens.init_app(app)
+    slots.init_app(app)
+    events.init_app(app)
+    webhooks.init_app(app)
     web.init_app(app)
     proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
     if proxies:

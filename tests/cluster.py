@@ -10,7 +10,8 @@ import pytest
 from .deployed import Gunicorn
 
 COLLECTIONS = ("machines", "reservations", "reservation_ends", "machine_claims", "address_claims",
-               "address_pools", "allocations", "public_addresses", "private_addresses", "history", "locks")
+               "address_pools", "allocations", "public_addresses", "private_addresses", "history", "locks",
+               "events", "event_marks", "webhooks", "webhook_deliveries")
 
 
 class Cluster:
@@ -65,6 +66,7 @@ def cluster_fixtures(prefix, env=None):
 
     `shared`: the servers over one database, for the whole module; `cluster`: the same, over
     emptied collections (indexes kept). In the module: `shared, cluster = cluster_fixtures("name")`.
+    `env`: the servers' environment beyond the defaults (settings, RM_<KEY>).
     """
 
     @pytest.fixture(scope="module")

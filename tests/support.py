@@ -118,6 +118,7 @@ class LiveServer:
         self.app.data._counts.clear()  # the data layer's recent listing counts (datalayer.py)
         queries.cache_of(self.app).clear()  # the dashboard's counts and orders (web/queries.py)
         self.app.extensions["rm_core"].candidates.forget()
+        self.app.extensions["rm_event_feed"].forget()  # its ring holds the events of the emptied database
 
     def stop(self):
         from resource_manager.web import queries

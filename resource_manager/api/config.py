@@ -51,6 +51,13 @@ DEFAULTS = {
     "DEFAULT_LEASE_SECONDS": 4 * 3600,
     "MAX_LEASE_SECONDS": 7 * 86400,
     "MAX_HEARTBEAT_SECONDS": 86400,
+    # Long-held requests (event streams, long polls) per server process; beyond: 503 with Retry-After.
+    "LONG_REQUEST_SLOTS": 2,
+    # GET /events: "open", or the least role that may listen. A stream ends after this many seconds.
+    "EVENTS_AUTH": "open",
+    "EVENTS_STREAM_SECONDS": 60,
+    # How long events are kept for Last-Event-ID and webhooks to catch up (whole pages of 64 are dropped).
+    "EVENTS_RETENTION_SECONDS": 86400,
 }
 
 ENV_PREFIX = "RM_"
@@ -141,6 +148,17 @@ SETTINGS = {
     "TOKEN_MAX_DAYS": int,
     "METRICS_AUTH": _metrics_auth,
     "METRICS_CACHE_SECONDS": _number,
+    # Events and webhooks (api/routes/events.py, api/routes/webhooks.py) and long requests (api/slots.py).
+    "LONG_REQUEST_SLOTS": int,
+    "EVENTS_AUTH": _metrics_auth,
+    "EVENTS_STREAM_SECONDS": _number,
+    "EVENTS_RETENTION_SECONDS": int,
+    "WEBHOOK_ALLOW": str,
+    "WEBHOOK_TIMEOUT": _number,
+    "WEBHOOK_RETRY_SECONDS": _number,
+    "WEBHOOK_RETRY_MAX_SECONDS": _number,
+    "WEBHOOK_MAX_ATTEMPTS": int,
+    "WEBHOOK_THREADS": int,
 }
 
 # RM_* variables that belong to other programs: read elsewhere, never the app's config.

@@ -15,6 +15,8 @@
   counts on every page, and on the embedded database a count decodes every match.
 - A PUT or PATCH that changes nothing succeeds (Eve answered 412 when it came within the
   second of the last write; see Mongo._unchanged).
+- A string field is queried as the string it is: Eve turned any 24-hex value of ?where into an
+  ObjectId, so `{"reservation": "<id>"}` (reservation ids look like ObjectIds) matched nothing.
 """
 
 import contextlib
@@ -117,6 +119,15 @@ class Mongo(EveMongo):
         self._counts = {}
         self._counts_lock = threading.Lock()
         on(app, "delete_item", _remember_deleted)
+
+    def _mongotize(self, source, resource, parse_objectid=False):
+        # The conditions on the resource's string fields are left as sent (also inside $in, $ne...);
+        # everything else as Eve does it (_id and tags.* values that look like ObjectIds or dates).
+        schema = (self.app.config["DOMAIN"].get(resource) or {}).get("schema") or {}
+        kept = {k: source.pop(k) for k in list(source) if (schema.get(k) or {}).get("type") == "string"}
+        source = super()._mongotize(source, resource, parse_objectid)
+        source.update(kept)
+        return source
 
     def insert(self, resource, doc_or_docs):
         """Insert one document or a list of them, all or nothing; return their _ids.

@@ -268,7 +268,7 @@ def document(app):
 
 # The component schema of each route body in core/constraints.BODIES, generated from it.
 BODY_SCHEMAS = {"ReservationRequest": "reservation", "Extend": "extension", "PoolInput": "pool",
-                "AllocateRequest": "allocation", "TokenRequest": "token"}
+                "AllocateRequest": "allocation", "TokenRequest": "token", "WebhookRequest": "webhook"}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
                "description": "repeat a request with the same key to get the first answer, not a second grant"}
 WRITE_ERRORS = error_responses(400, 401, 403, 408, 415, 422, 503)

@@ -36,6 +36,7 @@ from .errors import (
 )
 from .original import OriginalAPIMixin, as_dict, merge
 from .tokens import BearerAuth, TokenMixin
+from .webhooks import WebhookMixin
 
 __all__ = [
     "ResourceManagerClient", "ResourceManagerError", "RequestFailureException", "APIError", "NotFound",
@@ -70,7 +71,7 @@ def _query(where: Where, sort: str | None, fields: Fields) -> dict[str, str]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-class ResourceManagerClient(OriginalAPIMixin, AllocationMixin, TokenMixin):
+class ResourceManagerClient(OriginalAPIMixin, AllocationMixin, TokenMixin, WebhookMixin):
     """A client for one resource type (machines, public-addresses, private-addresses).
 
     Endpoint and credentials come from the arguments, else RM_ENDPOINT / RM_USERNAME /
