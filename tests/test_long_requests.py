@@ -52,3 +52,41 @@ def test_a_client_that_hangs_up_gives_its_slot_back(one_worker):
     # Both hung up: within a second or so their slots are free (no need to wait for the streams' end).
     with Stream(url, retry=True) as third, Stream(url, retry=True) as fourth:
         assert third.response.status_code == fourth.response.status_code == 200
+
+
+def test_a_hundred_long_polls_never_starve_healthz_or_ordinary_requests(one_worker):
+    # Issue 20: anonymous long polls of any reservation held every thread; /healthz went unanswered.
+    import threading
+
+    from .support import OPERATOR
+
+    url = one_worker.url
+    with requests.Session() as s:
+        s.auth = OPERATOR
+        assert s.post(url + "/machines", json={"hostname": "m1", "state": "idle"}, timeout=10).status_code == 201
+        assert s.post(url + "/reservations", json={"count": 1}, timeout=10).status_code == 201
+        waiting = s.post(url + "/reservations", json={"count": 1, "wait_seconds": 600}, timeout=10).json()
+    answers, stop = [], threading.Event()
+
+    def poll():
+        with requests.Session() as s:
+            while not stop.is_set():
+                r = s.get(url + f"/reservations/{waiting['_id']}", params={"wait": 3, "state": "queued"}, timeout=30)
+                answers.append((r.status_code, r.headers.get("Retry-After")))
+                if r.status_code == 503:
+                    stop.wait(0.2)
+
+    pollers = [threading.Thread(target=poll) for _ in range(100)]
+    for t in pollers:
+        t.start()
+    try:
+        # The two threads not held by long polls answer everything else (starved, these would time out).
+        for _ in range(10):
+            assert requests.get(url + "/healthz", timeout=5).status_code == 200
+            assert requests.get(url + "/machines/m1", timeout=5).status_code == 200
+    finally:
+        stop.set()
+        for t in pollers:
+            t.join(60)
+    assert {status for status, _ in answers} <= {200, 503}
+    assert (200, None) in answers and (503, "5") in answers  # two polls held, the rest told to come back

@@ -16,6 +16,7 @@ from ...core.history import COLLECTION as HISTORY
 from ...core.pending import await_settled
 from ...core.store import RESERVATIONS
 from ...schema import RESERVATION_STATES
+from .. import slots
 from ..auth import require_role
 from ..bodies import validate
 from ..db import core
@@ -179,7 +180,10 @@ def show(rid):
     if res is None:
         return error_response(404, f"no reservation {rid}")
     if wait:
-        res = _await_change(here, res, wait, request.args.get("state"))
+        # A long poll holds its worker thread: it takes one of the process's long-request slots, or is
+        # answered 503 with Retry-After at once (slots.py), so waiting clients never starve the others.
+        with slots.take("long-poll"):
+            res = _await_change(here, res, wait, request.args.get("state"))
     return jsonify(render(res))
 
 
