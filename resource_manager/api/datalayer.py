@@ -120,15 +120,6 @@ class Mongo(EveMongo):
         self._counts_lock = threading.Lock()
         on(app, "delete_item", _remember_deleted)
 
-    def _mongotize(self, source, resource, parse_objectid=False):
-        # The conditions on the resource's string fields are left as sent (also inside $in, $ne...);
-        # everything else as Eve does it (_id and tags.* values that look like ObjectIds or dates).
-        schema = (self.app.config["DOMAIN"].get(resource) or {}).get("schema") or {}
-        kept = {k: source.pop(k) for k in list(source) if (schema.get(k) or {}).get("type") == "string"}
-        source = super()._mongotize(source, resource, parse_objectid)
-        source.update(kept)
-        return source
-
     def insert(self, resource, doc_or_docs):
         """Insert one document or a list of them, all or nothing; return their _ids.
 
@@ -238,12 +229,17 @@ class Mongo(EveMongo):
             pass  # only a cache: the next listing counts again
 
     def _mongotize(self, source, resource, parse_objectid=False):
-        # Eve's conversion of query values, sparing Exact ones (Eve recurses through this method).
-        exact = {key: value.value for key, value in source.items() if isinstance(value, Exact)}
-        for key in exact:
+        # Eve's conversion of query values (_id and tags.* values that look like ObjectIds or dates),
+        # sparing Exact ones and the conditions on the resource's string fields, left as sent (also
+        # inside $in, $ne...): a reservation id looks like an ObjectId, and `{"reservation": id}` must
+        # match its stored text. Eve recurses through this method.
+        schema = (self.app.config["DOMAIN"].get(resource) or {}).get("schema") or {}
+        kept = {key: value.value if isinstance(value, Exact) else value for key, value in source.items()
+                if isinstance(value, Exact) or (schema.get(key) or {}).get("type") == "string"}
+        for key in kept:
             del source[key]
         super()._mongotize(source, resource, parse_objectid)
-        source.update(exact)
+        source.update(kept)
         return source
 
     def update(self, resource, id_, updates, original):

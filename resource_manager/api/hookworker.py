@@ -138,7 +138,8 @@ class Worker:
 
     def prune(self, db, now):
         """Drop events past retention and old finished deliveries (one process at a time)."""
-        if not mutex.try_take(db, PRUNE_MUTEX, datetime.timedelta(seconds=PRUNE_EVERY)):
+        here = self.app.extensions["rm_core"].with_db(db)
+        if not mutex.try_take(here, PRUNE_MUTEX, datetime.timedelta(seconds=PRUNE_EVERY)):
             return
         try:
             dropped = events.prune(db, now, self.retention)
@@ -146,7 +147,7 @@ class Worker:
             if dropped or finished:
                 log.info("retention: dropped %d events, %d finished webhook deliveries", dropped, finished)
         finally:
-            mutex.give_back(db, PRUNE_MUTEX)
+            mutex.give_back(here, PRUNE_MUTEX)
 
 
 def worker(app=None):
