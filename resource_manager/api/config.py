@@ -120,6 +120,8 @@ SETTINGS = {
     "QUEUE_TICK_SECONDS": _number,
     "WRITE_SERIALISATION": str,
     "WRITE_LOCK_DIR": str,
+    "POSTGRES_URL": str,
+    "SQLITE_DIR": str,
     "COUNT_CACHE_SECONDS": _number,
     "DASHBOARD_CACHE_SECONDS": _number,
     "DASHBOARD_SESSION_SECONDS": int,
