@@ -126,7 +126,7 @@ def _refused():
     note_database_error("unavailable")
     if found.lock.kind == "pending":
         return error_response(503, "the write lock's database does not answer, try again shortly",
-                              headers={"Retry-After": str(int(atomic.RETRY_SECONDS))})
+                              headers={"Retry-After": "5"})
     return error_response(503, "writes are refused: this server cannot serialise writes on its database (FerretDB "
                           "without a write lock that every writer sees); the server's log names the fix",
                           headers={"Retry-After": "60"})

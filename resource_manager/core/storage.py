@@ -19,6 +19,7 @@ import dataclasses
 import datetime
 import hashlib
 import os
+import socket
 import sqlite3
 import urllib.parse
 import uuid
@@ -71,9 +72,12 @@ def _marker(db):
 
 
 def connect_postgres(url):
-    """Return a new autocommit connection to `url` (raises psycopg.OperationalError)."""
-    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
-                           application_name="resource-manager write lock")
+    """Return a new autocommit connection to `url` (raises psycopg.OperationalError).
+
+    Its application_name says which process on which host it is, for `pg_stat_activity`.
+    """
+    name = f"rm-write-lock pid {os.getpid()} on {socket.gethostname()}"[:63]
+    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name=name)
 
 
 def postgresql(db, url, origin="RM_POSTGRES_URL"):
