@@ -245,13 +245,15 @@ def _ferretdb_lock(db, settings):
     found = _ferretdb_storage(db, settings)
     if found.kind == "sqlite":
         return found, HostLock(found.path, create=False)
-    if settings.mode == "auto":
-        lock = AdvisoryLock(functools.partial(storages.connect_postgres, found.postgres_url), found.advisory_key(),
-                            found.identity)
-        with lock:  # taken once now: a PostgreSQL that refuses the lock's session fails at start, not at a write
-            pass
-        return found, lock
-    return found, HostLock(lock_path(found.key, settings.lock_dir))
+    if settings.mode == "host":
+        log.warning("WRITE_SERIALISATION=host on FerretDB over PostgreSQL: the write lock serialises the processes "
+                    "of this host only; writes from any other host can be lost (for measurements only)")
+        return found, HostLock(lock_path(found.key, settings.lock_dir))
+    lock = AdvisoryLock(functools.partial(storages.connect_postgres, found.postgres_url), found.advisory_key(),
+                        found.identity)
+    with lock:  # taken once now: a PostgreSQL that refuses the lock's session fails at start, not at a write
+        pass
+    return found, lock
 
 
 def detect(db, settings=None):
