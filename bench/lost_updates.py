@@ -100,8 +100,8 @@ def main(argv=None):
         client.close()
         localdb.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"| set-up | pairs where both answered 200 (one acknowledged change lost) | /healthz `writes` |\n"
-          f"|---|---|---|")
+    print("| set-up | pairs where both answered 200 (one acknowledged change lost) | /healthz `writes` |\n"
+          "|---|---|---|")
     for name, lost, writes in rows:
         print(f"| {name} | {lost} of {args.pairs} | {writes} |")
     return 0
