@@ -39,7 +39,8 @@ class Gunicorn:
         """Start gunicorn and wait until /healthz answers 200. Raises RuntimeError if it does not."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", os.path.join(self.root, "resource_manager", "gunicorn_conf.py"),
+                [sys.executable, "-m", "gunicorn", "-c", os.path.join(self.root, "resource_manager",
+                                                                      "gunicorn_conf.py"),
                  "resource_manager.app:create_app()"],
                 cwd=self.root, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)  # a process group of its own: kill() takes master and workers
