@@ -71,13 +71,19 @@ def _marker(db):
         db[PROBES].delete_one({"_id": nonce})
 
 
+# Over TCP, a PostgreSQL server that vanished is noticed by its silence (the URL's own values win).
+CLIENT_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
+                     "keepalives_count": "3", "tcp_user_timeout": "25000", "connect_timeout": str(CONNECT_TIMEOUT)}
+
+
 def connect_postgres(url):
-    """Return a new autocommit connection to `url` (raises psycopg.OperationalError).
+    """Return a new autocommit connection to `url` (raises psycopg.OperationalError, ProgrammingError).
 
     Its application_name says which process on which host it is, for `pg_stat_activity`.
     """
-    name = f"rm-write-lock pid {os.getpid()} on {socket.gethostname()}"[:63]
-    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name=name)
+    params = dict(CLIENT_KEEPALIVES, **psycopg.conninfo.conninfo_to_dict(url))
+    params["application_name"] = f"rm-write-lock pid {os.getpid()} on {socket.gethostname()}"[:63]
+    return psycopg.connect(psycopg.conninfo.make_conninfo(**params), autocommit=True)
 
 
 def postgresql(db, url, origin="RM_POSTGRES_URL"):
