@@ -245,6 +245,19 @@ def test_a_malformed_postgres_url_refuses_writes(localdb, users_file, url):
         stop(live)
 
 
+def test_a_role_that_may_not_read_ferretdbs_tables_refuses_writes(localdb, users_file, caplog):
+    with psycopg.connect(localdb.postgres_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'rm_test_outsider'").fetchone():
+            conn.execute("CREATE ROLE rm_test_outsider LOGIN")
+    live = serve(localdb, users_file, POSTGRES_URL=localdb.postgres_url.replace("postgres@", "rm_test_outsider@"))
+    try:
+        assert_writes_refused(live, "60")
+        message = next(r.getMessage() for r in caplog.records if "writes REFUSED" in r.getMessage())
+        assert "may not read FerretDB's tables" in message and "connect as the role FerretDB uses" in message
+    finally:
+        stop(live)
+
+
 def test_ferretdb_whose_storage_nobody_told_us_refuses_writes(localdb, users_file, caplog):
     with pymongo.MongoClient(localdb.uri) as client:
         record = client[storage.LAUNCHER_DB][storage.LAUNCHER_COLLECTION]
