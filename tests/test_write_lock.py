@@ -8,9 +8,12 @@ cannot be made safe answering 503 to writes, naming the fix in the log, and serv
 import functools
 import logging
 import os
+import pathlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -274,9 +277,10 @@ def test_ferretdb_whose_storage_nobody_told_us_refuses_writes(localdb, users_fil
         stop(live)
 
 
-def test_an_unreachable_lock_database_is_503_until_it_answers(localdb, users_file, tmp_path, monkeypatch):
+def test_an_unreachable_lock_database_is_503_until_it_answers(localdb, users_file, monkeypatch):
     monkeypatch.setattr(atomic, "RETRY_SECONDS", 0.0)
-    link = tmp_path / "pg-socket"  # nothing there yet: the PostgreSQL cannot be reached
+    short = tempfile.mkdtemp(prefix="rm-l-")  # a socket's path must stay under 107 bytes
+    link = pathlib.Path(short, "pg")  # nothing there yet: the PostgreSQL cannot be reached
     url = localdb.postgres_url.split("?")[0] + f"?host={link}&port=5432"
     live = serve(localdb, users_file, POSTGRES_URL=url)
     try:
@@ -288,6 +292,7 @@ def test_an_unreachable_lock_database_is_503_until_it_answers(localdb, users_fil
         assert live.session().get("/healthz").json()["write_lock"] == "postgresql-advisory"
     finally:
         stop(live)
+        shutil.rmtree(short)
 
 
 def test_serialisation_off_is_said_and_takes_no_lock(localdb, users_file):
