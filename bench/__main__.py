@@ -78,7 +78,7 @@ def benchmarks():
     if _has_route("/reservations"):
         found += [reserve_8, reserve_32]
     found += [reads.get_by_hostname, reads.list_all, reads.list_unpaged, writes.patch_1, writes.patch_8,
-              writes.patch_32]
+              writes.patch_32, writes.lock_cost, writes.patch_vs_flock]
     try:
         from .cli import startup
         found.append(startup)

@@ -94,7 +94,8 @@ def main(argv=None):
         from resource_manager.localdb import LocalDB
 
         localdb = LocalDB(os.path.join(args.data_dir, "db"), port=int(os.environ.get("RM_LOCALDB_PORT", "0")))
-        overrides["MONGO_URI"] = localdb.start()
+        localdb.start()
+        overrides.update(localdb.settings())  # MONGO_URI, and where its data is (the write lock's key)
         log.info("embedded database (FerretDB over %s) at %s, data in %s", localdb.engine, localdb.uri,
                  localdb.data_dir)
     if args.dev_account and not os.environ.get("RM_USERS_FILE"):

@@ -130,6 +130,7 @@ class LiveServer:
         with self.app.app_context():
             for client, _db in self.app.extensions["pymongo"].values():
                 client.close()
+        self.app.extensions["rm_engine"].close()  # its write lock's PostgreSQL session, if any
 
 
 class ApiSession(requests.Session):

@@ -353,7 +353,8 @@ def test_the_sweep_repairs_what_rm_check_calls_repairable(cluster, localdb):
 
 def test_healthz_says_how_writes_are_made_atomic(anon):
     body = anon.get("/healthz").json()
-    assert (body["engine"], body["writes"]) == ("ferretdb", "serialised by a host-wide lock")
+    assert (body["engine"], body["writes"]) == ("ferretdb", "serialised by a PostgreSQL advisory lock")
+    assert (body["write_lock"], body["write_lock_scope"]) == ("postgresql-advisory", "database")
 
 
 def test_healthz_names_the_engines_version(anon):

@@ -88,7 +88,7 @@ def _delete_tokens(username):
     client = pymongo.MongoClient(settings["MONGO_URI"], **settings.get("MONGO_OPTIONS", {}))
     try:
         db = client.get_default_database(settings.get("MONGO_DBNAME"))
-        engine = atomic.detect(db, settings.get("WRITE_SERIALISATION", "auto"), settings.get("WRITE_LOCK_DIR"))
+        engine = atomic.detect(db, atomic.WriteSettings.from_config(settings))
         count = api_tokens.revoke_user(engine.wrap(db), username)
     except pymongo.errors.PyMongoError as e:
         return f"its API tokens were not deleted (database unavailable: {str(e)[:120]}): {refused}"

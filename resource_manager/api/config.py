@@ -141,6 +141,8 @@ SETTINGS = {
     "MAX_HEARTBEAT_SECONDS": int,
     "WRITE_SERIALISATION": str,
     "WRITE_LOCK_DIR": str,
+    "POSTGRES_URL": str,
+    "SQLITE_DIR": str,
     "COUNT_CACHE_SECONDS": _number,
     "DASHBOARD_CACHE_SECONDS": _number,
     "DASHBOARD_SESSION_SECONDS": int,

@@ -48,6 +48,10 @@ def _http_error(error):
         known = _known(error.__cause__ or error.__context__)
         if known is not None:
             return known
+    if error.code == 400 and isinstance(error.__context__, pymongo.errors.ConnectionFailure):
+        # Eve's PATCH and PUT answer abort(400) to any exception of the write itself: the database (or
+        # the write lock's) gone between the read and the write is a 503, not the client's fault.
+        return _database_unavailable(error.__context__)
     headers = {}
     if error.code == 401:
         headers["WWW-Authenticate"] = 'Basic realm="resource_manager", Bearer realm="resource_manager"'

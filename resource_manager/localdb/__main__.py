@@ -40,7 +40,8 @@ def main(argv=None):
     except LocalDBError as e:
         print(f"localdb: {e}", file=sys.stderr)
         return 1
-    print(f"ready {db.uri} ({db.engine}, data in {db.data_dir})", flush=True)
+    storage = f"PostgreSQL at {db.postgres_url}" if db.postgres_url else f"SQLite files in {db.data_dir}"
+    print(f"ready {db.uri} ({storage})", flush=True)
     try:
         while not stopping.wait(1.0):
             if not db.alive():

@@ -5,6 +5,10 @@ import logging
 import os
 import subprocess
 
+import pymongo
+import pymongo.errors
+
+from ..core.storage import record_launcher_storage
 from .ferretdb import (  # noqa: F401  (build: the package's, and `make localdb`'s)
     LocalDBError,
     build,
@@ -69,7 +73,8 @@ class LocalDB:
             wait_for_ping(self.uri, self.process, timeout)
             if self.engine == "postgresql" and sqlite_files(self.data_dir):
                 migrate_sqlite(binary, self.data_dir, self.uri, timeout)
-        except (LocalDBError, PostgresError, OSError) as e:
+            self._record_storage()
+        except (LocalDBError, PostgresError, OSError, pymongo.errors.PyMongoError) as e:
             self.stop()
             if isinstance(e, LocalDBError):
                 raise
@@ -78,6 +83,35 @@ class LocalDB:
             self.stop()
             raise
         return self.uri
+
+    @property
+    def postgres_url(self):
+        """The PostgreSQL database FerretDB uses (a Unix socket URL), for the write lock; None on SQLite."""
+        return self.postgres.url if self.postgres is not None else None
+
+    @property
+    def sqlite_dir(self):
+        """The directory of FerretDB's SQLite files; None on PostgreSQL."""
+        return self.data_dir if self.engine == "sqlite" else None
+
+    def settings(self):
+        """Return the server settings that point at this database and its storage (for create_app overrides)."""
+        found = {"MONGO_URI": self.uri}
+        if self.postgres_url:
+            found["POSTGRES_URL"] = self.postgres_url
+        if self.sqlite_dir:
+            found["SQLITE_DIR"] = self.sqlite_dir
+        return found
+
+    def _record_storage(self):
+        # The API on this host learns from it what FerretDB stores in, to key its write lock (and proves
+        # it before use: core/storage.py), so no one has to type the socket's path.
+        client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000)
+        try:
+            record_launcher_storage(client, **({"postgres_url": self.postgres_url} if self.postgres_url
+                                               else {"sqlite_dir": self.data_dir}))
+        finally:
+            client.close()
 
     def _lock_data_dir(self):
         # Held while we serve: a second launcher on the same data fails at once, and a launcher

@@ -19,6 +19,7 @@ with PR_SET_PDEATHSIG does not.
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import pwd
@@ -302,10 +303,22 @@ class Postgres:
         return {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
     def _choose_socket_dir(self, user):
-        # sun_path holds 107 bytes; a deep data directory gets a private socket directory in /tmp.
+        # sun_path holds 107 bytes; a deep data directory gets a private socket directory in /tmp,
+        # named after the data directory so that a restart keeps the address (the write locks of
+        # running API servers reconnect to it, see core/locks.py).
         if len(os.path.join(self.pgdata, f".s.PGSQL.{PORT}.lock")) < 100:
             return self.pgdata
-        self._private_socket_dir = tempfile.mkdtemp(prefix="rm-pg-")
+        name = hashlib.sha256(self.pgdata.encode()).hexdigest()[:16]
+        self._private_socket_dir = os.path.join(tempfile.gettempdir(), f"rm-pg-{name}")
+        try:
+            os.mkdir(self._private_socket_dir, 0o700)
+        except FileExistsError:
+            # Left by a crash: ours only if a real directory of ours (no symlink planted in /tmp).
+            info = os.lstat(self._private_socket_dir)
+            owners = {os.geteuid()} | ({user.pw_uid} if user is not None else set())
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid not in owners or stat.S_IMODE(info.st_mode) & 0o077:
+                self._private_socket_dir = None
+                raise PostgresError(f"{tempfile.gettempdir()}/rm-pg-{name} exists and is not ours; remove it") from None
         if user is not None:
             os.chown(self._private_socket_dir, user.pw_uid, user.pw_gid)
         return self._private_socket_dir
