@@ -1,22 +1,19 @@
 """The allocation commands of the CLI: reserve, release, reservations, allocate-address, pools, history."""
 
-import re
 import time
 
+from ..clientlib import durations
 from .commands import output_format, parse_json_object
 from .output import write_item, write_items
 from .status import UsageError
 
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_duration(text, option="--lease"):
     """Return seconds from "90", "90s", "30m", "2h", "1d" (or "1h30m"). Raises UsageError naming `option`."""
-    text = re.sub(r"\s", "", text.lower())
-    if not re.fullmatch(r"(\d+[smhd]?)+", text):
-        raise UsageError(f"{option}: expected a duration like 90s, 30m, 2h or 1d, got {text!r}")
-    parts = re.findall(r"(\d+)([smhd]?)", text)
-    return sum(int(n) * _UNITS[u] for n, u in parts)
+    try:
+        return durations.seconds(text)
+    except ValueError as e:
+        raise UsageError(f"{option}: {e}") from None
 
 
 def _write_names(names, env):
@@ -30,15 +27,19 @@ def cmd_reserve(client, args, env):
     where = parse_json_object(args.where, "--where") if args.where else None
     lease = parse_duration(args.lease) if args.lease else None
     wait = parse_duration(args.wait, "--wait") if args.wait else None
+    heartbeat = parse_duration(args.heartbeat, "--heartbeat") if args.heartbeat else None
     progress = _show_place(env) if wait and env.stderr_isatty else None
     result = client.reserve(args.count, where=where, owner=args.owner, job_id=args.job_id,
                             lease_seconds=lease, reason=args.reason, dry_run=args.dry_run,
-                            idempotency_key=args.idempotency_key, wait=wait, on_progress=progress)
+                            idempotency_key=args.idempotency_key, wait=wait, on_progress=progress,
+                            heartbeat_seconds=heartbeat)
     if progress is not None and progress.since is not None:
         env.error(f"granted after {time.monotonic() - progress.since:.0f} s in line")
     fmt = output_format(args, env)
     if fmt == "plain":
         _write_names(result.get("would_reserve" if args.dry_run else "hostnames", []), env)
+    elif fmt == "id":
+        _write_names([result["_id"]] if result.get("_id") else [], env)
     else:
         write_item(result, env.stdout, fmt)
 

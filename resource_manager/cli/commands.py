@@ -14,10 +14,12 @@ def run(args, env):
         handler = HANDLERS.get(args.command)
         if handler is None:
             from . import alloc as cli_alloc
+            from . import run as cli_run
             from . import tokens as cli_tokens
             from . import transfer as cli_import
 
-            handler = {**cli_import.HANDLERS, **cli_alloc.HANDLERS, **cli_tokens.HANDLERS}[args.command]
+            handler = {**cli_import.HANDLERS, **cli_alloc.HANDLERS, **cli_tokens.HANDLERS,
+                       **cli_run.HANDLERS}[args.command]
         return handler(client, args, env)
     finally:
         client.close()

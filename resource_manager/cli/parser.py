@@ -5,6 +5,7 @@ import sys
 
 from .. import __version__
 from ..schema import NAME_FIELDS
+from . import run as cli_run
 
 RESOURCE_TYPES = tuple(NAME_FIELDS)
 OUTPUT_FORMATS = ("table", "json", "csv")
@@ -29,12 +30,15 @@ EPILOG = """examples:
   {prog} update a-15-r owner=ci
   {prog} reserve --count 2 --lease 2h --job-id build-42 --format plain
   {prog} reserve --count 2 --wait 30m --job-id build-42 --format plain
+  {prog} run --count 2 --job-id build-42 --wait 30m -- ./ci/test-on-hosts.sh
   {prog} import machines.csv
   {prog} token create --scope reserve --expires 90d --description jenkins
 
 exit codes: 0 ok, 1 unexpected error, 2 usage, 4 refused by the API (4xx), 5 server error (5xx),
 6 cannot connect or timed out, 7 reserve --wait not granted (the wait ran out, or the queued request
-was cancelled): nothing reserved, 130 interrupted (Ctrl-C; reserve --wait cancels its queued request)"""
+was cancelled): nothing reserved, 130 interrupted (Ctrl-C; reserve --wait cancels its queued request).
+run exits with its command's status (128+n if signal n killed it, 126/127 if it could not start); the
+codes above only when reserving failed and nothing ran"""
 
 ASSIGNMENTS_HELP = ("field=value pairs; field:=JSON for numbers, booleans, null, lists; "
                     "tags.memory:=16 sets one tag")
@@ -82,7 +86,9 @@ examples:
   hosts=$({prog} reserve --count 2 --wait 30m --lease 2h --job-id build-42 --format plain)
   hosts=$({prog} reserve --count 4 --where '{{"tags.cpucores": {{"$gte": 8}}}}' --format plain)
   {prog} reserve --count 2 --job-id "$BUILD_TAG" --idempotency-key "$BUILD_TAG-hosts"
-  {prog} reserve --count 10 --dry-run"""),
+  {prog} reserve --count 10 --dry-run
+  RES=$({prog} reserve --count 2 --heartbeat 15m --lease 2h --format id)   # for: {prog} run --reservation ID"""),
+    "run": (cli_run.SUMMARY, cli_run.EXAMPLES),
     "release": ("release a reservation, or every reservation of a job", """examples:
   {prog} release 6650c0ffee0000000000abcd
   {prog} release --job-id build-42"""),
@@ -259,9 +265,14 @@ def build(prog, stdout=None, stderr=None):
     p.add_argument("--wait", metavar="DURATION",
                    help="when not enough machines are free, wait in line this long (90s, 30m, 2h) "
                         "instead of failing; exit 7 if it runs out")
+    p.add_argument("--heartbeat", metavar="DURATION",
+                   help="once granted, the reservation ends by itself when no heartbeat (rmctl run --reservation, "
+                        "the library's heartbeat()) comes for this long (5s to 1d)")
     p.add_argument("--dry-run", action="store_true", help="show what would be reserved")
     _idempotency(p, "reserve")
-    _output(p, extra=("plain",))
+    _output(p, extra=("plain", "id"))
+
+    cli_run.add_arguments(commands["run"])
 
     p = commands["release"]
     p.add_argument("reservation", nargs="?", help="reservation id")

@@ -7,6 +7,8 @@ from . import retry as client_retry
 from . import waiting
 from .errors import ReservationInterrupted
 
+UNCHANGED = object()  # extend(heartbeat_seconds=...) left out: the period stays as it is
+
 
 def new_idempotency_key():
     """Return a fresh Idempotency-Key: the same one goes with every retry of one call, never with another call."""
@@ -17,8 +19,11 @@ class AllocationMixin:
     """Reserve and release machines, allocate addresses, read history; needs `call` and `iter`."""
 
     def reserve(self, count, *, where=None, owner=None, job_id=None, lease_seconds=None, reason=None,
-                idempotency_key=None, dry_run=False, wait=None, on_progress=None):
+                idempotency_key=None, dry_run=False, wait=None, on_progress=None, heartbeat_seconds=None):
         """Reserve `count` idle machines matching `where`; return the reservation (hostnames, expires).
+
+        `heartbeat_seconds`: once granted, the reservation ends by itself (`expired`) when no
+        heartbeat (`heartbeat()`, or an extension) comes for that long; `holding()` sends them.
 
         With `wait` (seconds, or a timedelta) the request waits in line when not enough are free:
         the server answers 202 with the reservation `queued`, and this call long-polls it until it
@@ -37,7 +42,7 @@ class AllocationMixin:
         seconds = waiting.wait_seconds(wait)
         body = {"count": count}
         optional = {"where": where, "owner": owner or self.username, "job_id": job_id,
-                    "lease_seconds": lease_seconds, "reason": reason,
+                    "lease_seconds": lease_seconds, "reason": reason, "heartbeat_seconds": heartbeat_seconds,
                     "wait_seconds": seconds if seconds and not dry_run else None}
         body.update({k: v for k, v in optional.items() if v is not None})
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
@@ -91,10 +96,47 @@ class AllocationMixin:
                           "replayed": True}
         return result
 
-    def extend(self, reservation_id, lease_seconds):
-        """Extend a reservation's lease by `lease_seconds` from now; return the reservation."""
-        return self.call("POST", f"/reservations/{quote(reservation_id, safe='')}/extend",
-                         json={"lease_seconds": lease_seconds})
+    def extend(self, reservation_id, lease_seconds=None, *, heartbeat_seconds=UNCHANGED, exact=False, reason=None):
+        """Extend a reservation's lease to `lease_seconds` from now and renew its heartbeat; return the reservation.
+
+        The lease is never shortened unless `exact`; `heartbeat_seconds` sets a new heartbeat period
+        (None: no more heartbeats); `reason` goes to the reservation's history. Raises Conflict when
+        the reservation has ended (or is not active yet), NotFound when there is none.
+        """
+        body = {"lease_seconds": lease_seconds} if lease_seconds is not None else {}
+        if heartbeat_seconds is not UNCHANGED:
+            body["heartbeat_seconds"] = heartbeat_seconds
+        if exact:
+            body["exact"] = True
+        if reason:
+            body["reason"] = reason
+        return self.call("POST", f"/reservations/{quote(reservation_id, safe='')}/extend", json=body)
+
+    def heartbeat(self, reservation_id):
+        """Tell the server the holder of a reservation is alive (its heartbeat window starts again); return it.
+
+        A queued reservation is answered as it stands (nothing is due before the grant). Raises
+        Conflict once it has ended (the message says how: released, expired and why), NotFound.
+        """
+        return self.call("POST", f"/reservations/{quote(reservation_id, safe='')}/heartbeat")
+
+    def holding(self, count=1, *, where=None, wait=None, heartbeat=60, lease=None, job_id=None, owner=None,
+                reason=None, on_progress=None, on_lost=None):
+        """Return a context manager that holds `count` machines: reserve, keep alive, release (holding.py).
+
+            with rm.holding(count=2, where={"tags.arch": "x86_64"}, wait=1800, heartbeat=60) as machines:
+                machines["hostnames"], machines["machines"]   # the reservation, and the machine documents
+
+        A daemon thread sends a heartbeat every third of `heartbeat` seconds; the machines are
+        released when the block ends, by an exception or Ctrl-C too. Killed outright, the holder
+        stops beating and the server ends the reservation within `heartbeat` seconds. `wait`,
+        `heartbeat`, `lease`: seconds or timedeltas. `on_lost(message)` is called (from the thread)
+        if the reservation ends under the block. Raises what reserve() raises.
+        """
+        from .holding import Hold
+
+        return Hold(self, count, where=where, wait=wait, heartbeat=heartbeat, lease=lease, job_id=job_id,
+                    owner=owner, reason=reason, on_progress=on_progress, on_lost=on_lost)
 
     def sweep(self):
         """Expire leases, fail machines stuck in pxe; return {"expired", "repaired", "released", "pxe_failed"}."""

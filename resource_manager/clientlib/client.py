@@ -100,6 +100,7 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin, TokenMixin):
         self.max_retries = settings["max_retries"]
         self.retry_time = settings["retry_time"]
         self.retry_backoff = settings["retry_backoff"]
+        self.on_retry = on_retry
         self.key = NAME_FIELDS[resource_type]
         self.fields = list(self.FIELDS[resource_type])
         self.schema_fields = list(DOMAIN[resource_type]["schema"])
