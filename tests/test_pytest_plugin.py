@@ -118,3 +118,27 @@ def test_machines_it_cannot_have_fail_the_tests_that_ask_in_one_line(pytester, s
     bad = pytester.runpytest_subprocess(*LEAN, "--rm-where", "{nope")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--rm-where is not valid JSON*"])
+
+
+def test_a_reservation_ended_under_the_session_stops_it(pytester, server, inner):
+    pytester.makepyfile("""
+        import os, time
+        import requests
+
+        def test_first(rm_machines, request):
+            auth = (os.environ["RM_USERNAME"], os.environ["RM_PASSWORD"])
+            url = os.environ["RM_ENDPOINT"] + "/reservations/" + rm_machines["_id"]
+            assert requests.delete(url, auth=auth, timeout=30).status_code == 200  # someone frees them
+            deadline = time.monotonic() + 30
+            while not request.session.shouldfail:  # the next heartbeat (within 2 s) says so
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+        def test_second(rm_machines):
+            raise AssertionError("never run: the machines are no longer ours")
+    """)
+    result = pytester.runpytest_subprocess(*LEAN, "--rm-heartbeat", "6s")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    (res,) = list(server.db.reservations.find({}))
+    result.stdout.fnmatch_lines([f"*rm_machines: reservation {res['_id']} has ended: released*"])

@@ -113,7 +113,7 @@ def cmd_run(client, args, env):
             _drain(WAITED)
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         if hold.reservation is not None:  # granted just before the signal came
-            hold.release()
+            hold.release_quietly()
         signum = interrupted.signum or signal.SIGINT
         if signum == signal.SIGINT:
             raise  # the funnel says it, exit 130

@@ -81,7 +81,11 @@ class Hold:
                                   lease_seconds=self.lease, reason=self.reason, wait=self.wait or None,
                                   on_progress=self.on_progress, heartbeat_seconds=self.heartbeat)
         self.reservation = res
-        return self._with_machines(res)
+        try:
+            return self._with_machines(res)
+        except BaseException:
+            self.release_quietly()  # granted, but we cannot go on: let go of it now
+            raise
 
     def attach(self, reservation_id):
         """Hold an existing active reservation (not released here); return it with its "machines".
@@ -121,6 +125,13 @@ class Hold:
         if self.reservation is None or not self.owned:
             return None
         return self.client.release(self.id)
+
+    def release_quietly(self):
+        """Release, or if that fails, log it: without heartbeats the server frees it anyway."""
+        try:
+            self.release()
+        except ResourceManagerError as e:  # it ends by itself, for lack of heartbeats
+            log.warning("could not release reservation %s: %s", self.id, e)
 
     def keep(self, seconds, reason):
         """Stop beating and keep the machines `seconds` more from now (an exact lease), then let them expire.
