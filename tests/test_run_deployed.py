@@ -79,11 +79,13 @@ def _kill_9_frees_the_machines(service, tmp_path, heartbeat):
         kill_leftover(report["pid"])  # the command goes on without rmctl: the test ends it
         run.close()
     print(f"\nkill -9 of rmctl run --heartbeat {heartbeat}s (2 gunicorn workers) -> machines idle: {took:.2f} s")
-    assert res["state"] == "expired", res
-    assert res["end_reason"].startswith(f"no heartbeat for {heartbeat} s")
-    assert [m["state"] for m in db.machines.find({}, sort=[("hostname", 1)])] == ["idle", "idle"]
+    machines = [(m["hostname"], m["state"]) for m in db.machines.find({}, sort=[("hostname", 1)])]
     history = session.get(f"/reservations/{rid}/history").json()["_items"]
-    assert history[-1]["action"] == "expired" and history[-1]["reason"].startswith("no heartbeat for")
+    seen = (res, machines, history)
+    assert res["state"] == "expired", seen
+    assert res["end_reason"].startswith(f"no heartbeat for {heartbeat} s"), seen
+    assert machines == [("m1", "idle"), ("m2", "idle")], seen
+    assert history[-1]["action"] == "expired" and history[-1]["reason"].startswith("no heartbeat for"), seen
     assert took < heartbeat + 5
     return took
 
