@@ -1,25 +1,22 @@
 """The allocation commands of the CLI: reserve, release, reservations, allocate-address, pools, history."""
 
 import json
-import re
 import time
 
+from ..clientlib import durations
 from ..schema import natural_key
 from .command import Command, idempotency_option, output_option
 from .commands import output_format, parse_json_object
 from .output import write_item, write_items
 from .status import UsageError
 
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_duration(text, option="--lease"):
     """Return seconds from "90", "90s", "30m", "2h", "1d" (or "1h30m"). Raises UsageError naming `option`."""
-    text = re.sub(r"\s", "", text.lower())
-    if not re.fullmatch(r"(\d+[smhd]?)+", text):
-        raise UsageError(f"{option}: expected a duration like 90s, 30m, 2h or 1d, got {text!r}")
-    parts = re.findall(r"(\d+)([smhd]?)", text)
-    return sum(int(n) * _UNITS[u] for n, u in parts)
+    try:
+        return durations.seconds(text)
+    except ValueError as e:
+        raise UsageError(f"{option}: {e}") from None
 
 
 def _write_names(names, env):
@@ -33,18 +30,21 @@ def cmd_reserve(client, args, env):
     where = parse_json_object(args.where, "--where") if args.where else None
     lease = parse_duration(args.lease) if args.lease else None
     wait = parse_duration(args.wait, "--wait") if args.wait else None
+    heartbeat = parse_duration(args.heartbeat, "--heartbeat") if args.heartbeat else None
     progress = _show_place(env) if wait and env.stderr_isatty else None
     if args.priority is not None and not 0 <= args.priority <= 100:
         raise UsageError("--priority must be from 0 to 100")
     result = client.reserve(args.count, where=where, owner=args.owner, job_id=args.job_id,
                             lease_seconds=lease, reason=args.reason, dry_run=args.dry_run,
                             idempotency_key=args.idempotency_key, wait=wait, on_progress=progress,
-                            priority=args.priority)
+                            priority=args.priority, heartbeat_seconds=heartbeat)
     if progress is not None and progress.since is not None:
         env.error(f"granted after {time.monotonic() - progress.since:.0f} s in line")
     fmt = output_format(args, env)
     if fmt == "plain":
         _write_names(result.get("would_reserve" if args.dry_run else "hostnames", []), env)
+    elif fmt == "id":
+        _write_names([result["_id"]] if result.get("_id") else [], env)
     else:
         write_item(result, env.stdout, fmt)
 
@@ -200,9 +200,12 @@ def _reserve_arguments(p):
                         "instead of failing; exit 7 if it runs out")
     p.add_argument("--priority", type=int, metavar="0-100",
                    help="place in the line: higher first (default 50; an operator may ask up to 50, an admin any)")
+    p.add_argument("--heartbeat", metavar="DURATION",
+                   help="once granted, the reservation ends by itself when no heartbeat (rmctl run --reservation, "
+                        "the library's heartbeat()) comes for this long (5s to 1d)")
     p.add_argument("--dry-run", action="store_true", help="show what would be reserved, or when with --wait")
     idempotency_option(p, "reserve")
-    output_option(p, extra=("plain",))
+    output_option(p, extra=("plain", "id"))
 
 
 def _release_arguments(p):
@@ -254,7 +257,9 @@ examples:
   hosts=$({prog} reserve --count 2 --wait 30m --lease 2h --job-id build-42 --format plain)
   hosts=$({prog} reserve --count 4 --where '{{"tags.cpucores": {{"$gte": 8}}}}' --format plain)
   {prog} reserve --count 2 --job-id "$BUILD_TAG" --idempotency-key "$BUILD_TAG-hosts"
-  {prog} reserve --count 10 --dry-run""", _reserve_arguments, cmd_reserve),
+  {prog} reserve --count 10 --dry-run
+  RES=$({prog} reserve --count 2 --heartbeat 15m --lease 2h --format id)   # for: {prog} run --reservation ID""",
+            _reserve_arguments, cmd_reserve),
     Command("release", "release a reservation, or every reservation of a job", """examples:
   {prog} release 6650c0ffee0000000000abcd
   {prog} release --job-id build-42""", _release_arguments, cmd_release),

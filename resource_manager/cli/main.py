@@ -88,7 +88,9 @@ def main(argv=None, env=None):
 def _join_sort(argv):
     # `--sort -hostname` reads naturally; argparse would take -hostname for an option.
     joined = []
-    for arg in argv:
+    for i, arg in enumerate(argv):
+        if arg == "--":  # what follows is another program's (rmctl run -- COMMAND ...)
+            return joined + argv[i:]
         if joined and joined[-1] == "--sort" and arg.startswith("-") and arg[1:2].isalpha():
             joined[-1] = f"--sort={arg}"
         else:

@@ -29,12 +29,16 @@ EPILOG = """examples:
   {prog} update a-15-r owner=ci
   {prog} reserve --count 2 --lease 2h --job-id build-42 --format plain
   {prog} reserve --count 2 --wait 30m --job-id build-42 --format plain
+  {prog} run --count 2 --job-id build-42 --wait 30m -- ./ci/test-on-hosts.sh
   {prog} import machines.csv
   {prog} token create --scope reserve --expires 90d --description jenkins
 
 exit codes: 0 ok, 1 unexpected error, 2 usage, 4 refused by the API (4xx), 5 server error (5xx),
 6 cannot connect or timed out, 7 reserve --wait not granted (the wait ran out, or the queued request
-was cancelled): nothing reserved, 130 interrupted (Ctrl-C; reserve --wait cancels its queued request)"""
+was cancelled): nothing reserved, 130 interrupted (Ctrl-C; reserve --wait cancels its queued request).
+run exits with its command's status (128+n if signal n killed it, 126/127 if it could not start); the
+codes above only when reserving failed and nothing ran"""
+
 
 def _common(parser, top):
     # Options accepted before and after the command: old scripts put -r/-e after it.

@@ -4,7 +4,7 @@ A command is declared once, where it runs (a Command in its module's COMMANDS); 
 commands is named here once. See docs/reference/cli-internals.md.
 """
 
-from . import alloc, commands, tokens, transfer, webhooks
+from . import alloc, commands, run, tokens, transfer, webhooks
 
 COMMANDS = {command.name: command
-            for module in (commands, transfer, alloc, tokens, webhooks) for command in module.COMMANDS}
+            for module in (commands, transfer, alloc, run, tokens, webhooks) for command in module.COMMANDS}

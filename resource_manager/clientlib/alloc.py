@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 from . import retry as client_retry
 from . import waiting
 from .base import ClientBase, Document, Progress
 from .errors import ReservationInterrupted
+
+if TYPE_CHECKING:
+    from .client import ResourceManagerClient
+    from .holding import Hold
+
+UNCHANGED = object()  # extend(heartbeat_seconds=...) left out: the period stays as it is
 
 
 def new_idempotency_key() -> str:
@@ -29,8 +35,11 @@ class AllocationMixin(ClientBase):
                 job_id: str | None = None, lease_seconds: int | None = None, reason: str | None = None,
                 idempotency_key: str | None = None, dry_run: bool = False,
                 wait: float | datetime.timedelta | None = None, on_progress: Progress | None = None,
-                priority: int | None = None) -> Document:
+                priority: int | None = None, heartbeat_seconds: int | None = None) -> Document:
         """Reserve `count` idle machines matching `where`; return the reservation (hostnames, expires).
+
+        `heartbeat_seconds`: once granted, the reservation ends by itself (`expired`) when no
+        heartbeat (`heartbeat()`, or an extension) comes for that long; `holding()` sends them.
 
         With `wait` (seconds, or a timedelta) the request waits in line when not enough are free:
         the server answers 202 with the reservation `queued`, and this call long-polls it until it
@@ -50,6 +59,7 @@ class AllocationMixin(ClientBase):
         body: Document = {"count": count}
         optional = {"where": where, "owner": owner or self.username, "job_id": job_id,
                     "lease_seconds": lease_seconds, "reason": reason, "priority": priority,
+                    "heartbeat_seconds": heartbeat_seconds,
                     "wait_seconds": seconds if seconds and not dry_run else None}
         body.update({k: v for k, v in optional.items() if v is not None})
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
@@ -119,10 +129,53 @@ class AllocationMixin(ClientBase):
                           "replayed": True}
         return result
 
-    def extend(self, reservation_id: str, lease_seconds: int) -> Document:
-        """Extend a reservation's lease by `lease_seconds` from now; return the reservation."""
-        return self._document("POST", f"/reservations/{quote(reservation_id, safe='')}/extend",
-                         json={"lease_seconds": lease_seconds})
+    def extend(self, reservation_id: str, lease_seconds: int | None = None, *,
+               heartbeat_seconds: int | None | object = UNCHANGED, exact: bool = False,
+               reason: str | None = None) -> Document:
+        """Extend a reservation's lease to `lease_seconds` from now and renew its heartbeat; return the reservation.
+
+        The lease is never shortened unless `exact`; `heartbeat_seconds` sets a new heartbeat period
+        (None: no more heartbeats); `reason` goes to the reservation's history. Raises Conflict when
+        the reservation has ended (or is not active yet), NotFound when there is none.
+        """
+        body: Document = {"lease_seconds": lease_seconds} if lease_seconds is not None else {}
+        if heartbeat_seconds is not UNCHANGED:
+            body["heartbeat_seconds"] = heartbeat_seconds
+        if exact:
+            body["exact"] = True
+        if reason:
+            body["reason"] = reason
+        return self._document("POST", f"/reservations/{quote(reservation_id, safe='')}/extend", json=body)
+
+    def heartbeat(self, reservation_id: str) -> Document:
+        """Tell the server the holder of a reservation is alive (its heartbeat window starts again); return it.
+
+        A queued reservation is answered as it stands (nothing is due before the grant). Raises
+        Conflict once it has ended (the message says how: released, expired and why), NotFound.
+        """
+        return self._document("POST", f"/reservations/{quote(reservation_id, safe='')}/heartbeat")
+
+    def holding(self, count: int = 1, *, where: Mapping[str, Any] | None = None,
+                wait: float | datetime.timedelta | None = None, heartbeat: float | datetime.timedelta = 60,
+                lease: float | datetime.timedelta | None = None, job_id: str | None = None,
+                owner: str | None = None, reason: str | None = None, on_progress: Progress | None = None,
+                on_lost: Callable[[str], object] | None = None) -> Hold:
+        """Return a context manager that holds `count` machines: reserve, keep alive, release (holding.py).
+
+            with rm.holding(count=2, where={"tags.arch": "x86_64"}, wait=1800, heartbeat=60) as machines:
+                machines["hostnames"], machines["machines"]   # the reservation, and the machine documents
+
+        A daemon thread sends a heartbeat every third of `heartbeat` seconds; the machines are
+        released when the block ends, by an exception or Ctrl-C too. Killed outright, the holder
+        stops beating and the server ends the reservation within `heartbeat` seconds. `wait`,
+        `heartbeat`, `lease`: seconds or timedeltas. `on_lost(message)` is called (from the thread)
+        if the reservation ends under the block. Raises what reserve() raises.
+        """
+        from .holding import Hold
+
+        client = cast("ResourceManagerClient", self)
+        return Hold(client, count, where=where, wait=wait, heartbeat=heartbeat, lease=lease, job_id=job_id,
+                    owner=owner, reason=reason, on_progress=on_progress, on_lost=on_lost)
 
     def sweep(self) -> Document:
         """Expire leases, fail machines stuck in pxe; return {"expired", "repaired", "released", "pxe_failed"}."""

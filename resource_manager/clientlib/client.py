@@ -117,6 +117,7 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin, TokenMixin, Webho
         self.max_retries: int = settings["max_retries"]
         self.retry_time: float = settings["retry_time"]
         self.retry_backoff: float = settings["retry_backoff"]
+        self.on_retry = on_retry
         self.key = NAME_FIELDS[resource_type]
         self.fields = builtins.list(self.FIELDS[resource_type])
         self.schema_fields: builtins.list[str] = builtins.list(DOMAIN[resource_type]["schema"])

@@ -6,7 +6,7 @@ with exponential backoff):
 - GET, HEAD, OPTIONS, PUT, PATCH and DELETE, also after the answer was lost (writes to items carry
   If-Match, so a repeat of one that landed gets 412 or 404: the client then re-reads, see client.py);
 - a POST only with an `Idempotency-Key` (the server answers the same reservation or allocation for
-  the same key), or to a route that is harmless to repeat (extending a lease, the sweep).
+  the same key), or to a route that is harmless to repeat (extending a lease, a heartbeat, the sweep).
 Any other POST whose answer is lost or is a 5xx is not repeated: it may have landed.
 """
 
@@ -37,7 +37,7 @@ from .errors import TransportError
 RETRY_STATUSES = frozenset({502, 503, 504})
 REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 # POSTs that create nothing and end in the same state when repeated.
-REPEATABLE_POSTS = re.compile(r"/reservations/[^/]+/extend|/reservations/sweep")
+REPEATABLE_POSTS = re.compile(r"/reservations/[^/]+/(extend|heartbeat)$|/reservations/sweep$")
 BACKOFF_MAX = 10.0
 
 
