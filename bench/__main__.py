@@ -20,6 +20,7 @@ BENCH_USERS = {"admin": ("bench-admin-pw", "admin"), "operator": ("bench-operato
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"
 QUEUE_START, QUEUE_END = "<!-- queue:start -->", "<!-- queue:end -->"
+REPLAY_START, REPLAY_END = "<!-- replay:start -->", "<!-- replay:end -->"
 
 
 class Env:
@@ -97,7 +98,7 @@ def benchmarks():
     if _has_route("/reservations"):
         found += [reserve_8, reserve_32]
     found += [reads.get_by_hostname, reads.list_all, reads.list_unpaged, writes.patch_1, writes.patch_8,
-              writes.patch_32]
+              writes.patch_32, writes.lock_cost, writes.patch_vs_flock]
     try:
         from .cli import startup
         found.append(startup)
@@ -109,6 +110,11 @@ def benchmarks():
         from . import queue
 
         found += [queue.queue_grant_latency, queue.queue_saturated]
+    if _has_route("/events"):
+        from . import integrations
+
+        found += [integrations.event_numbering, integrations.event_latency, integrations.hung_receiver,
+                  integrations.ansible_inventory]
     return found
 
 
@@ -185,7 +191,21 @@ def main(argv=None):
                         help="fleet sizes for the interactive targets, comma-separated (default 10000,100000; "
                              "issue 22's table adds 250000, about half an hour more); 0 or empty skips them")
     parser.add_argument("--samples", type=int, default=25, help="samples per latency at each fleet size")
+    parser.add_argument("--replay", default="10000,50000",
+                        help="MACHINES,REQUESTS replayed through the scheduling rule (bench/replay.py); 0 skips it")
     args = parser.parse_args(argv)
+    if args.replay != "0" and (not args.only or args.only in "replay"):
+        from . import replay
+
+        machines, requests = (int(n) for n in args.replay.split(","))
+        print(f"replaying {machines:,} machines and {requests:,} requests through the rule ...", file=sys.stderr,
+              flush=True)
+        text = f"Measured on {machine()}.\n\n{replay.report(replay.run(machines, requests), machines, requests)}"
+        print(text)
+        if not args.no_write:
+            write_markdown(os.path.join(ROOT, "BENCHMARKS.md"), text, REPLAY_START, REPLAY_END)
+        if args.only:
+            return 0
     sizes = [int(s.replace("_", "")) for s in args.scale.split(",") if s.strip() and int(s) > 0]
     workdir = tempfile.mkdtemp(prefix="rm-bench-")
     env = Env(workdir)

@@ -12,6 +12,7 @@ import pytest
 from resource_manager.core import check, counts
 
 DATE = "%Y-%m-%dT%H:%M:%SZ"
+EARMARKED = "requested 1, 0 available: the rest are earmarked for requests waiting in line"
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def test_a_request_that_waits_is_queued_with_its_place_and_granted_on_release(op
     assert second["position"] == 2
     # m3 is free, but earmarked for the request ahead: neither the one behind nor a request that
     # does not wait may take it.
-    assert post(operator, 409, count=1).json()["_error"]["message"] == "requested 1, 0 available"
+    assert post(operator, 409, count=1).json()["_error"]["message"] == EARMARKED
     listing = anon.get("/reservations?state=queued").json()["_items"]
     assert [(r["_id"], r["position"]) for r in listing] == [(body["_id"], 1), (second["_id"], 2)]
     # The release hands the machines to the head of the line before it answers.
@@ -118,11 +119,11 @@ def test_cancel_a_queued_request(operator, anon, server):
     assert [(e["action"], e["user"]) for e in events] == [("queued", "operator"), ("cancelled", "operator")]
 
 
-def test_a_wait_that_runs_out_times_out(operator, anon, server):
+def test_a_wait_that_runs_out_times_out(operator, anon, clock):
     add_machines(operator, "m1")
     post(operator, 201, count=1)
     waiting = post(operator, 202, count=1, wait_seconds=1).json()
-    time.sleep(1.1)  # the wait itself is a clock: no hook shortens it
+    clock.advance(2)
     swept = operator.post("/reservations/sweep").json()
     assert swept["queue"] == {"granted": [], "timed_out": [waiting["_id"]]}
     assert state(anon, waiting["_id"]) == "timed_out"
@@ -132,13 +133,27 @@ def test_a_wait_that_runs_out_times_out(operator, anon, server):
 
 
 def test_adding_machines_serves_the_queue(operator, anon, server):
-    waiting = post(operator, 202, count=2, wait_seconds=600, where={"tags.gpu": "a100"}).json()
-    add_machines(operator, "g1", tags={"gpu": "a100"})
-    assert state(anon, waiting["_id"]) == "queued"
+    gpu = {"tags.gpu": "a100"}
     add_machines(operator, "g2", state="needs_repair", tags={"gpu": "a100"})
-    assert state(anon, waiting["_id"]) == "queued"
+    # Two can never be met by the one machine there is: refused at once, not queued.
+    refused = post(operator, 409, count=2, wait_seconds=600, where=gpu).json()
+    assert refused["_error"]["message"] == ("requested 2, but only 1 machine matches the constraints (in any "
+                                            "state): it can never be met")
+    add_machines(operator, "g1", tags={"gpu": "a100"})
+    waiting = post(operator, 202, count=2, wait_seconds=600, where=gpu).json()
+    # It needs g2, which no lease brings back: no start can be given, and it earmarks nothing.
+    assert (waiting["eta"], waiting["position"]) == (None, 1)
+    assert "1 idle, 1 needs_repair" in waiting["why"]
+    held = post(operator, 201, count=1, where=gpu, lease_seconds=60).json()
+    assert held["hostnames"] == ["g1"]
     etag = anon.get("/machines/g2").json()["_etag"]
     assert operator.patch("/machines/g2", json={"state": "idle"}, headers={"If-Match": etag}).status_code == 200
+    # g1 comes back when its lease ends: now the start is known, and g2 is earmarked for it.
+    now = anon.get(f"/reservations/{waiting['_id']}").json()
+    assert now["state"] == "queued" and now["eta"] == held["expires"]
+    assert now["blocked_by"] == {"reservations": [{"_id": held["_id"], "expires": held["expires"]}], "requests": []}
+    assert post(operator, 409, count=1, where=gpu, lease_seconds=3600).json()["_error"]["message"] == EARMARKED
+    release(operator, held["_id"])
     assert anon.get(f"/reservations/{waiting['_id']}").json()["hostnames"] == ["g1", "g2"]
 
 
@@ -225,4 +240,4 @@ def test_a_dry_run_counts_the_machines_earmarked_for_the_line_as_taken(operator,
     assert (body["would_reserve"], body["available"], body["earmarked"]) == ([], 0, 1)
     assert "1 of those earmarked for requests waiting in line" in body["explanation"]
     # As the dry run said: a request that does not wait is refused, the one in line keeps m2 earmarked.
-    assert post(operator, 409, count=1).json()["_error"]["message"] == "requested 1, 0 available"
+    assert post(operator, 409, count=1).json()["_error"]["message"] == EARMARKED

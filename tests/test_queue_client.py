@@ -166,16 +166,16 @@ def test_ctrl_c_on_rmctl_reserve_wait_cancels_and_exits_130(server, one_held, en
 
 
 def test_rmctl_reservations_state_queued_lists_the_queue_in_order(server, operator, one_held, environ):
-    for job, where in (("first", {"tags.rack": "r1"}), ("second", None)):
+    for job, where in (("first", {"hostname": "m0"}), ("second", None)):
         body = {"count": 1, "job_id": job, "wait_seconds": 600, **({"where": where} if where else {})}
         assert operator.post("/reservations", json=body).status_code == 202
     listed = json.loads(run_cli("reservations", "--state", "queued", "--format", "json", environ=environ).out)
     assert [(r["position"], r["job_id"]) for r in listed] == [(1, "first"), (2, "second")]
-    assert listed[0]["where"] == {"tags.rack": "r1"} and listed[0]["queued_at"] and listed[0]["wait_until"]
+    assert listed[0]["where"] == {"hostname": "m0"} and listed[0]["queued_at"] and listed[0]["wait_until"]
     table = run_cli("reservations", "--state", "queued", environ=environ, tty=True)
     assert table.code == 0
     lines = [line for line in table.out.splitlines() if "first" in line or "second" in line]
-    assert len(lines) == 2 and "first" in lines[0] and "tags.rack=r1" in lines[0]
+    assert len(lines) == 2 and "first" in lines[0] and "hostname=m0" in lines[0]
     cancelled = run_cli("release", listed[0]["_id"], "--format", "plain", environ=environ)
     assert (cancelled.code, cancelled.out) == (0, "")
     assert cancelled.err == f"reservation {listed[0]['_id']} is cancelled: it no longer waits in line\n"

@@ -131,7 +131,8 @@ def test_the_queue_panel_shows_who_waits_for_what_and_history_shows_the_grant(pa
     first, second = rows.nth(0).inner_text(), rows.nth(1).inner_text()
     assert first.split("\t")[:4] == ["1", "ci (operator)", "build-43", "2"] and '"tags.rack": "a15"' in first
     assert second.split("\t")[:4] == ["2", "qa (operator)", "build-44", "1"] and "any idle machine" in second
-    assert rows.nth(0).locator("time").count() == 2  # waiting since, gives up at
+    assert rows.nth(0).locator("time").count() == 3  # waiting since, starts by (the hog's lease end), gives up at
+    assert rows.nth(0).locator(".eta time").get_attribute("datetime").startswith(hog["expires"][:19])
     assert page.locator("#queue-events tr[data-event='queued']").count() == 2
     screenshot(page, "dashboard-queue.png")
 

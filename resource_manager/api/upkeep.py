@@ -4,23 +4,25 @@ One background thread per app (`Upkeep`), started when the server starts serving
 `post_worker_init`, server.py, the tests' LiveServer) or, failing that, with the first request.
 It never idles out, so on a quiet server a lease, a heartbeat window or a wait still ends on time;
 it stops when the app's database client is closed or `stop()` is called. Each tick (every
-QUEUE_TICK_SECONDS while anyone waits, else every IDLE_TICK):
+QUEUE_TICK_SECONDS, 1 s):
 
 1. reservations whose lease or heartbeat window ran out are ended, `expired` (ending.expire_due;
    the history says which ran out): a killed CI job's machines come back within its heartbeat
    period plus a tick;
-2. a granting pass if anyone waits (queue.serve): waits that ran out time out, and what step 1
-   freed goes to the line before anyone else can take it.
+2. if anyone waits, a granting pass (queue.serve) when step 1 freed machines (they go to the line
+   before anyone else can take them), when a wait has run out, or QUEUE_PASS_SECONDS (5 s) after
+   the last one (aging may have reordered the line). A pass reads every machine the line matches,
+   so it is not run on every tick; machines freed or added by a request get a pass at once (`kick`).
+
+3. the counts kept beside the data (core/counts.py) are recounted when due, in a thread of their
+   own while readers go on counting, by one process at a time (a database mutex): at the first
+   tick if a counter is missing or not exact (a database from before them, or written around the
+   API), and at the first tick after the database was away (a request answered 503, or a tick
+   failed), whatever they say: a write cut off between its document and its counter left drift.
 
 Every process does this side by side: each step is a conditional write, so a reservation ends
 once, and granting passes take turns through their database mutex. `kick()` runs a pass at once,
 after anything frees or adds machines, before that request answers.
-
-At its first tick it also makes sure the counts kept beside the data exist (core/counts.py): if a
-counter is missing or not exact (a database from before them, or written around the API), one
-process (a database mutex) recounts, in a thread of its own, while readers go on counting. And
-after the database was away (a request answered 503, or a tick failed), the first tick that
-reaches it again recounts: a write cut off between its document and its counter left drift.
 """
 
 import datetime
@@ -32,11 +34,13 @@ import pymongo.errors
 from flask import current_app
 
 from ..core import counts, ending, mutex, queue
+from ..core.atomic import WritesRefused
 from .db import core
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TICK = 0.25
+DEFAULT_TICK = 1.0
+DEFAULT_PASS = 5.0
 IDLE_TICK = 1.0
 KICK_WAIT = 2.0  # s a kick waits for another granter to finish, so that its pass sees what we freed
 RECOUNT_STALE = datetime.timedelta(minutes=30)  # a recount's mutex left by a dead process
@@ -48,6 +52,8 @@ class Upkeep:
     def __init__(self, app):
         self.app = app
         self.tick = float(app.config.get("QUEUE_TICK_SECONDS", DEFAULT_TICK))
+        self.every = float(app.config.get("QUEUE_PASS_SECONDS", DEFAULT_PASS))
+        self.next_pass = 0.0
         self.thread = None
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -76,7 +82,7 @@ class Upkeep:
         """Run a granting pass now, if anyone waits; never fail the request that triggered it."""
         try:
             if queue.anyone_waiting(here):
-                queue.serve(here, wait=KICK_WAIT)
+                observe_grants(queue.serve(here, wait=KICK_WAIT), self.app)
         except pymongo.errors.PyMongoError as e:
             log.warning("queue: granting pass failed: %s", e)
 
@@ -86,18 +92,20 @@ class Upkeep:
         self.recount_due = "outage"
 
     def run_once(self, here):
-        """One tick: end what ran out, then serve the line; return whether anyone waits."""
-        ending.expire_due(here)
+        """One tick: end what ran out, serve the line when it is due, recount when due; return whether anyone waits."""
+        expired, _freed = ending.expire_due(here)
+        due = queue.next_deadline(here)  # None: nobody waits
+        clock = here.clock
+        if due is not None and (expired or due <= here.now() or clock.monotonic() >= self.next_pass):
+            self.next_pass = clock.monotonic() + self.every
+            observe_grants(queue.serve(here), self.app)
         if self.recount_due and (self.counting is None or not self.counting.is_alive()):
             why, self.recount_due = self.recount_due, None
             self.counting = threading.Thread(target=self._recount, args=(here, why == "outage"), name="rm-recount",
                                              daemon=True)
             self.counting.start()
-        busy = queue.anyone_waiting(here)
-        if busy:
-            queue.serve(here)
         self.ticks += 1
-        return busy
+        return due is not None
 
     def _recount(self, here, always):
         if self.ensure_counts(here, always):
@@ -126,30 +134,39 @@ class Upkeep:
             return done
         except pymongo.errors.InvalidOperation:
             return True  # the app's client was closed: nothing left to do
+        except WritesRefused:
+            return True  # this server writes nothing (atomic.py): none of its writes can have drifted
         except pymongo.errors.PyMongoError as e:
             log.warning("counts: recount failed (readers count meanwhile; the sweep recounts): %s", e)
             return False
 
     def _run(self):
         try:
-            here, busy = None, False
-            while not self.stopping.wait(self.tick if busy else IDLE_TICK):
+            here = None
+            while not self.stopping.wait(self.tick):
                 try:
                     if here is None:  # here, not before the loop: the database may be down at first
                         with self.app.app_context():
                             here = core(self.app)
-                    busy = self.run_once(here)
+                    self.run_once(here)
                 except pymongo.errors.InvalidOperation:
                     return  # the app's client was closed: the app is gone
                 except pymongo.errors.PyMongoError as e:
                     log.warning("upkeep: tick failed: %s", e)
-                    self.database_failed()
+                    if not isinstance(e, WritesRefused):
+                        self.database_failed()
                     time.sleep(IDLE_TICK)
                 except Exception:
                     log.exception("upkeep: tick failed")
         finally:
             with self.lock:
                 self.thread = None
+
+
+def observe_grants(served, app=None):
+    """Count the waits of the requests a granting pass granted (rm_queue_wait_seconds)."""
+    if served and served.get("waited"):
+        (app or current_app).extensions["rm_metrics"].waited(served["waited"])
 
 
 def upkeep(app=None):

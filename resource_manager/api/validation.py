@@ -1,10 +1,10 @@
 """Schema rules Eve's validator lacks: IP addresses in canonical form, storable key names."""
 
 from cerberus.schema import DefinitionSchema, UnvalidatedSchema
-from eve.io.mongo import Validator as EveValidator
 
 from ..core.constraints import storable_keys
 from ..schema import canonical_hostname, canonical_ip, parse_ip
+from .eveglue import EveValidator
 
 
 class Validator(EveValidator):

@@ -4,6 +4,12 @@ Each violation names its invariant, the item, what is wrong, and whether the swe
 (`repairable`). Work still in progress (a pending reservation, an ending not finished) is not a
 violation until it is older than the grace period: pass 0 once no server is serving.
 
+It may run while the service serves: machines, claims and reservations are read one after the
+other, so a reservation made or ended between two reads can look broken. With a grace period, a
+violation is reported only when it is found again, the same, by CONFIRMATIONS more passes made
+CONFIRM_SECONDS apart (longer than any request takes): what is broken stays broken until repaired,
+what was in flight has moved on.
+
 The invariants:
 - reserved-machine: every active reservation's machines exist, are `in_use`, name it, and hold its claims;
 - complete: an active reservation holds as many machines as it asked for;
@@ -35,11 +41,30 @@ class Report:
         self.violations.append({"invariant": invariant, "item": item, "detail": detail, "repairable": repairable})
 
 
+CONFIRMATIONS = 2
+CONFIRM_SECONDS = 0.5
+
+
 def check(db, grace=0, expected=(), clock=SYSTEM):
     """Return the list of violations in `db` (see the module doc).
 
     `expected`: (collection, _id, field, value) of acknowledged writes to verify.
     """
+    found = _once(db, grace, expected, clock)
+    for _confirmation in range(CONFIRMATIONS if grace > 0 else 0):
+        if not found:
+            break
+        clock.sleep(CONFIRM_SECONDS)
+        again = {_key(v) for v in _once(db, grace, expected, clock)}
+        found = [v for v in found if _key(v) in again]
+    return found
+
+
+def _key(violation):
+    return violation["invariant"], violation["item"], violation["detail"]
+
+
+def _once(db, grace, expected, clock):
     report = Report()
     cutoff = clock.now() - datetime.timedelta(seconds=grace)
     _check_machines(db, report, cutoff)
@@ -71,7 +96,7 @@ def _dig(doc, dotted):
 def _check_machines(db, report, cutoff):
     machines = {m["_id"]: m for m in db.machines.find({}, {"hostname": 1, "state": 1, "reservation": 1})}
     claims = {c["_id"]: c for c in db[MACHINE_CLAIMS].find()}
-    holders = {}
+    holders, ending = {}, set()
     for res in db[RESERVATIONS].find({"state": {"$in": ["pending", "active"]}}):
         rid = res["_id"]
         if res["state"] == "pending" or res.get("ending"):
@@ -81,6 +106,8 @@ def _check_machines(db, report, cutoff):
             if since is None or since < cutoff:
                 doing = "pending" if res["state"] == "pending" else f"being {res['ending']}"
                 report.add("half-done", f"reservation {rid}", f"{doing} since {since}", True)
+            elif res["state"] == "active":
+                ending.add(rid)  # an ending under way: its machines and claims are going, not stray
             continue
         ids = res.get("machine_ids") or []
         if len(ids) != res.get("count"):
@@ -104,7 +131,7 @@ def _check_machines(db, report, cutoff):
         if len(rids) > 1:
             name = machines.get(machine_id, {}).get("hostname", machine_id)
             report.add("one-holder", f"machine {name}", f"in active reservations {', '.join(map(str, rids))}", False)
-    pending = {r["_id"] for r in db[RESERVATIONS].find({"state": "pending"}, {"_id": 1})}
+    pending = {r["_id"] for r in db[RESERVATIONS].find({"state": "pending"}, {"_id": 1})} | ending
     for machine_id, claim in claims.items():
         if "hostname" not in claim:
             report.add("one-holder", f"claim {machine_id}", "keyed by hostname (before 1.1)", True)

@@ -192,6 +192,11 @@ def _renew(core, rid, actor, lease_seconds, heartbeat_seconds, exact, action, re
             wanted = now + datetime.timedelta(seconds=lease_seconds)
             expires = wanted if exact or expires is None else max(expires, wanted)
             expires = min(expires, now + datetime.timedelta(seconds=policy.max_lease_seconds))
+            if res.get("must_end_by") is not None and expires > res["must_end_by"]:
+                raise AllocationError(
+                    f"reservation {rid} was granted ahead of the line (backfill): its machines are earmarked for "
+                    f"a request waiting in line from {res['must_end_by'].strftime('%Y-%m-%dT%H:%M:%SZ')}, so its "
+                    "lease cannot end later", 409, must_end_by=res["must_end_by"].strftime("%Y-%m-%dT%H:%M:%SZ"))
         elif expires is None:
             expires = now + datetime.timedelta(seconds=policy.default_lease_seconds)
         beat = res.get("heartbeat_seconds") if heartbeat_seconds is ... else heartbeat_seconds

@@ -34,8 +34,9 @@ class Impossible(AllocationError):
     """More machines asked for than will ever match: refused at once, never queued."""
 
     def __init__(self, requested, matching, why=None):
-        super().__init__(why or f"requested {requested}, but only {matching} machine{'s' if matching != 1 else ''} "
-                                f"match the constraints (in any state): it can never be met")
+        super().__init__(why or f"requested {requested}, but only {matching} machine"
+                                f"{'s match' if matching != 1 else ' matches'} the constraints (in any state): "
+                                "it can never be met")
         self.requested, self.matching = requested, matching
 
 

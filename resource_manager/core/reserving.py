@@ -22,7 +22,7 @@ from .candidates import Candidates
 from .claims import claim_machine, drop_machine_claim, return_machine, set_machine
 from .constraints import fingerprint
 from .context import Actor
-from .errors import AllocationError, Shortfall
+from .errors import AllocationError, Impossible, QuotaExceeded, Shortfall
 from .pending import NOT_ENDING
 from .store import MACHINE_CLAIMS, MACHINES, RESERVATIONS
 
@@ -55,42 +55,76 @@ def new_request(core, req, user, key=None, queue=None):
     return make
 
 
-def reserve(core, req, user, key=None, queue=None, exclude=(), reclaim=True):
+def reserve(core, req, user, key=None, wait_seconds=0):
     """Reserve req["count"] idle machines matching req["where"]; return (reservation, replayed).
 
-    `queue`: None (answer now), or {"wait_seconds", "ahead"} to queue the request when it cannot
-    be met now (the reservation comes back `queued`); "ahead": whether others already wait, so
-    this one joins the line instead of trying first. `exclude`: machine _ids not to take (those
-    earmarked for queued requests, see queue.py, when this request does not wait its turn).
-    `reclaim`: whether a shortfall may end expired leases itself (not while others wait: what a
-    lease frees goes to the line first).
-    Raises Shortfall (nothing taken) or AllocationError (replay conflicts, slowness).
+    Without a wait, it is met now or refused. With `wait_seconds`, a request that cannot be met now
+    joins the line (the reservation comes back `queued`; the caller runs a granting pass). While
+    others wait, the scheduling rule decides (queue.take_now, queue.enqueue): what the line waits for
+    goes to it first. A request that can never be met is refused either way.
+    Raises Impossible (409), Shortfall (409, nothing taken), QuotaExceeded (429) or AllocationError.
     """
     from . import queue as line  # the queue grants with take(): it imports this module
 
-    res, replayed = pending.open_request(core, RESERVATIONS, new_request(core, req, user, key, queue),
-                                         fingerprint(req), ended=ENDED)
+    res, replayed = pending.open_request(
+        core, RESERVATIONS, new_request(core, req, user, key, {"wait_seconds": wait_seconds} if wait_seconds else None),
+        fingerprint(req), ended=ENDED)
     if replayed:
         return res, True
-    if queue and queue.get("ahead"):
-        return line.enqueue(core, res, Actor(user)), False
     try:
-        return take(core, res, exclude=exclude, reclaim=reclaim), False
-    except Shortfall:
-        if queue:
-            return line.enqueue(core, res, Actor(user)), False
-        core.db[RESERVATIONS].delete_one({"_id": res["_id"], "state": "pending"})
-        raise
+        if line.anyone_waiting(core):
+            if wait_seconds:
+                _check_possible(core, res)
+                return line.enqueue(core, res, Actor(user)), False
+            return line.take_now(core, res), False
+        if not _within_quota(core, res):
+            if wait_seconds:
+                return line.enqueue(core, res, Actor(user)), False  # it waits for its user's reservations
+            raise QuotaExceeded(f"{user} holds machines such that {res['count']} more would pass the per-user limit "
+                                f"of {core.policy.max_machines_per_user} (RM_QUEUE_MAX_MACHINES_PER_USER)")
+        try:
+            return take(core, res), False
+        except Shortfall:
+            _check_possible(core, res)
+            if wait_seconds:
+                return line.enqueue(core, res, Actor(user)), False
+            raise
     except BaseException:
         core.db[RESERVATIONS].delete_one({"_id": res["_id"], "state": "pending"})
         raise
 
 
-def take(core, res, pool=None, exclude=(), settle=True, reclaim=True):
+def _check_possible(core, res):
+    """Refuse a request for more machines than will ever match it (in any state, or the per-user limit)."""
+    from . import queue as line
+
+    limit = core.policy.max_machines_per_user
+    if limit and res["count"] > limit:
+        raise Impossible(res["count"], limit, f"requested {res['count']} machines, more than the per-user limit "
+                                              f"of {limit} (RM_QUEUE_MAX_MACHINES_PER_USER): it can never be met")
+    matching = line.matching_count(core, _where(res))
+    if res["count"] > matching:
+        raise Impossible(res["count"], matching)
+
+
+def _within_quota(core, res):
+    """Return whether the user's active reservations leave room for this one (always, without a limit)."""
+    limit = core.policy.max_machines_per_user
+    if not limit:
+        return True
+    if res["count"] > limit:
+        _check_possible(core, res)  # raises Impossible
+    held = sum(r.get("count") or 0 for r in core.db[RESERVATIONS].find({"state": "active", "user": res.get("user")},
+                                                                        {"count": 1}))
+    return held + res["count"] <= limit
+
+
+def take(core, res, pool=None, settle=True, reclaim=True):
     """Claim, then take, res["count"] machines for the pending `res`, and make it active; return it.
 
-    `pool`: the candidates to try (default: this process's pass over the matching idle machines);
-    `exclude`: machine _ids not to take. With `settle`, a shortfall caused by machines that
+    `pool`: the candidates to try (default: this process's pass over the matching idle machines).
+    `reclaim`: whether a shortfall may first end expired leases (not while others wait).
+    With `settle`, a shortfall caused by machines that
     contenders still being made hold is not final: we let go of everything, wait for them to
     settle, and try again (see _settle); a Shortfall means that, once they settled, fewer
     matching machines than asked were free. On any failure every claim and machine taken is
@@ -106,10 +140,10 @@ def take(core, res, pool=None, exclude=(), settle=True, reclaim=True):
     try:
         reclaimed, attempt, looked, suspects = not reclaim, 0, pool is not None or not settle, set()
         while len(taken) < count:
-            claimed += _claim_candidates(core, res, count - len(taken) - len(claimed), exclude, contended, first)
+            claimed += _claim_candidates(core, res, count - len(taken) - len(claimed), contended, first)
             if first is not None and pool is None:
                 first = None  # the contended machines were retried once; back to the pass
-                claimed += _claim_candidates(core, res, count - len(taken) - len(claimed), exclude, contended)
+                claimed += _claim_candidates(core, res, count - len(taken) - len(claimed), contended)
             if len(taken) + len(claimed) < count and not reclaimed:
                 reclaimed = True
                 if expire_due(core)[0]:
@@ -118,7 +152,7 @@ def take(core, res, pool=None, exclude=(), settle=True, reclaim=True):
                 # The process's pass is shared: it need not have offered us every idle machine. One look
                 # of our own at all of them, so that every machine a contender holds is noted.
                 looked = True
-                claimed += _claim_candidates(core, res, count - len(taken) - len(claimed), exclude, contended,
+                claimed += _claim_candidates(core, res, count - len(taken) - len(claimed), contended,
                                              _idle_now(core, res))
             if len(taken) + len(claimed) < count:
                 waiting = _unsettled_holders(core, rid, contended, suspects) if settle else None
@@ -159,6 +193,9 @@ def _activate(core, res, taken):
     update = {"state": "active", "hostnames": sorted(m["hostname"] for m in taken),
               "machine_ids": [m["_id"] for m in taken], "lease_seconds": lease, "expires": expires,
               "granted_at": now, "_updated": now, **heartbeat_fields(res, now, expires)}
+    if res.get("must_end_by") is not None:
+        # Granted ahead of the line by backfill: the machines are earmarked from then on (ending.extend caps).
+        update["must_end_by"] = res["must_end_by"]
     # Only if still pending and not being undone by a sweep that judged us dead.
     result = core.db[RESERVATIONS].update_one({"_id": res["_id"], "state": "pending", "ending": NOT_ENDING},
                                               {"$set": update, "$unset": {"granting_at": ""}})
@@ -258,7 +295,7 @@ class _Listed:
         pass
 
 
-def _claim_candidates(core, res, need, exclude=(), contended=None, listed=None):
+def _claim_candidates(core, res, need, contended=None, listed=None):
     """Claim up to `need` idle machines matching the reservation; return their fresh documents.
 
     Candidates come a batch at a time from this process's pass over the idle machines matching
@@ -287,8 +324,6 @@ def _claim_candidates(core, res, need, exclude=(), contended=None, listed=None):
             if len(got) == need:
                 candidates.give_back(chunk[tried:])
                 break
-            if candidate["_id"] in exclude:
-                continue
             if not claim_machine(core, candidate, rid):
                 if contended is not None:
                     contended[candidate["_id"]] = candidate

@@ -50,7 +50,7 @@ def sweep(core, grace=None, actor=NOBODY):
     # A granting pass (waits run out, freed machines go to waiters); reported only when it did something.
     served = queue.serve(core, wait=2.0) if queue.anyone_waiting(core) else None
     if served and (served["granted"] or served["timed_out"]):
-        result["queue"] = served
+        result["queue"] = {"granted": served["granted"], "timed_out": served["timed_out"]}
     return result
 
 

@@ -16,20 +16,22 @@ from ...core.history import COLLECTION as HISTORY
 from ...core.pending import await_settled
 from ...core.store import RESERVATIONS
 from ...schema import RESERVATION_STATES
+from .. import slots
 from ..auth import require_role
 from ..bodies import validate
 from ..db import core
 from ..errors import error_response, loads_strict
-from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, register
+from ..eveglue import on
+from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, query, register
 from ..responses import created, idempotency_key, invalid
-from ..upkeep import KICK_WAIT, kick
+from ..upkeep import KICK_WAIT, kick, observe_grants
 
 bp = Blueprint("reservations", __name__)
 
 PUBLIC_FIELDS = ("_id", "owner", "job_id", "count", "hostnames", "state", "expires", "where", "lease_seconds",
                  "heartbeat_seconds", "heartbeat_due", "priority", "reason", "user", "granted_at", "ended",
                  "end_reason", "_created", "_updated")
-QUEUE_FIELDS = ("queued_at", "wait_until", "wait_seconds")
+QUEUE_FIELDS = ("queued_at", "wait_until", "wait_seconds", "eta", "blocked_by", "why")
 RENDERED_FIELDS = PUBLIC_FIELDS + QUEUE_FIELDS + ("position", "_links")  # every field render() may give
 LONG_POLL_MAX = 60  # s a GET ?wait= may hold a worker thread (below any worker timeout)
 LONG_POLL_EVERY = 0.1
@@ -46,6 +48,11 @@ def render(res, place=None):
         body[field] = value.strftime(fmt) if isinstance(value, datetime.datetime) else value
     if isinstance(body["where"], str):
         body["where"] = loads_strict(body["where"])
+    if isinstance(body.get("blocked_by"), dict):
+        body["blocked_by"] = {"reservations": [{"_id": b["_id"], "expires": b["expires"].strftime(fmt)
+                                                if isinstance(b.get("expires"), datetime.datetime) else None}
+                                               for b in body["blocked_by"].get("reservations", [])],
+                              "requests": body["blocked_by"].get("requests", [])}
     if body["priority"] is None:
         body["priority"] = 50
     if res.get("state") == "queued":
@@ -77,36 +84,33 @@ def _actor(user):
     return Actor(user, (request.args.get("reason") or "")[:1000] or None)
 
 
+# The most priority each role may ask for (403 beyond, naming the limit).
+PRIORITY_LIMITS = {"operator": 50, "admin": 100}
+
+
 @bp.post("/reservations")
 def create():
-    """Reserve machines (or, with ?dry_run=1, say what would be reserved)."""
-    user = require_role("operator", "admin")["username"]
+    """Reserve machines (or, with ?dry_run=1, say what would be reserved, or when)."""
+    user = require_role("operator", "admin")
     body = _json_body()
     if body is None:
         return error_response(400, "body must be a JSON object")
-    req, issues = validate("reservation", body, user)
+    req, issues = validate("reservation", body, user["username"])
     if issues:
         return invalid("reservation", issues)
+    limit = PRIORITY_LIMITS.get(user["role"], 0)
+    if req["priority"] > limit:
+        return error_response(403, f"priority {req['priority']} is above {limit}, the most a {user['role']} may ask "
+                                   "for (an admin may ask for any)")
     wait_seconds = req.pop("wait_seconds")
     here = core()
     if _flag("dry_run"):
-        # As a request would be met: the machines earmarked for those waiting in line are not free.
-        earmarked = queue.earmarked(here) if queue.anyone_waiting(here) else frozenset()
-        return jsonify(dryrun.explain(here, req, earmarked)), 200
-    ahead = queue.anyone_waiting(here)
-    # Those who wait take their turn; those who do not may not take what is earmarked for them, nor end
-    # expired leases themselves while others wait (what a lease frees goes to the line first).
-    line = {"wait_seconds": wait_seconds, "ahead": ahead} if wait_seconds else None
-    exclude = queue.earmarked(here) if ahead and not wait_seconds else ()
-    try:
-        res, replayed = reserving.reserve(here, req, user, idempotency_key(), line, exclude, reclaim=not ahead)
-    except Exception:
-        if ahead:
-            kick()  # what this request held while it tried may be what the head of the line waits for
-        raise
+        return jsonify(dryrun.explain(here, req, user["username"], wait_seconds)), 200
+    res, replayed = reserving.reserve(here, req, user["username"], idempotency_key(), wait_seconds)
     if res["state"] == "queued" and not replayed:
         # Granted at once if it can be met in its turn (a pass waits for one already under way).
-        queue.serve(here, wait=KICK_WAIT if ahead else 0)
+        served = queue.serve(here, wait=KICK_WAIT)
+        observe_grants(served)
         # A granter elsewhere may be granting it right now: answer how that ends.
         res = await_settled(here, RESERVATIONS, res["_id"], KICK_WAIT) or res
     return _answer(res)
@@ -176,7 +180,10 @@ def show(rid):
     if res is None:
         return error_response(404, f"no reservation {rid}")
     if wait:
-        res = _await_change(here, res, wait, request.args.get("state"))
+        # A long poll holds its worker thread: it takes one of the process's long-request slots, or is
+        # answered 503 with Retry-After at once (slots.py), so waiting clients never starve the others.
+        with slots.take("long-poll"):
+            res = _await_change(here, res, wait, request.args.get("state"))
     return jsonify(render(res))
 
 
@@ -289,23 +296,27 @@ def _machines_changed(*args):
         kick()
 
 
-PAGING = [{"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-          {"name": "max_results", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}}]
+PAGING = [query("page", "the page (from 1)", {"type": "integer", "minimum": 1}),
+          query("max_results", f"items per page (at most {PAGE_MAX})",
+                {"type": "integer", "minimum": 1, "maximum": PAGE_MAX})]
 
 
 def _openapi():
     """The OpenAPI of the reservation routes."""
     rid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    reason = query("reason", "why: kept in the history")
     paths = {
         "/reservations": {
             "get": op("listReservations", "List reservations, newest first (state=queued: the line, in order)",
                       "reservations", parameters=[
-                          {"name": n, "in": "query", "schema": {"type": "string"}} for n in ("job_id", "owner")] + [
-                          {"name": "state", "in": "query", "schema": {"type": "string",
-                                                                       "enum": list(RESERVATION_STATES)}}] + PAGING,
+                          query("job_id", "only this job's", field="job_id"),
+                          query("owner", "only this owner's", field="owner"),
+                          query("state", "only those in this state (queued: the line, in order)",
+                                {"type": "string", "enum": list(RESERVATION_STATES)}, field="state")] + PAGING,
                       responses={"200": answer("ReservationList", "reservations"), **error_responses(400, 503)}),
-            "post": op("reserve", "Reserve idle machines", "reservations", write=True, parameters=[
-                IDEMPOTENCY, {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
+            "post": op("reserve", "Reserve idle machines", "reservations", scope="reserve", parameters=[
+                IDEMPOTENCY, query("dry_run", "1 (or true, yes): say what would be reserved (or when), reserve nothing",
+                                   {"type": "string", "example": "1"})],
                 requestBody=body_ref("ReservationRequest", required=False),
                 responses={"201": answer("Reservation", "reserved"), "200": answer("DryRun", "dry run only"),
                            "202": {**answer("Reservation", "queued (with wait_seconds): state queued, position"),
@@ -313,13 +324,14 @@ def _openapi():
                                                             "description": "/reservations/<id>"}}},
                            "409": {"$ref": "#/components/responses/Error409"}, **WRITE_ERRORS}),
             "delete": op("releaseJob", "Release every reservation of a job (and cancel its queued ones)",
-                         "reservations", write=True,
-                         parameters=[{"name": "job_id", "in": "query", "required": True,
-                                       "schema": {"type": "string"}}],
+                         "reservations", scope="reserve",
+                         parameters=[query("job_id", "the job", required=True), reason],
                          responses={"200": answer("Released", "released"), **WRITE_ERRORS}),
         },
         "/reservations/sweep": {"post": op(
-            "sweep", "Expire overdue leases now", "reservations", write=True,
+            "sweep", "Expire overdue leases now", "reservations", write=True, parameters=[query(
+                "grace", "seconds a half-done request may be in progress before it is undone (admins only)",
+                {"type": "integer", "minimum": 0})],
             responses={"200": answer("Sweep", "swept"), **WRITE_ERRORS})},
         "/reservations/{id}": {
             "parameters": [rid],
@@ -332,7 +344,7 @@ def _openapi():
                            "description": "with wait: the state the client last saw; a different one answers at once"}],
                       responses={"200": answer("Reservation", "the reservation"), **error_responses(400, 404, 503)}),
             "delete": op("release", "Release a reservation, or cancel a queued one (again: released [])",
-                         "reservations", write=True,
+                         "reservations", scope="reserve", parameters=[reason],
                          responses={"200": answer("Released", "released"), **error_responses(401, 403, 404, 503)}),
         },
         "/reservations/{id}/history": {"parameters": [rid], "get": op(
@@ -341,11 +353,11 @@ def _openapi():
             responses={"200": answer("History", "entries, oldest first"), **error_responses(400, 404, 503)})},
         "/reservations/{id}/heartbeat": {"parameters": [rid], "post": op(
             "heartbeat", "Renew a reservation's heartbeat window (a queued one: nothing due yet)", "reservations",
-            write=True, responses={"200": answer("Reservation", "the reservation, heartbeat_due renewed"),
+            scope="reserve", responses={"200": answer("Reservation", "the reservation, heartbeat_due renewed"),
                                    **error_responses(404, 409), **WRITE_ERRORS})},
         "/reservations/{id}/extend": {"parameters": [rid], "post": op(
             "extend", "Extend a reservation's lease (and renew or change its heartbeat)", "reservations",
-            write=True, requestBody=body_ref("Extend"),
+            scope="reserve", requestBody=body_ref("Extend"),
             responses={"200": answer("Reservation", "extended"), **error_responses(404, 409), **WRITE_ERRORS})},
     }
     schemas = {
@@ -368,6 +380,16 @@ def _openapi():
             "position": {"type": "integer", "description": "place in line (1: next), only while queued"},
             "queued_at": {"type": "string", "description": "only on requests made with a wait"},
             "wait_until": {"type": "string"}, "wait_seconds": {"type": "integer"},
+            "eta": {"type": "string", "nullable": True,
+                    "description": "while queued: when it will start (the leases it waits for end), or null when "
+                                   "that cannot be known"},
+            "blocked_by": {"type": "object", "description": "while queued: what it waits for", "properties": {
+                "reservations": {"type": "array", "items": {"type": "object", "properties": {
+                    "_id": {"type": "string"}, "expires": {"type": "string", "nullable": True}}},
+                    "description": "the reservations holding what it waits for, with their lease ends"},
+                "requests": {"type": "array", "items": {"type": "string"},
+                             "description": "the requests ahead of it whose earmarks it waits behind"}}},
+            "why": {"type": "string", "nullable": True, "description": "while queued: why it waits, for a person"},
             "granted_at": {"type": "string", "nullable": True}, "ended": {"type": "string", "nullable": True},
             "_links": {"type": "object", "properties": {"self": {"type": "object", "properties": {
                 "href": {"type": "string"}}}}}}},
@@ -406,7 +428,6 @@ def init_app(app):
     indexes = app.extensions["rm_indexes"]
     for field in ("state", "job_id", "owner"):  # listings, the line, ending by job, the upkeep's scan
         indexes.add(RESERVATIONS, [(field, 1)], name=f"{field}_1")
-    app.on_inserted_machines += _machines_changed
-    app.on_updated_machines += _machines_changed
-    app.on_replaced_machines += _machines_changed
+    for event in ("inserted", "updated", "replaced"):
+        on(app, event, _machines_changed, "machines")
     app.register_blueprint(bp)
