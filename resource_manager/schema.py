@@ -150,7 +150,9 @@ def natural_key(text: str) -> tuple[Any, ...]:
     (n01 and n1, N1 and n1), so the order is total and the same everywhere (dashboard and CLI).
     """
     parts = _DIGITS.split(text)
-    return tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)) + (text,)
+    # The parts in a tuple of their own: text and numbers alternate in it from the start, so two keys never
+    # compare a number with text ("n" against "n1": the shorter is a prefix, and sorts first).
+    return tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)), text
 
 
 def sort_key(value: Any) -> tuple[Any, ...]:

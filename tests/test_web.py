@@ -5,8 +5,11 @@ import re
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from resource_manager.api import auth
+from resource_manager.schema import natural_key
 
 from .support import ADMIN, PASSWORDS, LiveServer
 
@@ -228,3 +231,11 @@ def test_hostnames_are_sorted_naturally(overrides, cache_seconds):
         assert rows(get("?per_page=25&page=1&sort=-owner")) == NATURAL[::-1]
     finally:
         live.stop()
+
+
+@given(st.lists(st.text(alphabet="nN0123456789.-", max_size=8), max_size=30))
+def test_natural_order_is_a_total_order_of_any_names(names):
+    ordered = sorted(names, key=natural_key)  # never compares a number with text
+    assert [n for n in ordered if n.isdigit()] == sorted((n for n in names if n.isdigit()), key=lambda n: (int(n), n))
+    keys = [natural_key(n) for n in ordered]
+    assert all(keys[i] < keys[i + 1] or ordered[i] == ordered[i + 1] for i in range(len(keys) - 1))  # equal: same name
