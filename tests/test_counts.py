@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from resource_manager.core import atomic, counts, pool_hints
 from resource_manager.core.check import check
 from resource_manager.core.ipranges import Runs, free_addresses, parse_pool, stored_ranges
-from resource_manager.schema import MACHINE_STATES
+from resource_manager.schema import MACHINE_STATES, natural_key
 
 from .cluster import cluster_fixtures
 from .support import ADMIN, OPERATOR, run_together
@@ -35,7 +35,7 @@ def true_counts(db):
     states = dict.fromkeys(MACHINE_STATES, 0)
     for row in db.machines.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
         states[row["_id"]] = row["n"]
-    names = sorted(m["hostname"] for m in db.machines.find({}, {"hostname": 1}))
+    names = sorted((m["hostname"] for m in db.machines.find({}, {"hostname": 1})), key=natural_key)
     return {"total": sum(states.values()), "states": states}, names
 
 
@@ -46,7 +46,8 @@ def assert_kept_exact(db):
     total = kept["total"]
     head, upto = counts.machine_head(db)
     assert [e["h"] for e in head] == names[:len(head)]
-    assert upto is None and len(head) == total or upto is not None and all(n > upto for n in names[len(head):])
+    assert upto is None and len(head) == total or upto is not None and all(
+        natural_key(n) > natural_key(upto) for n in names[len(head):])
     for pool in db.address_pools.find():
         network = ipaddress.ip_network(pool["cidr"])
         claimed = [c for c in db.address_claims.find({"kind": pool["kind"]})
@@ -253,7 +254,7 @@ def test_pool_utilisation_is_kept_and_a_raw_claim_is_found_then_mended(server, o
 
 # The pure parts, against brute force.
 
-NAMES = st.text(alphabet="abc", min_size=1, max_size=3)
+NAMES = st.text(alphabet="ab019", min_size=1, max_size=3)  # digits: the head is in natural order (a9 < a10)
 
 
 @settings(max_examples=300, deadline=None)
@@ -262,7 +263,7 @@ NAMES = st.text(alphabet="abc", min_size=1, max_size=3)
 def test_the_head_stays_a_prefix_of_the_order_whatever_the_writes(monkeypatch_module, start, ops):
     machines = {name: i for i, name in enumerate(start)}  # hostname -> _id
     everything = [{"hostname": n, "_id": i} for n, i in machines.items()]
-    head = sorted(({"h": d["hostname"], "i": d["_id"]} for d in everything), key=lambda e: e["h"])
+    head = sorted(({"h": d["hostname"], "i": d["_id"]} for d in everything), key=lambda e: natural_key(e["h"]))
     upto = None if len(head) <= counts.HEAD_SIZE else head[counts.HEAD_SIZE - 1]["h"]
     head = head[:counts.HEAD_SIZE]
     next_id = 1000
@@ -276,14 +277,14 @@ def test_the_head_stays_a_prefix_of_the_order_whatever_the_writes(monkeypatch_mo
         elif op == "rename" and a in machines and b not in machines:
             machines[b] = machines.pop(a)
             head, upto = counts._new_head(head, upto, {machines[b]}, [{"hostname": b, "_id": machines[b]}])
-        names = sorted(machines)
+        names = sorted(machines, key=natural_key)
         assert [e["h"] for e in head] == names[:len(head)]
         assert [e["i"] for e in head] == [machines[n] for n in names[:len(head)]]
         assert len(head) <= counts.HEAD_SIZE
         if upto is None:
             assert len(head) == len(names)
         else:
-            assert all(n > upto for n in names[len(head):])
+            assert all(natural_key(n) > natural_key(upto) for n in names[len(head):])
 
 
 @pytest.fixture(scope="module")

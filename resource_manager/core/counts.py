@@ -5,9 +5,10 @@ seconds at 100,000 machines. So the `counts` collection keeps what the hot paths
 
 - `machines`: `total` and `states` (machines per state; a state outside the schema counts as
   `other`): a listing's `_meta.total` for all machines or one state, the dashboard's cards;
-- `head`: the machines of lowest hostname (`head: [{h, i}]`, sorted, at most HEAD_SIZE): every
-  machine whose hostname is <= `upto` (every machine when `upto` is None, none when ""): the
-  dashboard's first pages. Its own document, so that a change of state rewrites a few numbers;
+- `head`: the machines of lowest hostname (`head: [{h, i}]`, at most HEAD_SIZE, in the natural
+  order the dashboard sorts by, n2 before n10: schema.natural_key): every machine whose hostname
+  is <= `upto` in that order (every machine when `upto` is None, none when ""): the dashboard's
+  first pages. Its own document, so that a change of state rewrites a few numbers;
 - `pool:<pool _id>`: `allocated`, the pool's claimed addresses outside its exclusions.
 
 Each document also has `seq` (bumped by every change of it), `rc` (by every recount) and `exact`.
@@ -46,7 +47,7 @@ import logging
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from ..schema import MACHINE_STATES
+from ..schema import MACHINE_STATES, natural_key
 from .atomic import NO_LOCK
 from .ipranges import stored_ranges
 from .store import ADDRESS_CLAIMS, COUNTS, MACHINES, POOLS
@@ -118,9 +119,10 @@ def _change_head(db, gone, added):
 
 def _new_head(head, upto, gone, added):
     kept = [e for e in head if e["i"] not in gone]
+    bound = None if upto is None else natural_key(upto)
     kept += [{"h": d.get("hostname"), "i": d["_id"]} for d in added
-             if isinstance(d.get("hostname"), str) and (upto is None or d["hostname"] <= upto)]
-    kept.sort(key=lambda e: e["h"])
+             if isinstance(d.get("hostname"), str) and (bound is None or natural_key(d["hostname"]) <= bound)]
+    kept.sort(key=lambda e: natural_key(e["h"]))
     if len(kept) > HEAD_SIZE:
         kept = kept[:HEAD_SIZE]
         upto = kept[-1]["h"]
@@ -251,11 +253,11 @@ def _tally(machines, claims, pools):
         found["total"] += 1
         found["states"][_state(doc)] = found["states"].get(_state(doc), 0) + 1
         if isinstance(doc.get("hostname"), str):
-            lowest.append((doc["hostname"], doc["_id"]))
+            lowest.append((natural_key(doc["hostname"]), doc["hostname"], doc["_id"]))
             if len(lowest) > 4 * HEAD_SIZE:
                 lowest = sorted(lowest)[:HEAD_SIZE + 1]
     lowest = sorted(lowest)[:HEAD_SIZE + 1]
-    head = [{"h": h, "i": i} for h, i in lowest[:HEAD_SIZE]]
+    head = [{"h": h, "i": i} for _key, h, i in lowest[:HEAD_SIZE]]
     true = {MACHINES_KEY: found, HEAD_KEY: {"head": head, "upto": head[-1]["h"] if len(lowest) > HEAD_SIZE else None}}
     for pool in pools:
         true[pool_key(pool)] = {"allocated": 0}
@@ -295,7 +297,7 @@ def _valid_head(kept, counted):
         return False
     if kept.get("upto") is None:
         return counted["upto"] is None and len(head) == len(want)
-    return len(head) == len(want) or want[len(head)]["h"] > kept["upto"]
+    return len(head) == len(want) or natural_key(want[len(head)]["h"]) > natural_key(kept["upto"])
 
 
 def _head_text(doc):

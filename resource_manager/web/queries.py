@@ -10,9 +10,10 @@ page says how old. The rows themselves are always read fresh, by `_id`: a machin
 owner and job in the table are current even while its position and the counts are not.
 
 Most of that pass is never needed: the counts by state (with no filter but the state card) and
-the first names in hostname order are kept beside the data (core/counts.py), current, and read
-by `_id`. So the default view's first pages (no filter, by hostname) and every card count cost a
-few reads on a first load too; other filters, sorts and later pages use the cache above.
+the first names in the table's natural hostname order are kept beside the data (core/counts.py),
+current, and read by `_id`. So the default view's first pages (no filter, by hostname) and every
+card count cost a few reads on a first load too; other filters, sorts and later pages use the
+cache above.
 """
 
 import json
@@ -263,8 +264,8 @@ def overview(query, max_age=0):
     every filter but the state one) and the table's order (the `_id`s, with the sort fields, sorted
     here in natural order: _sorted). Otherwise both come from the cache (see the module's
     docstring). Either way the page's rows are then read by `_id`. Kept counts (core/counts.py),
-    when the filter allows, stand for the aggregation, and the kept head for the
-    order of the default view's first pages.
+    when the filter allows, stand for the aggregation, and the kept head (in the same natural
+    order) for the order of the default view's first pages.
     """
     collection = machines()
     cache = _cache()
