@@ -210,7 +210,7 @@ class Mongo(EveMongo):
         while the listing goes on (at most COUNT_IDLE_SECONDS apart, COUNT_MAX_SECONDS in all).
         On the embedded database a count decodes every match, a second or more at 10,000; a
         skip-paged listing under concurrent writes is no snapshot anyway, and its items are
-        always read now. Machines, all or of one state (`?where={"state": ...}`), take the count
+        always read now. Machines, all or of one state (`?where={"state": ...}` or `?state=`), take the count
         kept beside the data (core/counts.py) instead: current, and no count at all.
         """
         cursor, _ = super().find(resource, req, sub_resource_lookup, perform_count=False)
@@ -254,14 +254,20 @@ class Mongo(EveMongo):
         return documents, count
 
     def _kept_total(self, resource, req, sub_resource_lookup):
-        # Machines, all or of one state: the count kept beside the data (counts.py), not a count.
-        if self.datasource(resource)[0] != MACHINES or sub_resource_lookup:
+        # Machines, all or of one state (?where={"state": s}, or the field filter ?state=s): the count
+        # kept beside the data (counts.py), not a count.
+        if self.datasource(resource)[0] != MACHINES:
             return None
         try:
             where = json.loads(req.where) if req.where else {}
         except ValueError:
             return None
-        if not isinstance(where, dict) or set(where) - {"state"} or not isinstance(where.get("state", ""), str):
+        lookup = {key: value.value if isinstance(value, Exact) else value
+                  for key, value in (sub_resource_lookup or {}).items()}
+        if not isinstance(where, dict) or (where and lookup):
+            return None
+        where = where or lookup
+        if set(where) - {"state"} or not isinstance(where.get("state", ""), str):
             return None
         try:
             kept = counts.machine_counts(self._atomic_db(resource))
