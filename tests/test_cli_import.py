@@ -115,6 +115,10 @@ def test_export_formats_and_where(cli, operator):
     assert sorted(json.loads(line)["hostname"] for line in lines) == ["a", "b"]
     rows = list(csv.DictReader(io.StringIO(cli("export", "--format", "csv").out)))
     assert {r["hostname"]: r["tags.gpu"] for r in rows} == {"a": "true", "b": ""}
+    # By name, in natural order as everywhere (n2 before n10), whatever order they were stored in.
+    operator.post("/machines", json=[{"hostname": h, "state": "idle"} for h in ("n10", "n2", "n1")])
+    lines = cli("export", "--format", "jsonl").out.splitlines()
+    assert [json.loads(line)["hostname"] for line in lines] == ["a", "b", "n1", "n2", "n10"]
 
 
 def test_import_errors_exit_2(cli, tmp_path):

@@ -7,7 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from ..clientlib.errors import APIError, PreconditionFailed, format_issues
-from ..schema import canonical_ip
+from ..schema import canonical_ip, sort_key
 from . import csvcells
 from .command import Command
 from .output import clean, write_csv, write_json
@@ -221,8 +221,9 @@ def cmd_export(client, args, env):
 
         where = parse_json_object(args.where, "--where")
     fmt = args.file_format or guess_format(args.file) or "json"
-    # By name: the stored order is the order of insertion, which concurrent imports do not keep.
-    docs = sorted((clean(doc, keep_meta=False) for doc in client.all(where)), key=lambda d: str(d.get(client.key)))
+    # By name, in natural order (n2 before n10): the stored order is the order of insertion, which
+    # concurrent imports do not keep.
+    docs = sorted((clean(doc, keep_meta=False) for doc in client.all(where)), key=lambda d: sort_key(d.get(client.key)))
     if args.file == "-":
         _write(docs, env.stdout, fmt, client.schema_fields)
     else:
