@@ -101,7 +101,9 @@ def test_address_and_reservation_events(server, operator):
 
 def test_events_older_than_retention_are_reported_lost(server, operator):
     db = core_db(server)
-    operator.post("/machines", json=[{"hostname": f"m{i}", "state": "idle"} for i in range(events.PAGE + 5)])
+    with Stream(server.url, last_event_id=0) as watching:  # the process's feed holds them in its ring too
+        operator.post("/machines", json=[{"hostname": f"m{i}", "state": "idle"} for i in range(events.PAGE + 5)])
+        watching.wait_for(events.PAGE + 5)
     later = utcnow() + datetime.timedelta(seconds=10)
     assert events.prune(db, later, 0) == events.PAGE - 1  # page 0 (ids 1-63); never the newest page
     assert events.floor(db) == events.PAGE

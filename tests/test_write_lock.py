@@ -265,16 +265,24 @@ def test_ferretdb_whose_storage_nobody_told_us_refuses_writes(localdb, users_fil
     with pymongo.MongoClient(localdb.uri) as client:
         record = client[storage.LAUNCHER_DB][storage.LAUNCHER_COLLECTION]
         saved = record.find_one_and_delete({"_id": storage.LAUNCHER_ID})
+        live = None
         try:
             live = serve(localdb, users_file)
-        finally:
+            assert_writes_refused(live, "60")
+            message = next(r.getMessage() for r in caplog.records if "writes REFUSED" in r.getMessage())
+            assert "set RM_POSTGRES_URL to the PostgreSQL database FerretDB uses" in message
+            # Asked again at every write: a launcher that records its storage late (the database started
+            # after the API) is found, and the next write is served under the lock.
             record.insert_one(saved)
-    try:
-        assert_writes_refused(live, "60")
-        message = next(r.getMessage() for r in caplog.records if "writes REFUSED" in r.getMessage())
-        assert "set RM_POSTGRES_URL to the PostgreSQL database FerretDB uses" in message
-    finally:
-        stop(live)
+            saved = None
+            r = live.session(OPERATOR).post("/machines", json={"hostname": "late", "state": "idle"})
+            assert r.status_code == 201, r.text
+            assert live.session().get("/healthz").json()["write_lock"] == "postgresql-advisory"
+        finally:
+            if saved is not None:
+                record.insert_one(saved)
+            if live is not None:
+                stop(live)
 
 
 def test_an_unreachable_lock_database_is_503_until_it_answers(localdb, users_file, monkeypatch):

@@ -102,6 +102,16 @@ class Feed:
             self.readers -= 1
             self.last_reader = time.monotonic()
 
+    def check_resume(self, position):
+        """Raise Lost when a stream resuming after `position` asks for events retention dropped.
+
+        Asked once per stream, of the database: the ring may still hold events pruned since, and every
+        process must answer a resume alike.
+        """
+        floor = events.floor(self.database())
+        if position + 1 < floor:
+            raise Lost(position, floor)
+
     def after(self, position, timeout):
         """Return the events after `position` (waiting up to `timeout` s for one); [] when none came.
 

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from . import retry as client_retry
 from . import waiting
 from .base import ClientBase, Document, Progress
 from .errors import ReservationInterrupted
-
-if TYPE_CHECKING:
-    from .client import ResourceManagerClient
-    from .holding import Hold
 
 UNCHANGED = object()  # extend(heartbeat_seconds=...) left out: the period stays as it is
 
@@ -154,28 +150,6 @@ class AllocationMixin(ClientBase):
         Conflict once it has ended (the message says how: released, expired and why), NotFound.
         """
         return self._document("POST", f"/reservations/{quote(reservation_id, safe='')}/heartbeat")
-
-    def holding(self, count: int = 1, *, where: Mapping[str, Any] | None = None,
-                wait: float | datetime.timedelta | None = None, heartbeat: float | datetime.timedelta = 60,
-                lease: float | datetime.timedelta | None = None, job_id: str | None = None,
-                owner: str | None = None, reason: str | None = None, on_progress: Progress | None = None,
-                on_lost: Callable[[str], object] | None = None) -> Hold:
-        """Return a context manager that holds `count` machines: reserve, keep alive, release (holding.py).
-
-            with rm.holding(count=2, where={"tags.arch": "x86_64"}, wait=1800, heartbeat=60) as machines:
-                machines["hostnames"], machines["machines"]   # the reservation, and the machine documents
-
-        A daemon thread sends a heartbeat every third of `heartbeat` seconds; the machines are
-        released when the block ends, by an exception or Ctrl-C too. Killed outright, the holder
-        stops beating and the server ends the reservation within `heartbeat` seconds. `wait`,
-        `heartbeat`, `lease`: seconds or timedeltas. `on_lost(message)` is called (from the thread)
-        if the reservation ends under the block. Raises what reserve() raises.
-        """
-        from .holding import Hold
-
-        client = cast("ResourceManagerClient", self)
-        return Hold(client, count, where=where, wait=wait, heartbeat=heartbeat, lease=lease, job_id=job_id,
-                    owner=owner, reason=reason, on_progress=on_progress, on_lost=on_lost)
 
     def sweep(self) -> Document:
         """Expire leases, fail machines stuck in pxe; return {"expired", "repaired", "released", "pxe_failed"}."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import requests
+    from typing_extensions import Self
 
 # A JSON object as the API sends and takes it (an item, a reservation, a token...).
 Document = dict[str, Any]
@@ -29,6 +30,7 @@ class ClientBase:
     username: str | None
     timeout: float
     fields: builtins.list[str]
+    retry_time: float
 
     if TYPE_CHECKING:
         def request(self, method: str, path: str, *, params: Params | None = None, json: Any = None,
@@ -56,3 +58,7 @@ class ClientBase:
                        reason: str | None = None) -> Document | None: ...
 
         def delete(self, name: object, etag: str | None = None, reason: str | None = None) -> None: ...
+
+        def clone(self, *, timeout: float | None = None, retry_time: float | None = None) -> Self: ...
+
+        def close(self) -> None: ...

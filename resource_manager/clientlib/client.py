@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import datetime
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -17,7 +19,7 @@ from ..schema import DOMAIN, NAME_FIELDS
 from . import config as client_config
 from . import retry as client_retry
 from .alloc import AllocationMixin
-from .base import Document, Params
+from .base import Document, Params, Progress
 from .errors import (
     APIError,
     Conflict,
@@ -35,6 +37,7 @@ from .errors import (
     WaitTimedOut,
     error_from_response,
 )
+from .holding import Hold
 from .original import OriginalAPIMixin, as_dict, merge
 from .tokens import BearerAuth, TokenMixin
 from .webhooks import WebhookMixin
@@ -159,6 +162,35 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin, TokenMixin, Webho
 
     def __repr__(self) -> str:
         return f"ResourceManagerClient({self.resource_type!r}, {self.base_url!r})"
+
+    def holding(self, count: int = 1, *, where: Mapping[str, Any] | None = None,
+                wait: float | datetime.timedelta | None = None, heartbeat: float | datetime.timedelta = 60,
+                lease: float | datetime.timedelta | None = None, job_id: str | None = None,
+                owner: str | None = None, reason: str | None = None, on_progress: Progress | None = None,
+                on_lost: Callable[[str], object] | None = None) -> Hold:
+        """Return a context manager that holds `count` machines: reserve, keep alive, release (holding.py).
+
+            with rm.holding(count=2, where={"tags.arch": "x86_64"}, wait=1800, heartbeat=60) as machines:
+                machines["hostnames"], machines["machines"]   # the reservation, and the machine documents
+
+        A daemon thread sends a heartbeat every third of `heartbeat` seconds; the machines are
+        released when the block ends, by an exception or Ctrl-C too. Killed outright, the holder
+        stops beating and the server ends the reservation within `heartbeat` seconds. `wait`,
+        `heartbeat`, `lease`: seconds or timedeltas. `on_lost(message)` is called (from the thread)
+        if the reservation ends under the block. Raises what reserve() raises.
+        """
+        return Hold(self, count, where=where, wait=wait, heartbeat=heartbeat, lease=lease, job_id=job_id,
+                    owner=owner, reason=reason, on_progress=on_progress, on_lost=on_lost)
+
+    def clone(self, *, timeout: float | None = None, retry_time: float | None = None) -> ResourceManagerClient:
+        """Return a client of its own (a requests.Session is not shared across threads): the same server,
+        credentials and retries, with `timeout` and `retry_time` changed where given."""
+        return ResourceManagerClient(self.resource_type, self.base_url, self.username, self.password,
+                                     token=self.token or "", timeout=self.timeout if timeout is None else timeout,
+                                     max_retries=self.max_retries,
+                                     retry_time=self.retry_time if retry_time is None else retry_time,
+                                     retry_backoff=self.retry_backoff, on_retry=self.on_retry, environ={},
+                                     config_file=os.devnull)
 
     def close(self) -> None:
         """Close the session's connections."""

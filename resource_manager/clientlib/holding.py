@@ -26,20 +26,17 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import waiting
+from .alloc import AllocationMixin
 from .base import Document, Progress
 from .errors import APIError, Conflict, NotFound, ReservationNotGranted, ResourceManagerError
-
-if TYPE_CHECKING:
-    from .client import ResourceManagerClient
 
 Seconds = float | datetime.timedelta
 
@@ -57,7 +54,7 @@ class Hold:
     documents under "machines"), stop and release on exit, whatever ends the block.
     """
 
-    def __init__(self, client: ResourceManagerClient, count: int = 1, *, where: Mapping[str, Any] | None = None,
+    def __init__(self, client: AllocationMixin, count: int = 1, *, where: Mapping[str, Any] | None = None,
                  wait: Seconds | None = None, heartbeat: Seconds | None = 60, lease: Seconds | None = None,
                  job_id: str | None = None, owner: str | None = None, reason: str | None = None,
                  on_progress: Progress | None = None, on_lost: Callable[[str], object] | None = None,
@@ -173,7 +170,7 @@ class Hold:
 
     # -- the heartbeat thread ----------------------------------------------------------------------
 
-    def _beat(self, beater: ResourceManagerClient) -> None:
+    def _beat(self, beater: AllocationMixin) -> None:
         _block_async_signals()
         period = self.heartbeat or 0
         interval = period / 3
@@ -219,16 +216,10 @@ class Hold:
             log.warning("reservation %s ended while held: %s", self.id, message)
 
 
-def _beating_client(client: ResourceManagerClient, period: int) -> ResourceManagerClient:
-    """Return a client of its own for the heartbeat thread (a requests.Session is not shared across threads).
-
-    Same server, credentials and retries, but each try is cut short enough to leave room for another
-    within the heartbeat window.
-    """
-    return type(client)("machines", client.base_url, client.username, client.password, token=client.token or "",
-                        timeout=min(client.timeout, max(2.0, period / 3)), max_retries=client.max_retries,
-                        retry_time=min(client.retry_time, period), retry_backoff=client.retry_backoff,
-                        on_retry=client.on_retry, environ={}, config_file=os.devnull)
+def _beating_client(client: AllocationMixin, period: int) -> AllocationMixin:
+    """Return a client of its own for the heartbeat thread: each try is cut short enough to leave room
+    for another within the heartbeat window."""
+    return client.clone(timeout=min(client.timeout, max(2.0, period / 3)), retry_time=min(client.retry_time, period))
 
 
 def _block_async_signals() -> None:

@@ -165,6 +165,10 @@ class Engine:
         try:
             self.storage, self._lock = prove()
             self._prove = None
+        except storages.StorageNotRecorded as e:  # asked again at the next write: a launcher may record it now
+            if getattr(self._lock, "reason", None) != str(e):
+                log.error("writes REFUSED (503) on %s %s: %s. Reads are served.", self.name, self.version, e)
+            self._lock, self._prove, self._retry_at = RefusingLock(str(e)), prove, 0.0
         except storages.StorageUnproven as e:
             self._lock, self._prove = RefusingLock(str(e)), None
             log.error("writes REFUSED (503) on %s %s: %s. Reads are served.", self.name, self.version, e)
@@ -229,7 +233,7 @@ def _ferretdb_storage(db, settings):
         return storages.postgresql(db, record["postgres_url"], "the embedded database's record")
     if record:
         return storages.sqlite(db, record["sqlite_dir"], "the embedded database's record")
-    raise storages.StorageUnproven(
+    raise storages.StorageNotRecorded(
         "FerretDB needs a write lock that every writer sees, and this server does not know what FerretDB stores "
         "its data in: set RM_POSTGRES_URL to the PostgreSQL database FerretDB uses (FerretDB over SQLite: "
         "RM_SQLITE_DIR to its directory)")

@@ -41,6 +41,11 @@ class StorageUnproven(Exception):
     """What we were told about FerretDB's storage is missing or wrong; the message says how to fix it."""
 
 
+class StorageNotRecorded(StorageUnproven):
+    """Nothing says where FerretDB stores its data (no setting, no launcher record) yet: the embedded
+    launcher may still be about to write its record, so the question is asked again at the next write."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Storage:
     """A proven storage: `kind` postgresql or sqlite, `identity` in words, `key` (hex) derived from it."""

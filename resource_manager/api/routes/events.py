@@ -89,11 +89,15 @@ def _stream(feed, position, accept, seconds, sock):
     yield f"retry: {RETRY_MS}\n\n"
     deadline = time.monotonic() + seconds
     quiet_since = time.monotonic()
+    resuming = True
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or hung_up(sock):  # a client gone gives its slot back within a second
             return
         try:
+            if resuming:
+                resuming = False
+                feed.check_resume(position)
             batch = feed.after(position, min(HANG_UP_CHECK, left))
         except eventfeed.Lost as lost:
             position = feed.start_position()
