@@ -73,8 +73,8 @@ examples:
   {prog} export machines.csv
   {prog} export --format jsonl --where '{{"state": "idle"}}' > idle.jsonl"""),
     "reserve": ("reserve idle machines (exclusive, with a lease)", """\
-With --wait, a request that cannot be met now waits in line (first come, first served among those
-that can be met) and blocks until granted, showing its place on stderr on a terminal;
+With --wait, a request that cannot be met now waits in line (by priority, then arrival; see the docs'
+"Waiting in the queue") and blocks until granted, showing its place on stderr on a terminal;
 exit code 7 when the wait runs out (nothing reserved); Ctrl-C cancels the queued request (exit 130).
 
 examples:

@@ -1,4 +1,4 @@
-"""Allocation calls of the client: reservations, address pools, history (see allocation-api.md)."""
+"""Allocation calls of the client: reservations, address pools, history (see docs/reference/reservations.md)."""
 
 import uuid
 from urllib.parse import quote

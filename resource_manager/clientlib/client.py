@@ -66,9 +66,9 @@ class ResourceManagerClient(OriginalAPIMixin, AllocationMixin, TokenMixin):
     (`token=`, RM_TOKEN or `token =` in the file) wins over username and password wherever they come
     from: it is sent as `Authorization: Bearer`, and `username` and `password` are None.
     Every request goes through one requests.Session with a timeout (RM_TIMEOUT, 30 s by default).
-    Errors raise ResourceManagerError subclasses (see client_errors.py).
+    Errors raise ResourceManagerError subclasses (see errors.py).
 
-    Restarts are ridden out (client_retry.py): connection errors and 502/503/504 are retried, up to
+    Restarts are ridden out (retry.py): connection errors and 502/503/504 are retried, up to
     `max_retries` times (RM_MAX_RETRIES, 5), none later than `retry_time` seconds after the first
     failure (RM_RETRY_TIME, 30), waiting what Retry-After says, else `retry_backoff` (RM_RETRY_BACKOFF,
     0.5 s) doubling. Only requests that are safe to repeat are sent again once they may have reached

