@@ -11,10 +11,15 @@ TEST_PROCESSES ?= 2
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@# compat: the checkout itself on sys.path, so ansible finds ansible_collections/ in it (the collection)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 
-install: $(STAMP)
+install: $(STAMP) var/log
+
+# supervisord.conf writes its logs and its socket under var/; supervisord creates no directories.
+var/log:
+	mkdir -p $@
 
 # Builds the embedded database (FerretDB, Go) once per source version.
 localdb: install
@@ -48,10 +53,12 @@ soak: localdb
 bench: localdb
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# ruff, and the import contracts of pyproject.toml: the layers import one way (see docs/development.md).
+# ruff, the import contracts of pyproject.toml (the layers import one way, see docs/development.md),
+# and mypy --strict on the client library, which ships typed (py.typed).
 lint: install
-	$(BIN)/python -m ruff check resource_manager tests docgen $(wildcard bench)
+	$(BIN)/python -m ruff check resource_manager ansible_collections tests docgen $(wildcard bench)
 	$(BIN)/lint-imports
+	$(BIN)/mypy --strict resource_manager/clientlib
 
 # The documentation site (mkdocs.yml, docs/) into site/: first the reference parts generated from the code
 # (python -m docgen; under CI only checked: a stale page fails), then a strict build (a broken link or anchor

@@ -78,7 +78,7 @@ def benchmarks():
     if _has_route("/reservations"):
         found += [reserve_8, reserve_32]
     found += [reads.get_by_hostname, reads.list_all, reads.list_unpaged, writes.patch_1, writes.patch_8,
-              writes.patch_32]
+              writes.patch_32, writes.lock_cost, writes.patch_vs_flock]
     try:
         from .cli import startup
         found.append(startup)
@@ -90,6 +90,11 @@ def benchmarks():
         from . import queue
 
         found += [queue.queue_grant_latency, queue.queue_saturated]
+    if _has_route("/events"):
+        from . import integrations
+
+        found += [integrations.event_numbering, integrations.event_latency, integrations.hung_receiver,
+                  integrations.ansible_inventory]
     return found
 
 

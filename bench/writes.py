@@ -1,7 +1,9 @@
 """What atomic writes cost: PATCH/s through the API, serialised by the host lock, against the same API with
 serialisation switched off (WRITE_SERIALISATION=off: the unsafe behaviour before), in the same run."""
 
+import os
 import random
+import time
 
 import requests
 
@@ -49,7 +51,7 @@ def patch_rate(env, runs, clients):
     return {"name": f"PATCH a machine (GET + PATCH If-Match), {clients} clients", "ours": rates["auto"],
             "baseline": rates["off"], "baseline_name": "same API, writes not serialised (unsafe)",
             "unit": "PATCH/s", "higher_is_better": True,
-            "notes": f"{MACHINES} machines, by _id; the cost of the host write lock on the embedded database"}
+            "notes": f"{MACHINES} machines, by _id; the cost of the write lock on the embedded database"}
 
 
 def patch_1(env, runs):
@@ -62,3 +64,50 @@ def patch_8(env, runs):
 
 def patch_32(env, runs):
     return patch_rate(env, runs, 32)
+
+
+def lock_cost(env, runs, rounds=2000):
+    """Taking and letting go of the write lock: the PostgreSQL advisory lock against the host flock, in process."""
+    import functools
+    import tempfile
+
+    from resource_manager.core import locks, storage
+
+    key = int.from_bytes(os.urandom(8), "big", signed=True)
+    advisory = locks.AdvisoryLock(functools.partial(storage.connect_postgres, env.localdb.postgres_url), key, "bench")
+    with tempfile.NamedTemporaryFile(prefix="rm-bench-lock-") as fh:
+        flock = locks.HostLock(fh.name)
+        costs = {"advisory": [], "flock": []}
+        for _ in range(runs):
+            for name, lock in (("advisory", advisory), ("flock", flock)):
+                with lock:  # the session or file opened outside the timing
+                    pass
+                start = time.perf_counter()
+                for _ in range(rounds):
+                    with lock:
+                        pass
+                costs[name].append((time.perf_counter() - start) / rounds * 1000)
+        flock.close()
+    advisory.close()
+    return {"name": "take and let go of the write lock (uncontended, one thread)", "ours": costs["advisory"],
+            "baseline": costs["flock"], "baseline_name": "host flock", "unit": "ms", "higher_is_better": False,
+            "notes": f"{rounds} lock+unlock per run; PostgreSQL advisory lock over the embedded PostgreSQL's Unix "
+                     "socket (a TCP hop to another host adds its round trip)"}
+
+
+def patch_vs_flock(env, runs, clients=8):
+    """PATCH/s at `clients` clients: the advisory lock (every host) against the flock (this host only)."""
+    rates = {}
+    for mode in ("auto", "host"):
+        dbname = f"bench_lock_{mode}"
+        db = env.database(dbname)
+        seed_machines(db, MACHINES)
+        ids = [str(d["_id"]) for d in db.machines.find({}, {"_id": 1})]
+        url = env.api(dbname, {"RM_WRITE_SERIALISATION": mode}).url
+        rates[mode] = [throughput(api_patch_machine, (url, OPERATOR, ids), clients, SECONDS)[0]
+                       for _ in range(runs)]
+        env.stop_api(dbname)
+    return {"name": f"PATCH a machine (GET + PATCH If-Match), {clients} clients, lock every host sees",
+            "ours": rates["auto"], "baseline": rates["host"],
+            "baseline_name": "same API, host flock (one host only)", "unit": "PATCH/s", "higher_is_better": True,
+            "notes": f"{MACHINES} machines, by _id; PostgreSQL advisory lock against the flock it replaces"}

@@ -2,7 +2,9 @@
 
 Each program's parser is captured from its `main` (argparse's parse_args is stopped before it parses),
 so the pages follow whatever builds the parser. Rendered from the parser's actions, not from its
-formatted help, so that the page is the same on every Python version.
+formatted help, so that the page is the same on every Python version. rmctl's commands are declared
+once (cli/command.py, listed by cli/registry.py): its parser is built from them, and `missing` checks
+the declarations themselves (a summary and examples each) and that the parser lists every one.
 """
 
 import argparse
@@ -80,7 +82,7 @@ def _arguments(parser, skip=()):
         if action.required and action.option_strings:
             details.append("required")
         if action.default not in (None, False, argparse.SUPPRESS) and action.nargs != 0 and not isinstance(
-                action, argparse._VersionAction):
+                action, argparse._VersionAction) and "default" not in (action.help or ""):
             details.append(f"default `{action.default}`")
         if action.nargs in ("?", "*"):
             details.append("optional" if action.nargs == "?" else "any number")
@@ -115,9 +117,32 @@ def _walk(title, parser, level, skip, summary=None):
     return out
 
 
+def registry_gaps(parser):
+    """Return rmctl's declared commands (cli/registry.py) lacking words, or missing from its parser."""
+    from resource_manager.cli.registry import COMMANDS
+
+    gaps = []
+
+    def walk(commands, parser, path):
+        listed = subcommands(parser)
+        for command in commands:
+            name = f"{path} {command.name}"
+            if not command.summary.strip():
+                gaps.append(f"{name}: no summary in its Command")
+            if not command.examples.strip():
+                gaps.append(f"{name}: no examples in its Command")
+            if command.name not in listed:
+                gaps.append(f"{name}: declared, but not in the parser")
+            else:
+                walk(command.actions, listed[command.name][1], name)
+
+    walk(COMMANDS.values(), parser, "rmctl")
+    return gaps
+
+
 def missing():
     """Return the commands without a summary or a description (empty when complete)."""
-    gaps = []
+    gaps = registry_gaps(capture(*PROGRAMS[0][1:3]))
     for prog, module, function, _about in PROGRAMS:
         stack = [(prog, capture(module, function))]
         while stack:

@@ -44,9 +44,14 @@ MEANING = {
                            "by themselves after half of it.",
     "PXE_TIMEOUT": "Seconds a machine may stay in `pxe` before the sweep marks it `pxe_failed` (0: never).",
     "QUEUE_MAX_WAIT_SECONDS": "The longest `wait_seconds` a reservation may ask to wait in the queue.",
-    "QUEUE_TICK_SECONDS": "How often each server process's upkeep ticker ends leases and serves the line while "
-                          "requests wait (0: no ticker; passes then run only on releases, machine changes and "
-                          "sweeps).",
+    "QUEUE_TICK_SECONDS": "How often each server process's upkeep wakes: it ends reservations whose lease or "
+                          "heartbeat window ran out, times waits out and, when one is due, runs a granting pass (0: no "
+                          "ticker; then only the sweep ends leases, and passes run only on releases and machine "
+                          "changes).",
+    "QUEUE_PASS_SECONDS": "While requests wait, a granting pass runs this long after the last one even when "
+                          "nothing ended (aging may have reordered the line); a pass reads every machine the line "
+                          "matches. Ended leases and heartbeats, waits running out, releases and machine changes get "
+                          "one at once.",
     "QUEUE_MAX_WAITING_PER_USER": "Requests one user may have waiting in line at once (429 beyond; 0: no limit).",
     "QUEUE_MAX_MACHINES_PER_USER": "Machines one user may hold (active reservations) plus ask for in line "
                                    "(0: no limit). A request for more than this is refused at once.",
@@ -56,11 +61,18 @@ MEANING = {
                              "by itself.",
     "MAX_LEASE_SECONDS": "No lease, and no extension, ends later than this many seconds from now.",
     "MAX_HEARTBEAT_SECONDS": "The longest `heartbeat_seconds` a reservation may ask for.",
-    "WRITE_SERIALISATION": "`auto`: serialise conditional writes with a host lock on FerretDB, leave them to "
-                           "MongoDB otherwise; `host`: always lock; `off`: never (unsafe on FerretDB, for "
-                           "measurements).",
-    "WRITE_LOCK_DIR": "Where the host lock files live (one per database server and name): every process "
-                      "writing to one database must see the same directory.",
+    "WRITE_SERIALISATION": "`auto`: the write lock the storage needs (FerretDB over PostgreSQL: an advisory lock "
+                           "every host sees; over SQLite: a `flock` of its file; MongoDB: none); `host`: a host-wide "
+                           "`flock` in `WRITE_LOCK_DIR`, serialising one host only; `off`: none (unsafe on FerretDB). "
+                           "`host` and `off` are for measurements (see [Scaling](../operations/scaling.md)).",
+    "WRITE_LOCK_DIR": "Where `host` mode's lock files live (one per database): every process writing to one "
+                      "database must see the same directory.",
+    "POSTGRES_URL": "The PostgreSQL database FerretDB stores in (a libpq URL or `key=value` string): the write "
+                    "lock is taken there, after proving it holds FerretDB's data. Unset: the embedded database's own "
+                    "record; on FerretDB without either, writes are refused with 503. Unused on MongoDB (see "
+                    "[Scaling](../operations/scaling.md)).",
+    "SQLITE_DIR": "FerretDB over SQLite: the directory of its `.sqlite` files (unset: the embedded database's own "
+                  "record).",
     "COUNT_CACHE_SECONDS": "How old a listing's `_meta.total` may be on a full page with more after it "
                            "(0: count every time).",
     "DASHBOARD_CACHE_SECONDS": "How old the dashboard's state counts and table order may get before a "
@@ -68,6 +80,21 @@ MEANING = {
     "DASHBOARD_SESSION_SECONDS": "How long a dashboard sign-in lasts, in seconds.",
     "LOG_FORMAT": "`json`: one JSON object per log line (`time`, `level`, `logger`, `message`, `request_id`, "
                   "`traceback`); under gunicorn the workers' access and error lines too.",
+    "LONG_REQUEST_SLOTS": "Long-held requests (event streams, long polls) per server process; beyond, `503` with "
+                          "`Retry-After` at once, so that they never take every thread.",
+    "EVENTS_AUTH": "Who may listen to `GET /events`: `open`, or the least role of a signed-in user.",
+    "EVENTS_STREAM_SECONDS": "A stream ends after this many seconds; clients reconnect with `Last-Event-ID` "
+                             "(see [Events and webhooks](events.md)).",
+    "EVENTS_RETENTION_SECONDS": "How long events are kept for `Last-Event-ID` and webhooks to catch up (whole "
+                                "pages of 64 are dropped).",
+    "WEBHOOK_ALLOW": "Where webhooks may be sent: a comma-separated allow-list of `public` (any globally routable "
+                     "address), addresses or CIDRs, and host names (`*.example.com`); see "
+                     "[Events and webhooks](events.md).",
+    "WEBHOOK_TIMEOUT": "Seconds a receiver has to answer.",
+    "WEBHOOK_RETRY_SECONDS": "The first wait before a failed delivery is retried, doubling.",
+    "WEBHOOK_RETRY_MAX_SECONDS": "The longest wait between two attempts.",
+    "WEBHOOK_MAX_ATTEMPTS": "Attempts before a delivery is `failed`.",
+    "WEBHOOK_THREADS": "Deliveries each server process sends at once.",
     "TOKEN_MAX_DAYS": "The longest lifetime of an API token, in days (the default lifetime is 90 days, or this "
                       "if shorter).",
     "METRICS_AUTH": "Who may read `GET /metrics`: `open`, or the least role of a signed-in user.",
@@ -79,6 +106,15 @@ MEANING = {
 # (module, attribute) read at generation, or the text to show for a default written inline.
 DEFAULT_SOURCES = {
     "QUEUE_TICK_SECONDS": ("resource_manager.api.upkeep", "DEFAULT_TICK"),
+    "QUEUE_PASS_SECONDS": ("resource_manager.api.upkeep", "DEFAULT_PASS"),
+    "POSTGRES_URL": "none",
+    "SQLITE_DIR": "none",
+    "WEBHOOK_ALLOW": "`public`",
+    "WEBHOOK_TIMEOUT": "`10`",
+    "WEBHOOK_RETRY_SECONDS": "`10`",
+    "WEBHOOK_RETRY_MAX_SECONDS": "`3600`",
+    "WEBHOOK_MAX_ATTEMPTS": "`12`",
+    "WEBHOOK_THREADS": "`4`",
     "POOLS_MAX": ("resource_manager.api.routes.pools", "DEFAULT_MAX_POOLS"),
     "DASHBOARD_CACHE_SECONDS": ("resource_manager.web.queries", "DEFAULT_CACHE_SECONDS"),
     "TOKEN_MAX_DAYS": ("resource_manager.api.routes.tokens", "DEFAULT_MAX_DAYS"),
@@ -119,7 +155,8 @@ OTHER_MEANING = {
     "RM_SETTINGS_FILE": "a settings file (Python or JSON, upper-case keys) read before the environment",
     "RM_DATA_DIR": "`make run` / `./server.py`: where the embedded database and the development users file "
                    "live (`var`)",
-    "RM_LOCALDB_PORT": "`python -m resource_manager.localdb`: its port (27017)",
+    "RM_SWEEP_EVERY": "supervisord.conf: seconds between two runs of `rm-sweep --every` (60)",
+    "RM_LOCALDB_PORT": "`python -m resource_manager.localdb`: its port (27018, not MongoDB's 27017)",
     "RM_LOCALDB_ENGINE": "the embedded database's storage: `postgresql` (default), or `sqlite` (the former "
                          "default, for comparisons)",
     "RM_LOCALDB_BUILD_DIR": "where the embedded database's Go build is kept (`resource_manager/localdb/.build`)",

@@ -2,13 +2,28 @@
 
 import logging
 
-from eve import Eve
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import web
-from .api import auth, config, db, errors, guards, listing, lookup, metrics, queryargs, requestid, upkeep
+from .api import (
+    auth,
+    config,
+    db,
+    errors,
+    guards,
+    intake,
+    listing,
+    lookup,
+    metrics,
+    queryargs,
+    requestid,
+    routemeta,
+    slots,
+    upkeep,
+)
 from .api.datalayer import Mongo
-from .api.routes import health, history, pools, reservations, tokens
+from .api.eveglue import make_app
+from .api.routes import events, health, history, pools, reservations, resources, tokens, webhooks
 from .api.validation import Validator
 from .schema import DOMAIN, EVE_SETTINGS
 
@@ -22,16 +37,19 @@ def create_app(overrides=None, environ=None, clock=None):
     settings = dict(EVE_SETTINGS)
     settings.update(config.load(overrides, environ))
     settings["DOMAIN"] = _copy_domain()
-    app = Eve(settings=settings, validator=Validator, data=Mongo, auth=auth.RoleAuth)
+    app = make_app(settings, validator=Validator, data=Mongo, authorize=auth.authorize_eve)
     app.logger.setLevel(logging.INFO)
     metrics.init_app(app)  # first: it then sees every answer last, with its final status
     requestid.init_app(app)
     errors.init_app(app)
+    intake.init_app(app)
     queryargs.init_app(app)
+    routemeta.init_app(app)
     auth.init_app(app)
     db.init_app(app, clock)
     lookup.init_app(app)
     listing.init_app(app)
+    resources.init_app(app)
     health.init_app(app)
     history.init_app(app)
     guards.init_app(app)
@@ -39,6 +57,9 @@ def create_app(overrides=None, environ=None, clock=None):
     reservations.init_app(app)
     pools.init_app(app)
     tokens.init_app(app)
+    slots.init_app(app)
+    events.init_app(app)
+    webhooks.init_app(app)
     web.init_app(app)
     proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
     if proxies:

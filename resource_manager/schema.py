@@ -1,6 +1,8 @@
 """Eve settings: one dict per resource, the unique keys behind them, and their one stored form."""
 
 import ipaddress
+import re
+from typing import Any
 
 MACHINE_STATES = ("pxe", "pxe_failed", "idle", "in_use", "needs_repair")
 # A reservation is pending while its machines are being claimed (core/reserving.py), then active until it ends.
@@ -38,7 +40,7 @@ machines = {
 }
 
 
-def address_resource(kind):
+def address_resource(kind: str) -> dict[str, Any]:
     """Return the settings of the public or private address collection."""
     return {
         "item_url": NAME_URL,
@@ -105,19 +107,20 @@ EVE_SETTINGS = {
 
 
 # The one stored form of a name: hostnames and IP addresses.
-def parse_ip(value):
+def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """Return the IPv4Address/IPv6Address of `value`. Raises ValueError, also for an IPv6 zone id.
 
     A zone (fe80::1%eth0) names an interface of the host that wrote it, not an address of
     ours: Python parses it into a distinct address, so the same address could be stored twice.
     """
     ip = ipaddress.ip_address(value)
-    if getattr(ip, "scope_id", None) is not None:
-        raise ValueError(f"'{value}' has an IPv6 zone id ('%{ip.scope_id}'): give the address without it")
+    zone = getattr(ip, "scope_id", None)
+    if zone is not None:
+        raise ValueError(f"'{value}' has an IPv6 zone id ('%{zone}'): give the address without it")
     return ip
 
 
-def canonical_ip(value):
+def canonical_ip(value: Any) -> Any:
     """Return the canonical text of an IPv4/IPv6 address, or the value unchanged."""
     try:
         return str(parse_ip(value.strip()))
@@ -125,7 +128,7 @@ def canonical_ip(value):
         return value
 
 
-def canonical_hostname(value):
+def canonical_hostname(value: Any) -> Any:
     """Return the one stored form of a DNS name: lowercase, without the root's trailing dot.
 
     Only ASCII names are canonicalised (and only ASCII names are accepted): lowercasing
@@ -135,3 +138,25 @@ def canonical_hostname(value):
         return value
     value = value.lower()
     return value[:-1] if value.endswith(".") and len(value) > 1 else value
+
+
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def natural_key(text: str) -> tuple[Any, ...]:
+    """Return the sort key that orders names as people read them: n2 before n10, 10.0.0.9 before 10.0.0.10.
+
+    Runs of ASCII digits compare as numbers, the rest case-insensitively; the text itself breaks ties
+    (n01 and n1, N1 and n1), so the order is total and the same everywhere (dashboard and CLI).
+    """
+    parts = _DIGITS.split(text)
+    return tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)) + (text,)
+
+
+def sort_key(value: Any) -> tuple[Any, ...]:
+    """Return a sort key for a field's value: None first, then text in natural order, then the rest."""
+    if value is None:
+        return (0, ())
+    if isinstance(value, str):
+        return (1, natural_key(value))
+    return (2, value)

@@ -7,6 +7,7 @@ For production, serve `resource_manager.app:create_app()` with gunicorn (see sup
 import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -24,7 +25,8 @@ DEV_SECRET_KEY = "dev-only-secret-key-never-in-production"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="server.py", description=__doc__.splitlines()[0])
+    # prog: how it was started (rm-server, or server.py for ./server.py and make run).
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to serve on (HOST)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")), help="port (PORT)")
     parser.add_argument("--data-dir", default=os.environ.get("RM_DATA_DIR", "var"),
@@ -41,6 +43,19 @@ def ensure_dev_account(path):
     auth.set_user(path, DEV_USER, DEV_PASSWORD, "admin")
     log.warning("DEVELOPMENT ACCOUNT created in %s: user '%s', password '%s', role admin. "
                 "Never use it in production; manage accounts with `rm-users`.", path, DEV_USER, DEV_PASSWORD)
+
+
+def announce_cli():
+    """Say where rmctl is: `make run` installs it in .venv/bin, which is on nobody's PATH."""
+    here = os.path.dirname(sys.executable)
+    rmctl = os.path.join(here, "rmctl")
+    if not os.access(rmctl, os.X_OK):
+        return
+    if shutil.which("rmctl") == rmctl:
+        log.info("the CLI: rmctl (%s)", rmctl)
+    else:
+        log.info("the CLI: %s (not on PATH: run it by that path, or add %s to PATH, e.g. `. %s/activate`)",
+                 rmctl, here, os.path.relpath(here))
 
 
 def _listen(host, port):
@@ -79,7 +94,8 @@ def main(argv=None):
         from resource_manager.localdb import LocalDB
 
         localdb = LocalDB(os.path.join(args.data_dir, "db"), port=int(os.environ.get("RM_LOCALDB_PORT", "0")))
-        overrides["MONGO_URI"] = localdb.start()
+        localdb.start()
+        overrides.update(localdb.settings())  # MONGO_URI, and where its data is (the write lock's key)
         log.info("embedded database (FerretDB over %s) at %s, data in %s", localdb.engine, localdb.uri,
                  localdb.data_dir)
     if args.dev_account and not os.environ.get("RM_USERS_FILE"):
@@ -98,6 +114,7 @@ def main(argv=None):
         app.extensions["rm_upkeep"].start()
         server = make_server(args.host, args.port, app, threaded=True, fd=listener.fileno())
         log.info("serving the API on http://%s:%d/", args.host, listener.getsockname()[1])
+        announce_cli()
         server.serve_forever()
     except KeyboardInterrupt:
         pass

@@ -11,20 +11,22 @@ import requests
 from .support import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GUNICORN_CONF = os.path.join(ROOT, "resource_manager", "gunicorn_conf.py")
 
 
 
 class Gunicorn:
     """`gunicorn -c resource_manager/gunicorn_conf.py resource_manager.app:create_app()` on a free port."""
 
-    def __init__(self, mongo_uri, dbname, users_file, log_path, workers=4, threads=4, env=None):
+    def __init__(self, mongo_uri, dbname, users_file, log_path, workers=4, threads=4, env=None, root=ROOT):
+        self.root = root  # the checkout whose code serves (bench: another commit's worktree, for "before" figures)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.env = dict(os.environ, DO_NOT_TRACK="1", MONGO_URI=mongo_uri, RM_MONGO_DBNAME=dbname,
                         RM_USERS_FILE=users_file, RM_BIND=f"127.0.0.1:{self.port}", RM_ACCESS_LOG="/dev/null",
                         NO_PROXY="127.0.0.1,localhost", **(env or {}))
+        if root != ROOT:
+            self.env["PYTHONPATH"] = root
         # None: what resource_manager/gunicorn_conf.py chooses, as deployed.
         for name, value in (("RM_WORKERS", workers), ("RM_THREADS", threads)):
             if value is None:
@@ -37,8 +39,10 @@ class Gunicorn:
         """Start gunicorn and wait until /healthz answers 200. Raises RuntimeError if it does not."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "resource_manager.app:create_app()"],
-                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "gunicorn", "-c", os.path.join(self.root, "resource_manager",
+                                                                      "gunicorn_conf.py"),
+                 "resource_manager.app:create_app()"],
+                cwd=self.root, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)  # a process group of its own: kill() takes master and workers
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -116,16 +116,21 @@ class LiveServer:
         empty_database(self.db)
         self.app.extensions["rm_users"].limiter = ratelimit.from_config(self.app.config)
         self.app.data._counts.clear()  # the data layer's recent listing counts (datalayer.py)
-        queries.forget()
+        queries.cache_of(self.app).clear()  # the dashboard's counts and orders (web/queries.py)
         self.app.extensions["rm_core"].candidates.forget()
+        self.app.extensions["rm_event_feed"].forget()  # its ring holds the events of the emptied database
 
     def stop(self):
+        from resource_manager.web import queries
+
         self.app.extensions["rm_upkeep"].stop()
         self._server.shutdown()
         self._server.server_close()
+        queries.cache_of(self.app).close()
         with self.app.app_context():
             for client, _db in self.app.extensions["pymongo"].values():
                 client.close()
+        self.app.extensions["rm_engine"].close()  # its write lock's PostgreSQL session, if any
 
 
 class ApiSession(requests.Session):

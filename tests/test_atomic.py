@@ -7,6 +7,7 @@ invariants (resource_manager/check.py), with the values of every acknowledged wr
 
 import datetime
 import os
+import re
 import subprocess
 import sys
 
@@ -352,4 +353,14 @@ def test_the_sweep_repairs_what_rm_check_calls_repairable(cluster, localdb):
 
 def test_healthz_says_how_writes_are_made_atomic(anon):
     body = anon.get("/healthz").json()
-    assert (body["engine"], body["writes"]) == ("ferretdb", "serialised by a host-wide lock")
+    assert (body["engine"], body["writes"]) == ("ferretdb", "serialised by a PostgreSQL advisory lock")
+    assert (body["write_lock"], body["write_lock_scope"]) == ("postgresql-advisory", "database")
+
+
+def test_healthz_names_the_engines_version(anon):
+    # The version of FerretDB built in, as go.mod pins it (it said "unknown": embedded, FerretDB cannot tell).
+    go_mod = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resource_manager", "localdb",
+                          "go.mod")
+    with open(go_mod, encoding="utf-8") as fh:
+        pinned = re.search(r"^require github\.com/FerretDB/FerretDB (v\S+)$", fh.read(), re.M).group(1)
+    assert anon.get("/healthz").json()["engine_version"] == pinned == "v1.24.2"

@@ -113,7 +113,7 @@ def test_usage_errors_exit_2_with_one_line(cli, argv, message):
 
 def test_not_found_is_exit_4(cli):
     result = cli("get", "nope")
-    assert (result.code, result.err) == (4, "rmctl: GET /machines/nope: 404 not found\n")
+    assert (result.code, result.err) == (4, "rmctl: GET /machines/nope: 404 no machine 'nope'\n")
 
 
 def test_validation_error_spells_out_the_fields(cli, server):
@@ -278,3 +278,18 @@ def test_interrupt_is_exit_130(server):
             proc.communicate()
         silent.close()
     assert proc.returncode == 130 and err.strip().endswith("interrupted")
+
+
+def test_hostnames_are_listed_in_natural_order(cli, operator):
+    # n2 before n10, as people count (the database sorts n10 first); reserved names print so too.
+    assert operator.post("/machines", json=[{"hostname": h, "state": "idle", "owner": "o" + h[1:]}
+                                            for h in ("n10", "n2", "n1", "n100", "n0", "n20", "n3")]).status_code == 201
+    natural = ["n0", "n1", "n2", "n3", "n10", "n20", "n100"]
+    listed = cli("list", "--sort", "hostname", "--format", "json")
+    assert [m["hostname"] for m in json.loads(listed.out)] == natural
+    listed = cli("list", "--sort", "-hostname", "--limit", "3", "--fields", "hostname", "--format", "json")
+    assert [m["hostname"] for m in json.loads(listed.out)] == ["n100", "n20", "n10"]
+    listed = cli("list", "--sort", "state,-owner", "--format", "json")
+    assert [m["hostname"] for m in json.loads(listed.out)] == natural[::-1]
+    reserved = cli("reserve", "--count", "7", "--format", "plain")
+    assert reserved.code == 0 and reserved.out.split() == natural

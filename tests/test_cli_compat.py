@@ -2,7 +2,10 @@
 
 import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -78,6 +81,23 @@ def test_errors_are_one_line_without_traceback(server):
     env = subprocess_env(RM_ENDPOINT=server.url)
     result = shell("./client.py get no-such-host", env)
     assert result.code == 4
-    assert result.err == "client.py: GET /machines/no-such-host: 404 not found\n"
+    assert result.err == "client.py: GET /machines/no-such-host: 404 no machine 'no-such-host'\n"
     result = shell("./client.py get no-such-host --debug", env)
     assert result.code == 4 and "Traceback" in result.err
+
+
+def test_client_py_runs_with_the_checkouts_venv_when_its_python_lacks_requests(server, tmp_path):
+    # ./client.py runs the first python3 on PATH, often the system's without requests: `python -S` is one.
+    env = subprocess_env(RM_ENDPOINT=server.url)
+    assert subprocess.run([sys.executable, "-S", "-c", "import requests"], capture_output=True).returncode == 1
+    listed = subprocess.run([sys.executable, "-S", "client.py", "list", "--format", "json"], cwd=PACKAGE_DIR,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert (listed.returncode, listed.stdout) == (0, "[]\n"), listed.stderr
+    # Without a .venv beside the package (no make install), it says what to do, in one line.
+    copy = tmp_path / "checkout" / "resource_manager"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns(".build", "__pycache__"))
+    bare = subprocess.run([sys.executable, "-S", "client.py", "list"], cwd=copy, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert bare.returncode == 1 and bare.stdout == ""
+    assert bare.stderr.count("\n") == 1 and "lacks the Python package(s) requests, prettytable" in bare.stderr
+    assert f"Run `make install` in {copy.parent}" in bare.stderr

@@ -122,3 +122,62 @@ def test_import_errors_exit_2(cli, tmp_path):
     assert result.code == 2 and "cannot read" in result.err
     result = cli("import", "-", "--chunk-size", "0")
     assert result.code == 2
+
+
+# Values that a CSV round trip changed: text that looks like a number, a boolean, null or JSON, empty
+# text, an empty or null owner, and text a spreadsheet runs as a formula (OWASP's CSV injection).
+TRICKY = [
+    {"hostname": "t1", "state": "idle", "owner": "", "job_id": None,
+     "tags": {"a": "42", "b": "true", "c": "null", "d": "1.10", "e": "1e3", "f": "", "g": 42, "h": True, "i": None,
+              "j": 1.1, "k": [1, "2"], "l": {"x": "y"}, "m": "[1]", "n": " 7", "o": "-5", "p": -5}},
+    {"hostname": "t2", "state": "idle", "owner": "null", "job_id": "42",
+     "tags": {"a": "=HYPERLINK(\"http://evil\",\"x\")", "b": "+1+1", "c": "-1+1", "d": "@SUM(A1)", "e": "\tx",
+              "f": "\rx", "g": "'quoted", "h": "''", "i": "'=x", "j": "multi\nline, \"quoted\""}},
+    {"hostname": "t3", "state": "needs_repair", "owner": "=cmd|' /C calc'!A0", "job_id": "-1"},
+    {"hostname": "t4", "state": "idle"},
+]
+
+
+def _stored(db):
+    return {d["hostname"]: {k: v for k, v in d.items() if not k.startswith("_")} for d in db.machines.find()}
+
+
+def test_a_csv_export_imports_back_exactly(cli, server, tmp_path, operator):
+    assert operator.post("/machines", json=TRICKY).status_code == 201
+    before = _stored(server.db)
+    exported = tmp_path / "x.csv"
+    assert cli("export", str(exported)).code == 0
+    text = exported.read_text(encoding="utf-8")
+    # Nothing a spreadsheet would run: every cell starting with =, +, -, @, tab or CR is text ('...),
+    # except a plain negative number.
+    for row in csv.reader(io.StringIO(text, newline="")):
+        for cell in row:
+            assert not cell.startswith(("=", "+", "@", "\t", "\r")), cell
+            assert not cell.startswith("-") or cell == "-5", cell
+    assert "'=HYPERLINK" in text and "'=cmd|" in text
+    server.db.machines.delete_many({})
+    result = cli("import", str(exported))
+    assert (result.code, result.out) == (0, "created 4, updated 0, unchanged 0, failed 0\n"), result.err
+    assert _stored(server.db) == before
+    # Imported again onto itself: nothing differs.
+    assert cli("import", str(exported)).out == "created 0, updated 0, unchanged 4, failed 0\n"
+    # JSON round-trips exactly too (it always did): the same documents either way.
+    as_json = tmp_path / "x.json"
+    assert cli("export", str(as_json)).code == 0
+    server.db.machines.delete_many({})
+    assert cli("import", str(as_json)).out == "created 4, updated 0, unchanged 0, failed 0\n"
+    assert _stored(server.db) == before
+
+
+def test_a_hand_written_csv_reads_as_before(cli, server, tmp_path):
+    # Empty cells are left out, tag cells that look like numbers or booleans are those, the rest is text.
+    source = tmp_path / "hand.csv"
+    source.write_text("hostname,state,owner,job_id,tags.memory,tags.ssd,tags.rack,tags.note\n"
+                      "h1,idle,ci,1234,16,true,r4,fast disk\n"
+                      "h2,idle,,,,,,\n", encoding="utf-8")
+    result = cli("import", str(source))
+    assert result.out == "created 2, updated 0, unchanged 0, failed 0\n", result.err
+    stored = _stored(server.db)
+    assert stored["h1"] == {"hostname": "h1", "state": "idle", "owner": "ci", "job_id": "1234",
+                            "tags": {"memory": 16, "ssd": True, "rack": "r4", "note": "fast disk"}}
+    assert stored["h2"] == {"hostname": "h2", "state": "idle", "tags": {}}

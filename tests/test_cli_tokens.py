@@ -79,3 +79,24 @@ def test_the_library_takes_a_token(server, operator):
         rm.revoke_token(rm.tokens()[0]["_id"])
     assert server.db.machines.find_one({"hostname": "h1"}) is not None
     assert server.db.api_tokens.count_documents({}) == 0
+
+
+def test_revoke_by_id_as_the_help_shows(server):
+    # `rmctl token revoke 0123456789abcdef`: the id was taken for the --token credential (401, malformed).
+    base = {"RM_ENDPOINT": server.url, "RM_USERNAME": "admin", "RM_PASSWORD": "admin"}
+    made = run_cli("token", "create", "--scope", "read", "--format", "json", environ=base)
+    assert made.code == 0, made.err
+    token = json.loads(made.out)
+    assert re.fullmatch(r"[0-9a-f]{16}", token["_id"])
+    revoked = run_cli("token", "revoke", token["_id"], environ=base)
+    assert revoked.code == 0, revoked.err
+    assert revoked.err == f"revoked token {token['_id']}\n"
+    assert server.db.api_tokens.count_documents({}) == 0
+    # Also with the global option given before the command: each keeps its own value.
+    again = run_cli("token", "create", "--scope", "read", "--format", "json", environ=base)
+    second = json.loads(again.out)
+    revoked = run_cli("--token", token["token"], "-u", "admin", "token", "revoke", second["_id"],
+                      environ={**base, "RM_PASSWORD": "admin"})
+    assert revoked.code == 4 and "401" in revoked.err  # the revoked first token is what authenticates
+    assert run_cli("--token", "", "token", "revoke", second["_id"], environ=base).code == 0
+    assert server.db.api_tokens.count_documents({}) == 0

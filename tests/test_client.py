@@ -7,17 +7,19 @@ import requests
 
 from resource_manager.clientlib.client import (
     APIError,
+    Forbidden,
     NotFound,
     PreconditionFailed,
     RequestFailureException,
     ResourceManagerClient,
     ResourceManagerError,
     TransportError,
+    Unauthorized,
     ValidationError,
 )
 from resource_manager.clientlib.config import resolve
 
-from .cli_helpers import SilentServer
+from .cli_helpers import SilentServer, run_cli
 from .support import PASSWORDS, free_port, write_users_file
 
 
@@ -286,3 +288,31 @@ def test_create_many_halves_batches_the_server_finds_too_large(small_body_server
 def test_endpoint_must_be_a_url():
     with pytest.raises(ValueError, match="must start with http"):
         ResourceManagerClient(endpoint="localhost:5000", environ={})
+
+
+def test_not_found_says_what_and_401_403_are_typed(client, server):
+    with pytest.raises(NotFound) as e:
+        client.get("nope")
+    assert e.value.message == "no machine 'nope'"  # not Flask's "The requested URL was not found..."
+    with ResourceManagerClient("public-addresses", server.url, environ={}) as addresses:
+        with pytest.raises(NotFound, match="no public address '192.0.2.99'"):
+            addresses.get("192.0.2.99")
+    with pytest.raises(NotFound) as e:
+        client.call("GET", "/no-such-route")
+    assert e.value.message == "no such route: /no-such-route"
+    with ResourceManagerClient(endpoint=server.url, username="admin", password="wrong", environ={}) as wrong:
+        with pytest.raises(Unauthorized) as e:
+            wrong.create({"hostname": "x", "state": "idle"})
+    assert isinstance(e.value, APIError) and e.value.status == 401
+    with ResourceManagerClient(endpoint=server.url, username="reader", password=PASSWORDS["reader"],
+                               environ={}) as reader:
+        with pytest.raises(Forbidden) as e:
+            reader.create({"hostname": "x", "state": "idle"})
+    assert isinstance(e.value, APIError) and e.value.status == 403 and "role 'reader'" in e.value.message
+    # The CLI: 4xx exits 4, as before, with the server's message.
+    environ = {"RM_ENDPOINT": server.url}
+    got = run_cli("get", "nope", environ=environ)
+    assert (got.code, got.err) == (4, "rmctl: GET /machines/nope: 404 no machine 'nope'\n")
+    assert run_cli("-u", "admin", "-p", "wrong", "create", "hostname=x", "state=idle", environ=environ).code == 4
+    assert run_cli("-u", "reader", "-p", PASSWORDS["reader"], "create", "hostname=x", "state=idle",
+                   environ=environ).code == 4

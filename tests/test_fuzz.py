@@ -49,8 +49,10 @@ def fuzz_settings(examples):
 
 @pytest.fixture(scope="module")
 def fuzz_server(localdb, users_file):
-    with seeded_server(localdb.uri, users_file, "fuzz", SEEDS, ADMIN,
-                       AUTH_MAX_FAILURES=10**6, SECRET_KEY="fuzz-secret") as live:
+    # Streams end at once (a fuzzed GET /events would otherwise hold its request for a minute); webhooks
+    # may only point at this host.
+    with seeded_server(localdb.uri, users_file, "fuzz", SEEDS, ADMIN, AUTH_MAX_FAILURES=10**6,
+                       SECRET_KEY="fuzz-secret", EVENTS_STREAM_SECONDS=0.5, WEBHOOK_ALLOW="127.0.0.1") as live:
         yield live
     print(f"\nfuzzing: {sum(STATUSES.values())} requests; status codes: {dict(sorted(STATUSES.items()))}")
 

@@ -1,6 +1,7 @@
 """Listing totals and page links stay exact while the data layer counts only when it must."""
 
 import datetime
+import json
 
 import pytest
 
@@ -89,3 +90,16 @@ def test_a_count_made_by_one_worker_serves_the_others(overrides, server, anon):
         assert other.session().get("/machines", params={"max_results": 5, "page": 3}).json()["_meta"]["total"] == 13
     finally:
         other.stop()
+
+
+def test_a_string_field_is_matched_as_the_string_it_is_even_when_it_looks_like_an_objectid(operator):
+    # Reservation ids look like ObjectIds: Eve turned them into ObjectIds in ?where and matched nothing.
+    assert operator.post("/machines", json={"hostname": "m1", "state": "idle"}).status_code == 201
+    held = operator.post("/reservations", json={"count": 1, "job_id": "5f0c0ffee0000000000abcde"}).json()
+    for where in ({"reservation": held["_id"]}, {"reservation": {"$in": [held["_id"]]}},
+                  {"job_id": "5f0c0ffee0000000000abcde"}):
+        found = operator.get("/machines", params={"where": json.dumps(where)}).json()["_items"]
+        assert [m["hostname"] for m in found] == ["m1"], where
+    machine_id = found[0]["_id"]
+    for where in ({"_id": machine_id}, {"_id": {"$in": [machine_id]}}):  # _id as ever: an ObjectId
+        assert len(operator.get("/machines", params={"where": json.dumps(where)}).json()["_items"]) == 1, where

@@ -225,3 +225,14 @@ def test_sqlite_data_of_the_former_default_is_migrated_with_its_indexes(tmp_path
     assert len(kept) == 1
     with LocalDB(data) as db, pymongo.MongoClient(db.uri) as client:  # nothing migrated twice
         assert client.rm.machines.count_documents({}) == 1200
+
+
+def test_a_deep_data_directory_keeps_its_socket_address_across_restarts(tmp_path):
+    """The write lock's PostgreSQL URL (the launcher's record, proven by running servers) stays valid."""
+    deep = tmp_path / ("d" * 60) / "data"
+    with LocalDB(str(deep)) as db:
+        first, socket_dir = db.postgres_url, db.postgres.socket_dir
+        assert socket_dir != str(deep / "pg")  # too long for a socket path: a private directory
+    assert not os.path.exists(socket_dir)  # removed at stop, made again at the next start
+    with LocalDB(str(deep)) as db:
+        assert db.postgres_url == first

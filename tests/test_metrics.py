@@ -5,9 +5,11 @@ import signal
 
 import pytest
 import requests
+from prometheus_client import ProcessCollector
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from resource_manager import __version__
 from resource_manager.api.config import SettingsError
 from resource_manager.app import create_app
 from resource_manager.schema import MACHINE_STATES
@@ -188,7 +190,15 @@ def test_under_gunicorn_the_workers_add_up_and_share_one_database_read(localdb, 
             assert requests.get(server.url + "/machines/nowhere", timeout=10).status_code == 404
         # Each scrape on a connection of its own, answered by either worker: the same sums.
         scrapes = [scrape(server.url, headers={"Connection": "close"}) for _ in range(4)]
+        master = {f.name + ("_total" if f.type == "counter" else ""): f.samples[0].value
+                  for f in ProcessCollector(pid=lambda: server.process.pid, registry=None).collect()}
     for figures in scrapes:
+        # The server's processes together: more memory than the master alone; the master's start time.
+        assert value(figures, "process_resident_memory_bytes") > 2 * master["process_resident_memory_bytes"]
+        assert value(figures, "process_start_time_seconds") == master["process_start_time_seconds"]
+        assert value(figures, "process_cpu_seconds_total") > 0 and value(figures, "process_open_fds") > 0
+        assert value(figures, "rm_build_info", version=__version__) == 1
+        assert not [name for name, _labels in figures if name.endswith("_created")]
         assert requests_of(figures, "GET", "/machines/<_id>", 404) == 20
         assert requests_of(figures, "POST", "/machines", 201) == 4
         # The one read of the first scrape, neither summed per worker nor read again.
@@ -199,3 +209,13 @@ def test_under_gunicorn_the_workers_add_up_and_share_one_database_read(localdb, 
     per_file = [MultiProcessCollector.merge([str(metrics_dir / f"counter_{pid}.db")]) for pid in pids]
     assert sum(1 for families in per_file for f in families for s in f.samples
                if s.labels.get("route") == "/machines/<_id>" and s.value) >= 2
+
+
+def test_process_figures_and_the_version_without_created_series(server, anon):
+    response = anon.get("/metrics")
+    figures = scrape(anon)
+    assert value(figures, "rm_build_info", version=__version__) == 1
+    assert value(figures, "process_resident_memory_bytes") > 10 * 2**20
+    assert value(figures, "process_cpu_seconds_total") > 0 and value(figures, "process_open_fds") > 0
+    # A *_created timestamp beside every counter and histogram child doubled the series for nothing.
+    assert "_created" not in response.text

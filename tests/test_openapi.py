@@ -64,8 +64,10 @@ def test_reads_are_public_and_writes_need_basic_auth_or_a_token(spec):
 
 
 def test_list_parameters_and_schema_constraints(spec):
-    names = {p["$ref"].rsplit("/", 1)[-1] for p in spec["paths"]["/machines"]["get"]["parameters"]}
-    assert names == {"where", "sort", "projection", "page", "max_results"}
+    params = spec["paths"]["/machines"]["get"]["parameters"]
+    names = {p["$ref"].rsplit("/", 1)[-1] if "$ref" in p else p["name"] for p in params}
+    # Eve's query parameters, then the field filters (issue 21: ?state=, ?owner=, ?job_id=).
+    assert names == {"where", "sort", "projection", "page", "max_results", "pretty", "state", "owner", "job_id"}
     machine = spec["components"]["schemas"]["MachineInput"]
     assert set(machine["required"]) == {"hostname", "state"}
     assert machine["properties"]["state"]["enum"] == ["pxe", "pxe_failed", "idle", "in_use", "needs_repair"]

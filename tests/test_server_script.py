@@ -43,6 +43,8 @@ def descendants(pid):
 def test_server_script_serves_with_dev_account_and_stops_everything(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RM_") and k != "MONGO_URI"}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if p != os.path.dirname(sys.executable))  # as after `make run`
     process = subprocess.Popen(
         [sys.executable, "server.py", "--dev-account", "--port", str(port), "--data-dir", str(tmp_path)],
         cwd=os.path.join(ROOT, "resource_manager"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -62,6 +64,19 @@ def test_server_script_serves_with_dev_account_and_stops_everything(tmp_path):
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0
     assert "DEVELOPMENT ACCOUNT" in output and "admin" in output
+    # Where the CLI is (make run installs it in .venv/bin, on nobody's PATH), and that it runs from there.
+    rmctl = os.path.join(os.path.dirname(sys.executable), "rmctl")
+    assert f"the CLI: {rmctl} (not on PATH" in output, output
+    assert subprocess.run([rmctl, "--version"], capture_output=True, text=True, timeout=30).returncode == 0
     assert os.path.exists(tmp_path / "users.json")
     assert not alive(children[0])
     assert not any(alive(pid) for pid in everything)
+
+
+def test_rm_server_help_names_rm_server():
+    rm_server = os.path.join(os.path.dirname(sys.executable), "rm-server")
+    shown = subprocess.run([rm_server, "--help"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: rm-server "), shown.stdout
+    script = subprocess.run([sys.executable, "server.py", "--help"], cwd=os.path.join(ROOT, "resource_manager"),
+                            capture_output=True, text=True, timeout=30)
+    assert script.returncode == 0 and script.stdout.startswith("usage: server.py "), script.stdout

@@ -8,7 +8,7 @@ import requests
 
 from resource_manager.api import auth
 
-from .support import PASSWORDS, LiveServer
+from .support import ADMIN, PASSWORDS, LiveServer
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
@@ -206,5 +206,25 @@ def test_changing_a_password_or_removing_the_account_signs_its_sessions_out(over
         assert "reader</span>" in browser.get(live.url + "/", timeout=30).text
         auth.remove_user(users, "operator")
         assert "Sign out" not in browser.get(live.url + "/", timeout=30).text
+    finally:
+        live.stop()
+
+
+NATURAL = ["n0", "n1", "n2", "n3", "n10", "n20", "n100"]
+
+
+@pytest.mark.parametrize("cache_seconds", [0, 10], ids=["read-now", "cached"])
+def test_hostnames_are_sorted_naturally(overrides, cache_seconds):
+    # n2 before n10, as people count; the database's own sort puts n10 first.
+    live = LiveServer(dict(overrides, DASHBOARD_CACHE_SECONDS=cache_seconds))
+    try:
+        with live.session(ADMIN) as admin:
+            seed(admin, [{"hostname": h, "state": "idle", "owner": "o" + h[1:]} for h in ("n10", "n2", "n1", "n100",
+                                                                                         "n0", "n20", "n3")])
+        get = lambda query: requests.get(live.url + "/" + query, headers=HTML, timeout=30).text  # noqa: E731
+        assert rows(get("")) == NATURAL
+        assert rows(get("?sort=-hostname")) == NATURAL[::-1]
+        assert rows(get("?sort=owner")) == NATURAL  # other text columns too (owners o0 ... o100)
+        assert rows(get("?per_page=25&page=1&sort=-owner")) == NATURAL[::-1]
     finally:
         live.stop()

@@ -15,9 +15,10 @@ import pymongo
 import pymongo.errors
 
 from ..api import config as server_config
-from ..api.auth import ROLES, UsersFileError, read_users, remove_user, set_user
 from ..core import atomic
 from ..core import tokens as api_tokens
+from ..core.users import UsersFileError, read_users, remove_user, set_user
+from ..schema import ROLES
 
 
 def parse_args(argv):
@@ -87,7 +88,7 @@ def _delete_tokens(username):
     client = pymongo.MongoClient(settings["MONGO_URI"], **settings.get("MONGO_OPTIONS", {}))
     try:
         db = client.get_default_database(settings.get("MONGO_DBNAME"))
-        engine = atomic.detect(db, settings.get("WRITE_SERIALISATION", "auto"), settings.get("WRITE_LOCK_DIR"))
+        engine = atomic.detect(db, atomic.WriteSettings.from_config(settings))
         count = api_tokens.revoke_user(engine.wrap(db), username)
     except pymongo.errors.PyMongoError as e:
         return f"its API tokens were not deleted (database unavailable: {str(e)[:120]}): {refused}"

@@ -118,6 +118,6 @@ def validate(name, body, user=None):
     validator = BodyValidator(schema, error_handler=(Issues, {"schema": schema}))
     if not validator.validate(doc, normalize=False):
         return doc, {field: _flat(messages) for field, messages in validator.errors.items()}
-    if "where" in doc:
+    if (BODIES[name].get("where") or {}).get("where"):  # a reservation's: its stored form
         doc["where"] = check_where(doc["where"])[0]
     return doc, {}

@@ -51,6 +51,13 @@ DEFAULTS = {
     "DEFAULT_LEASE_SECONDS": 4 * 3600,
     "MAX_LEASE_SECONDS": 7 * 86400,
     "MAX_HEARTBEAT_SECONDS": 86400,
+    # Long-held requests (event streams, long polls) per server process; beyond: 503 with Retry-After.
+    "LONG_REQUEST_SLOTS": 2,
+    # GET /events: "open", or the least role that may listen. A stream ends after this many seconds.
+    "EVENTS_AUTH": "open",
+    "EVENTS_STREAM_SECONDS": 60,
+    # How long events are kept for Last-Event-ID and webhooks to catch up (whole pages of 64 are dropped).
+    "EVENTS_RETENTION_SECONDS": 86400,
 }
 
 ENV_PREFIX = "RM_"
@@ -125,6 +132,7 @@ SETTINGS = {
     "PXE_TIMEOUT": _number,
     "QUEUE_MAX_WAIT_SECONDS": int,
     "QUEUE_TICK_SECONDS": _number,
+    "QUEUE_PASS_SECONDS": _number,
     "QUEUE_MAX_WAITING_PER_USER": int,
     "QUEUE_MAX_MACHINES_PER_USER": int,
     "QUEUE_AGING_SECONDS": _number,
@@ -133,6 +141,8 @@ SETTINGS = {
     "MAX_HEARTBEAT_SECONDS": int,
     "WRITE_SERIALISATION": str,
     "WRITE_LOCK_DIR": str,
+    "POSTGRES_URL": str,
+    "SQLITE_DIR": str,
     "COUNT_CACHE_SECONDS": _number,
     "DASHBOARD_CACHE_SECONDS": _number,
     "DASHBOARD_SESSION_SECONDS": int,
@@ -140,6 +150,17 @@ SETTINGS = {
     "TOKEN_MAX_DAYS": int,
     "METRICS_AUTH": _metrics_auth,
     "METRICS_CACHE_SECONDS": _number,
+    # Events and webhooks (api/routes/events.py, api/routes/webhooks.py) and long requests (api/slots.py).
+    "LONG_REQUEST_SLOTS": int,
+    "EVENTS_AUTH": _metrics_auth,
+    "EVENTS_STREAM_SECONDS": _number,
+    "EVENTS_RETENTION_SECONDS": int,
+    "WEBHOOK_ALLOW": str,
+    "WEBHOOK_TIMEOUT": _number,
+    "WEBHOOK_RETRY_SECONDS": _number,
+    "WEBHOOK_RETRY_MAX_SECONDS": _number,
+    "WEBHOOK_MAX_ATTEMPTS": int,
+    "WEBHOOK_THREADS": int,
 }
 
 # RM_* variables that belong to other programs: read elsewhere, never the app's config.
@@ -147,7 +168,7 @@ CLIENT_VARIABLES = {"RM_ENDPOINT", "RM_USERNAME", "RM_PASSWORD", "RM_TIMEOUT", "
                     "RM_MAX_RETRIES", "RM_RETRY_TIME", "RM_RETRY_BACKOFF", "RM_TOKEN"}
 GUNICORN_VARIABLES = {"RM_BIND", "RM_WORKERS", "RM_THREADS", "RM_WORKER_TIMEOUT", "RM_KEEPALIVE",
                       "RM_ACCESS_LOG"}
-OTHER_VARIABLES = {"RM_SETTINGS_FILE", "RM_DATA_DIR", "RM_LOCALDB_PORT", "RM_LOCALDB_ENGINE",
+OTHER_VARIABLES = {"RM_SETTINGS_FILE", "RM_DATA_DIR", "RM_SWEEP_EVERY", "RM_LOCALDB_PORT", "RM_LOCALDB_ENGINE",
                    "RM_LOCALDB_BUILD_DIR", "RM_LOCALDB_LOG_LEVEL"}
 
 _warned = set()

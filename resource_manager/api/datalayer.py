@@ -15,6 +15,8 @@
   counts on every page, and on the embedded database a count decodes every match.
 - A PUT or PATCH that changes nothing succeeds (Eve answered 412 when it came within the
   second of the last write; see Mongo._unchanged).
+- A string field is queried as the string it is: Eve turned any 24-hex value of ?where into an
+  ObjectId, so `{"reservation": "<id>"}` (reservation ids look like ObjectIds) matched nothing.
 """
 
 import contextlib
@@ -25,13 +27,13 @@ import threading
 import time
 
 import pymongo.errors
-from eve.io.mongo import Mongo as EveMongo
-from eve.utils import config
 from flask import abort, g
 from werkzeug.exceptions import Conflict
 
+from ..core.dates import aware
 from ..schema import NAME_FIELDS
 from .db import engine
+from .eveglue import EveMongo, config, on
 
 COUNTS = "listing_counts"  # recent listing counts shared by the workers: {_id: digest of the query, count, at}
 
@@ -40,8 +42,22 @@ def _count_id(key):
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
 
 
-def _aware(when):
-    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+class Exact:
+    """A filter value compared as the text it is (routes/resources.py's field filters).
+
+    Eve turns query strings that look like a date or 24 hex digits into datetimes and ObjectIds
+    (Mongo._mongotize); an owner or job id of that shape must still match its stored text.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):  # part of the listing-count cache key (json.dumps default=str)
+        return f"Exact({self.value!r})"
+
+    __str__ = __repr__
 
 
 class DuplicateName(Conflict):
@@ -102,7 +118,7 @@ class Mongo(EveMongo):
         super().init_app(app)
         self._counts = {}
         self._counts_lock = threading.Lock()
-        app.on_delete_item += _remember_deleted
+        on(app, "delete_item", _remember_deleted)
 
     def insert(self, resource, doc_or_docs):
         """Insert one document or a list of them, all or nothing; return their _ids.
@@ -201,7 +217,7 @@ class Mongo(EveMongo):
             return None
         if doc is None or not isinstance(doc.get("count"), int) or doc["count"] < least:
             return None
-        age = (datetime.datetime.now(datetime.timezone.utc) - _aware(doc["at"])).total_seconds()
+        age = (datetime.datetime.now(datetime.timezone.utc) - aware(doc["at"])).total_seconds()
         return doc["count"] if 0 <= age < fresh_for else None
 
     def _share_count(self, key, count):
@@ -211,6 +227,20 @@ class Mongo(EveMongo):
                 upsert=True)
         except pymongo.errors.PyMongoError:
             pass  # only a cache: the next listing counts again
+
+    def _mongotize(self, source, resource, parse_objectid=False):
+        # Eve's conversion of query values (_id and tags.* values that look like ObjectIds or dates),
+        # sparing Exact ones and the conditions on the resource's string fields, left as sent (also
+        # inside $in, $ne...): a reservation id looks like an ObjectId, and `{"reservation": id}` must
+        # match its stored text. Eve recurses through this method.
+        schema = (self.app.config["DOMAIN"].get(resource) or {}).get("schema") or {}
+        kept = {key: value.value if isinstance(value, Exact) else value for key, value in source.items()
+                if isinstance(value, Exact) or (schema.get(key) or {}).get("type") == "string"}
+        for key in kept:
+            del source[key]
+        super()._mongotize(source, resource, parse_objectid)
+        source.update(kept)
+        return source
 
     def update(self, resource, id_, updates, original):
         return self._done_unless_changed(super().update, resource, id_, updates, original)

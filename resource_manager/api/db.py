@@ -12,19 +12,22 @@ from ..core.candidates import CandidatePasses
 from ..core.clock import SYSTEM
 from ..core.context import Core
 from ..schema import NAME_FIELDS
+from . import abandoned
 from .config import policy
 from .errors import error_response, note_database_error
 
 log = logging.getLogger(__name__)
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
 def database(app=None):
     """Return the Database the app serves, its conditional writes atomic on this engine (see atomic.py).
 
+    Inside a request, the pending reservations and allocations it inserts are noted (abandoned.py).
     Raises PyMongoError when the engine is not known yet and the database does not answer.
     """
     app = app or current_app
-    return engine(app).wrap(app.data.driver.db)
+    return abandoned.watch(engine(app).wrap(app.data.driver.db))
 
 
 def core(app=None):
@@ -53,12 +56,15 @@ class EngineProbe:
         if self.engine is None:
             with self._lock:
                 if self.engine is None:
-                    config = self.app.config
                     with self.app.app_context():
                         self.engine = atomic.detect(self.app.data.driver.db,
-                                                    config.get("WRITE_SERIALISATION", "auto"),
-                                                    config.get("WRITE_LOCK_DIR"))
+                                                    atomic.WriteSettings.from_config(self.app.config))
         return self.engine
+
+    def close(self):
+        """Close the engine's lock connection, if any (the app is done: tests, commands)."""
+        if self.engine is not None:
+            self.engine.close()
 
 
 def collection_name(app, resource):
@@ -111,16 +117,34 @@ def ping():
 
 def _ensure_before_write():
     indexes = current_app.extensions["rm_indexes"]
-    if indexes.ready or request.endpoint in ("health.healthz", "metrics"):  # they say the database is down
+    if request.endpoint in ("health.healthz", "metrics"):  # they say the database is down
         return None
-    try:
-        engine()
-        indexes.ensure()
-    except pymongo.errors.PyMongoError as e:
-        log.warning("cannot create indexes yet: %s", e)
-        note_database_error("unavailable")
-        return error_response(503, "database unavailable, try again shortly", headers={"Retry-After": "5"})
+    if not indexes.ready:
+        try:
+            engine()
+            indexes.ensure()
+        except pymongo.errors.PyMongoError as e:
+            log.warning("cannot create indexes yet: %s", e)
+            note_database_error("unavailable")
+            return error_response(503, "database unavailable, try again shortly", headers={"Retry-After": "5"})
+    if request.method in WRITES:
+        return _refused()
     return None
+
+
+def _refused():
+    """Answer 503 to a write this set-up cannot serialise (atomic.py), before anything is written."""
+    found = engine()
+    refusal = found.refusal
+    if refusal is None:
+        return None
+    note_database_error("unavailable")
+    if found.lock.kind == "pending":
+        return error_response(503, "the write lock's database does not answer, try again shortly",
+                              headers={"Retry-After": "5"})
+    return error_response(503, "writes are refused: this server cannot serialise writes on its database (FerretDB "
+                          "without a write lock that every writer sees); the server's log names the fix",
+                          headers={"Retry-After": "60"})
 
 
 def init_app(app, clock=None):
@@ -135,6 +159,7 @@ def init_app(app, clock=None):
     indexes = Indexes(app)
     app.extensions["rm_indexes"] = indexes
     app.before_request(_ensure_before_write)
+    abandoned.init_app(app, core)
     try:
         probe.get()
         indexes.ensure()

@@ -1,24 +1,29 @@
-"""One error body everywhere (Eve's shape), and request bodies checked before Eve sees them."""
+"""One error body everywhere (Eve's shape): the app's error handlers (request bodies: intake.py)."""
 
 import json
 import logging
-import socket
-import threading
-import time
+import re
 
 import bson.errors
 import pymongo.errors
-from flask import current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import abort, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException, NotFound
 
 from ..core.errors import AllocationError
 from ..core.jsontext import MAX_DEPTH, check_value, loads_strict  # noqa: F401  (re-exported for the routes
+from .eveglue import eve_endpoint
 from .requestid import request_id
 
 log = logging.getLogger(__name__)
 
-WRITE_METHODS = ("POST", "PUT", "PATCH")
 QUERY_ARGS = {"where", "sort", "projection"}
+# What FerretDB (code 1, InternalError) passes on from its PostgreSQL driver when the database is away
+# for a moment: a backend was killed and PostgreSQL restarts them all (in recovery, not yet accepting
+# connections), a shutdown or a restart (57P01-57P03, class 08: connection errors), a connection broken
+# under a query, or PostgreSQL not listening at all (dial error). Anything else of code 1 is a bug: a 500.
+_UNAVAILABLE = re.compile(r"\(SQLSTATE (?:57P0[123]|08[0-9A-Z]{3})\)|: dial error: "
+                          r"|(?:read|write): (?:broken pipe|connection reset by peer)\Z"
+                          r"|(?:\]|:) (?:unexpected EOF|conn closed)\Z")
 
 
 def error_response(code, message, issues=None, headers=None, details=None):
@@ -43,6 +48,10 @@ def _http_error(error):
         known = _known(error.__cause__ or error.__context__)
         if known is not None:
             return known
+    if error.code == 400 and isinstance(error.__context__, pymongo.errors.ConnectionFailure):
+        # Eve's PATCH and PUT answer abort(400) to any exception of the write itself: the database (or
+        # the write lock's) gone between the read and the write is a 503, not the client's fault.
+        return _database_unavailable(error.__context__)
     headers = {}
     if error.code == 401:
         headers["WWW-Authenticate"] = 'Basic realm="resource_manager", Bearer realm="resource_manager"'
@@ -52,7 +61,19 @@ def _http_error(error):
         for name in ("WWW-Authenticate", "Retry-After"):
             if name in error.response.headers:
                 headers[name] = error.response.headers[name]
-    return error_response(error.code, error.description or error.name, headers=headers)
+    description = error.description
+    if error.code == 404 and description == NotFound.description:
+        description = _not_found()  # Eve's abort(404), Flask's unknown URL: say what was not found
+    return error_response(error.code, description or error.name, headers=headers)
+
+
+def _not_found():
+    found = eve_endpoint(request.endpoint)
+    value = (request.view_args or {}).get("_id")
+    if found is not None and found.kind == "item_lookup" and value is not None:
+        title = current_app.config["DOMAIN"][found.resource].get("item_title") or found.resource
+        return f"no {title.lower()} '{str(value)[:200]}'"
+    return f"no such route: {request.path[:200]}"
 
 
 def _refused(error):
@@ -68,6 +89,15 @@ def note_database_error(kind):
 def database_error_kind():
     """Return the kind of database error this request's answer translated, or None (see metrics.py)."""
     return g.get("rm_database_error_kind")
+
+
+def database_unavailable(error):
+    """Return whether `error` says that the database is away for now (answered 503, retry), not a bug."""
+    if isinstance(error, pymongo.errors.ConnectionFailure):
+        return True
+    if isinstance(error, pymongo.errors.OperationFailure) and error.code == 1:
+        return _UNAVAILABLE.search((error.details or {}).get("errmsg") or str(error)) is not None
+    return False
 
 
 def _database_unavailable(error):
@@ -102,7 +132,7 @@ def _known(error):
         log.warning("value refused by the BSON encoder on %s %s (a missing input check): %s",
                     request.method, request.path, unstorable)
         return error_response(400, f"the request holds a value the database cannot store: {unstorable[:200]}")
-    if isinstance(error, pymongo.errors.ConnectionFailure):
+    if database_unavailable(error):
         return _database_unavailable(error)
     if isinstance(error, pymongo.errors.OperationFailure) and QUERY_ARGS & set(request.args):
         message = (error.details or {}).get("errmsg") or str(error)
@@ -119,138 +149,6 @@ def _unexpected(error):
         return known
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal server error")
-
-
-class BodyTimeout(Exception):
-    """The client did not send its whole body within BODY_TIMEOUT seconds."""
-
-
-def add_body_gate(app, gate):
-    """Run `gate()` before any request body is read; a response it returns is the answer.
-
-    Gates refuse what needs no body to refuse (no credentials), so that an anonymous client
-    sending its body slowly never holds a worker thread while it does.
-    """
-    app.extensions.setdefault("rm_body_gates", []).append(gate)
-
-
-def read_body(seconds):
-    """Return the request body, read within `seconds` in all. Raises BodyTimeout.
-
-    The socket's timeout bounds a client that stops sending; a timer that shuts the socket's
-    reading side at the deadline bounds one that trickles a byte at a time (each read would
-    otherwise start a fresh timeout). Without the socket (another server), the body is read plainly.
-    """
-    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
-    if sock is None or not seconds:
-        return request.get_data(cache=True)
-    expired = threading.Event()
-
-    def cut():
-        expired.set()
-        try:
-            sock.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
-
-    timer = threading.Timer(seconds, cut)
-    timer.daemon = True
-    prior = sock.gettimeout()
-    deadline = time.monotonic() + seconds
-    try:
-        # A second later than the timer, so that the timer decides (a timeout inside the server's
-        # reader may come back as a short body or as a 400 of Werkzeug's, not as a timeout).
-        sock.settimeout(seconds + 1)
-        timer.start()
-        try:
-            raw = request.get_data(cache=True)
-        except Exception as e:  # what a cut-off read raises depends on the server (timeout, EOF, 400)
-            if expired.is_set() or time.monotonic() >= deadline:
-                raise BodyTimeout() from e
-            raise
-        if expired.is_set():  # cut off: what came is not the whole body
-            raise BodyTimeout()
-        return raw
-    finally:
-        timer.cancel()
-        try:
-            sock.settimeout(prior)
-        except OSError:
-            pass
-
-
-def _stop_reading(always=False):
-    # A refused request's body is never read: shut the reading side, so that the server does not
-    # drain it (gunicorn would, for up to 5 s, holding the thread) and the connection closes after
-    # the answer. The answer still goes out; the client sees it before the connection ends.
-    if not (always or request.content_length or request.headers.get("Transfer-Encoding")):
-        return
-    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
-
-
-def check_body():
-    """Refuse, before Eve parses it, a write body that is not a JSON object (or list of them)."""
-    if request.method not in WRITE_METHODS:
-        return None
-    if request.routing_exception is not None:
-        return None  # a 404 or 405 needs no body: Flask answers it next
-    for gate in current_app.extensions.get("rm_body_gates", ()):
-        try:
-            refused = gate()
-        except HTTPException as e:
-            refused = e
-        if refused is not None:
-            _stop_reading()
-            if isinstance(refused, HTTPException):
-                raise refused
-            return refused
-    seconds = float(current_app.config.get("BODY_TIMEOUT", 10))
-    try:
-        # Not content_length: a chunked body has none, and must be checked all the same.
-        raw = read_body(seconds)
-    except BodyTimeout:
-        _stop_reading(always=True)  # or gunicorn drains the rest, holding the thread 5 s more
-        log.warning("%s %s: body not received within %g s; connection closed", request.method, request.path, seconds)
-        return error_response(408, f"the request body did not arrive within {seconds:g} s")
-    limit = request.max_content_length
-    if request.content_length is None and limit and len(raw) >= limit:
-        # Werkzeug stops reading a chunked body at the limit and hands over the truncated start.
-        return error_response(413, f"body is larger than {limit} bytes")
-    if not raw:
-        # Eve's own writes need a document; a method the route lacks stays Eve's 405.
-        kind = (request.endpoint or "").rpartition("|")[2]
-        if (kind, request.method) in (("resource", "POST"), ("item_lookup", "PATCH"), ("item_lookup", "PUT")):
-            return error_response(400, "body is empty: send a JSON object")
-        return None
-    if request.blueprint == "web":  # the dashboard posts HTML forms (CSRF-checked there)
-        return None
-    mimetype = request.mimetype
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        return error_response(415, f"body must be application/json, not '{mimetype or 'none'}'")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return error_response(400, f"body is not valid UTF-8 (byte {e.start})")
-    try:
-        body = loads_strict(text)
-    except ValueError as e:
-        return error_response(400, f"body {e}")
-    if isinstance(body, dict):
-        return None
-    if request.method == "POST" and isinstance(body, list) and body and all(isinstance(d, dict) for d in body):
-        return None
-    expected = "a JSON object" + (" or a non-empty list of objects" if request.method == "POST" else "")
-    return error_response(400, f"body must be {expected}, not {_json_type(body)}")
-
-
-def _json_type(value):
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
 
 
 def complete_error_body(response):
@@ -279,9 +177,24 @@ def _database_failed_midway(response):
     return _database_unavailable(error) if error is not None else response
 
 
+def check_nul():
+    """Refuse a request whose path, query or headers hold a NUL character: 404 in the path, else 400.
+
+    Nothing stored holds one (PostgreSQL's jsonb, behind the embedded database, cannot), and one that
+    reached a query was a 500 there. Checked here, before any view, for every route, present and future.
+    """
+    if "\0" in request.path:
+        abort(404, description="no such item or route: the URL holds a NUL character")
+    for kind, pairs in (("query parameter", request.args.items(multi=True)), ("header", request.headers.items())):
+        for name, value in pairs:
+            if "\0" in name or "\0" in value:
+                abort(400, description=f"{kind} {name[:64]!r} holds a NUL character, which nothing stored can hold")
+    return None
+
+
 def init_app(app):
-    """Register the JSON error handlers and the body check."""
-    app.before_request(check_body)
+    """Register the JSON error handlers and the NUL check."""
+    app.before_request(check_nul)
     app.after_request(complete_error_body)
     app.after_request(_database_failed_midway)
     app.register_error_handler(HTTPException, _http_error)

@@ -21,6 +21,7 @@ from ..core.claims import claim_address, drop_address_claim
 from ..core.ipranges import ipkey
 from ..core.store import MACHINE_CLAIMS, RESERVATIONS
 from .db import core, database
+from .eveglue import on
 
 GUARDED_FIELDS = ("hostname", "state", "owner", "job_id")
 
@@ -133,10 +134,8 @@ def _drop_on_failure(response):
 def init_app(app):
     """Register the guards on machines and addresses."""
     for event, fn in (("update", _machine_update), ("replace", _machine_replace), ("delete_item", _machine_delete)):
-        hook = getattr(app, f"on_{event}_machines")
-        hook += fn
+        on(app, event, fn, "machines")
     for kind in ("public", "private"):
         for event, fn in _address_hooks(kind).items():
-            hook = getattr(app, f"on_{event}_{kind}-addresses")
-            hook += fn
+            on(app, event, fn, f"{kind}-addresses")
     app.after_request(_drop_on_failure)

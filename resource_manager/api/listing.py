@@ -22,18 +22,21 @@ import logging
 import pymongo.errors
 import simplejson as json
 from blinker import Namespace
-from eve.auth import requires_auth
-from eve.methods.common import (
-    build_response_document,
-    pre_event,
-    ratelimit,
-    resolve_embedded_fields,
-    resource_link,
-)
-from eve.utils import config, home_link, parse_request
 from flask import Response, current_app, request, stream_with_context
 
 from ..schema import DOMAIN
+from .eveglue import (
+    COLLECTION,
+    build_response_document,
+    collection_view,
+    config,
+    endpoint,
+    eve_endpoint,
+    home_link,
+    parse_request,
+    resolve_embedded_fields,
+    resource_link,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,7 @@ def is_bare(args):
     return "page" not in args and "max_results" not in args
 
 
-@ratelimit()
-@requires_auth("resource")
-@pre_event
+@collection_view
 def get_all(resource, **lookup):
     """Answer every document of `resource` matching the request's where/sort/projection, streamed."""
     req = parse_request(resource)
@@ -101,7 +102,7 @@ def _wrap(view):
     @functools.wraps(view)
     def collection(**lookup):
         if request.method in ("GET", "HEAD") and is_bare(request.args):
-            return get_all(request.endpoint.split("|")[0], lookup)
+            return get_all(eve_endpoint(request.endpoint).resource, lookup)
         return view(**lookup)
 
     return collection
@@ -110,5 +111,5 @@ def _wrap(view):
 def init_app(app):
     """Serve bare collection GETs of every Eve resource with get_all()."""
     for resource in DOMAIN:
-        endpoint = f"{resource}|resource"
-        app.view_functions[endpoint] = _wrap(app.view_functions[endpoint])
+        name = endpoint(resource, COLLECTION)
+        app.view_functions[name] = _wrap(app.view_functions[name])

@@ -14,6 +14,7 @@ from flask import abort, current_app
 
 from ..schema import NAME_FIELDS, canonical_hostname, canonical_ip
 from .db import collection_name, database
+from .eveglue import on
 
 
 def canonical_name(resource, value):
@@ -62,5 +63,4 @@ def _rewrite(resource, request, lookup):
 def init_app(app):
     """Let every item method find its item by name as well as by _id."""
     for method in ("GET", "PATCH", "PUT", "DELETE"):
-        hook = getattr(app, f"on_pre_{method}")
-        hook += _rewrite
+        on(app, f"pre_{method}", _rewrite)

@@ -8,6 +8,10 @@ by state, pools' addresses) is read at scrape time, by one collector registered 
 files' collector, never summed per worker: one read per scrape at most, reused for
 METRICS_CACHE_SECONDS by every worker (FiguresCache), since on FerretDB it is a pass over the fleet.
 
+Beside them: rm_build_info{version=...}, and the process_* figures (CPU, memory, open files, start
+time): of this process, or under gunicorn of the master and its live workers added up
+(ServerProcesses). No *_created series.
+
 METRICS_AUTH: "open" (default), or "reader" / "operator" / "admin": the least role of a signed-in
 user that may scrape (require_role: HTTP Basic, and whatever else auth.py accepts).
 """
@@ -21,11 +25,20 @@ import threading
 import time
 
 from flask import Response, current_app, g, request
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from pymongo.errors import PyMongoError
 
+from .. import __version__
 from ..core import figures
 from ..core.figures import QUEUED
 from ..schema import ROLES
@@ -38,6 +51,7 @@ from .errors import database_error_kind
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MASTER_ENV = "_RM_METRICS_DIR_OF"  # gunicorn_conf.py: the pid of the master that set the directory up
 AUTH_CHOICES = ("open",) + ROLES
 DEFAULT_CACHE_SECONDS = 10
 CACHE_FILE = "rm_database_figures.json"  # beside prometheus_client's *.db files, which it alone reads
@@ -167,6 +181,59 @@ class DatabaseCollector:
                                 "(at most METRICS_CACHE_SECONDS)", value=age)
 
 
+class BuildInfo:
+    """rm_build_info{version="..."} 1: which version answers (the usual Prometheus idiom)."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        info = GaugeMetricFamily("rm_build_info", "The ResourceManager version serving, as a label", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+
+class ServerProcesses:
+    """process_* of the whole gunicorn server: its master and live workers, added up.
+
+    prometheus_client's ProcessCollector reads one process; in multiprocess mode the worker that
+    answers a scrape changes from one scrape to the next. So each process of the server is read by
+    a ProcessCollector and the figures are added up: CPU seconds, memory and open files of all of
+    them, the master's start time and file limit. A worker replaced takes its CPU seconds with it
+    (a counter reset, which rate() takes in its stride). The master's pid is the one gunicorn_conf.py
+    noted (_RM_METRICS_DIR_OF); without it, this process alone.
+    """
+
+    SUMMED = ("process_cpu_seconds_total", "process_virtual_memory_bytes", "process_resident_memory_bytes",
+              "process_open_fds")
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        master = int(os.environ.get(MASTER_ENV) or os.getpid())
+        found = {}
+        for pid in [master, *_children(master)]:
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                if family.name not in found:
+                    found[family.name] = (family, [])
+                found[family.name][1].extend(s.value for s in family.samples)
+        for name, (family, values) in found.items():
+            value = sum(values) if family.name + ("_total" if family.type == "counter" else "") in self.SUMMED \
+                else values[0]  # the master's (the first read)
+            kind = CounterMetricFamily if family.type == "counter" else GaugeMetricFamily
+            yield kind(name, family.documentation + " (the server's processes together)", value=value)
+
+
+def _children(pid):
+    # Linux names a process's children here (gunicorn forks its workers from its main thread).
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+            return [int(child) for child in fh.read().split()]
+    except (OSError, ValueError):
+        return [os.getpid()] if os.getpid() != pid else []
+
+
 # Queue waits span seconds (a release hands the machine over) to a day (RM_QUEUE_MAX_WAIT_SECONDS).
 QUEUE_WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, float("inf"))
 
@@ -177,6 +244,10 @@ class Metrics:
     def __init__(self, app):
         if (app.config.get("METRICS_AUTH") or "open") not in AUTH_CHOICES:
             raise SettingsError(f"METRICS_AUTH: not one of {', '.join(AUTH_CHOICES)}: {app.config['METRICS_AUTH']!r}")
+        # The *_created series (a timestamp per counter and histogram child) double the series for nothing
+        # a scrape needs: rate() and increase() work from the values. A switch of prometheus_client's, for
+        # the process.
+        disable_created_metrics()
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         # Multiprocess: the values live in the files, collected at scrape; else in this app's registry.
         self.registry = None if self.multiprocess else CollectorRegistry()
@@ -203,8 +274,11 @@ class Metrics:
             self.reservation.labels(outcome)
         seconds = float(app.config.get("METRICS_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
         self.database = DatabaseCollector(FiguresCache(seconds, os.environ.get(MULTIPROC_ENV)))
+        self.build_info = BuildInfo()
         if registry is not None:
             registry.register(self.database)
+            registry.register(self.build_info)
+            ProcessCollector(registry=registry)
         self._routes = {}
 
     def waited(self, seconds):
@@ -219,6 +293,8 @@ class Metrics:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
             registry.register(self.database)
+            registry.register(self.build_info)
+            registry.register(ServerProcesses())
         return generate_latest(registry)
 
     def started(self):

@@ -1,9 +1,10 @@
-"""GET /openapi.json: an OpenAPI 3 document generated from the Eve DOMAIN and our own routes.
+"""GET /openapi.json: an OpenAPI 3 document of the routes the app declared (routemeta.py) and serves.
 
-Each module with routes of its own (routes/*.py, metrics.py) documents them with
-`register(app, paths, schemas, tags)`, built with the helpers at the end of this module; a path
-is published only while the app really has that route. The request bodies of our routes are
-generated from their Cerberus schemas (core/constraints.BODIES, see BODY_SCHEMAS).
+Each module with routes (routes/*.py, the Eve resources included; metrics.py) declares them with
+`register(app, paths, schemas, tags)`, built with the helpers at the end of this module; the same
+declarations decide token scopes and accepted query parameters (routemeta.py). A path is published
+only while the app really has that route. The request bodies of our routes are generated from
+their Cerberus schemas (core/constraints.BODIES, see BODY_SCHEMAS).
 """
 
 import copy
@@ -11,12 +12,13 @@ import re
 
 from .. import __version__
 from ..core.constraints import BODIES
-from ..schema import NAME_FIELDS
+from ..core.tokens import SCOPES
+from .routemeta import common_parameters, register, shape, table, templates  # noqa: F401  (register, templates: ours)
 
 OPENAPI_VERSION = "3.0.3"
 JSON = "application/json"
 
-_TYPES = {
+TYPES = {
     "string": {"type": "string"},
     "integer": {"type": "integer"},
     "float": {"type": "number"},
@@ -29,7 +31,7 @@ _TYPES = {
 }
 
 ERRORS = {
-    400: "Bad request: the body or a query parameter is malformed",
+    400: "Bad request: the body or a query parameter is malformed, or the query or a header holds a NUL character",
     401: "No or wrong credentials (HTTP Basic), or a token that is malformed, unknown, revoked or expired",
     403: "The user's role, or the token's scope, may not do this",
     404: "No such item",
@@ -56,7 +58,7 @@ def field_schema(rule):
     """Return the OpenAPI schema of one Cerberus field rule."""
     kind = rule.get("type")
     kind = kind[0] if isinstance(kind, list) and len(kind) == 1 else kind
-    schema = copy.deepcopy(_TYPES.get(kind, {})) if isinstance(kind, str) else {}
+    schema = copy.deepcopy(TYPES.get(kind, {})) if isinstance(kind, str) else {}
     notes = []
     if "allowed" in rule:
         if kind == "list":
@@ -146,7 +148,6 @@ def singular(name):
 
 
 def _common_components(app):
-    limit = app.config.get("PAGINATION_LIMIT", 1000)
     error = {"type": "object", "required": ["_status", "_error"], "properties": {
         "_status": {"type": "string", "enum": ["ERR"]},
         "_error": {"type": "object", "required": ["code", "message", "request_id"], "properties": {
@@ -163,25 +164,6 @@ def _common_components(app):
         if code in (429, 503):
             entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
         responses[f"Error{code}"] = entry
-    params = {
-        "where": {"name": "where", "in": "query", "schema": {"type": "string"}, "example": '{"state": "idle"}',
-                  "description": "a MongoDB filter as JSON, e.g. {\"tags.memory\": {\"$gte\": 17179869184}}"},
-        "sort": {"name": "sort", "in": "query", "schema": {"type": "string"}, "example": "-_updated,hostname",
-                 "description": "fields to sort by, comma-separated; '-' for descending"},
-        "projection": {"name": "projection", "in": "query", "schema": {"type": "string"},
-                       "example": '{"hostname": 1}', "description": "fields to include (1) or exclude (0), JSON"},
-        "page": {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1},
-                 "description": "the page to answer; without page and max_results every match is answered"},
-        "max_results": {"name": "max_results", "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": limit},
-                        "description": f"items per page ({app.config.get('PAGINATION_DEFAULT', 25)} when only page "
-                                       "is given); without page and max_results every match is answered, "
-                                       "streamed, with _meta.total at the end"},
-        "IfMatch": {"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
-                    "description": "the item's current _etag (from its ETag header); 428 without it, 412 if stale"},
-        "IfNoneMatch": {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
-                        "description": "answer 304 if the item's ETag is still this"},
-    }
     write_result = {"type": "object", "properties": {
         "_status": {"type": "string", "enum": ["OK", "ERR"]}, "_id": {"type": "string"},
         "_etag": {"type": "string"}, "_created": {"type": "string"}, "_updated": {"type": "string"},
@@ -190,7 +172,7 @@ def _common_components(app):
     return {
         "schemas": {"Error": error, "WriteResult": write_result},
         "responses": responses,
-        "parameters": params,
+        "parameters": common_parameters(app.config),
         "securitySchemes": SECURITY_SCHEMES,
     }
 
@@ -207,134 +189,6 @@ SECURITY_SCHEMES = {
 CREDENTIALS = [{"basicAuth": []}, {"bearerAuth": []}]
 
 
-def _security(settings, method, item):
-    public = settings["public_item_methods" if item else "public_methods"]
-    return [] if method in public else copy.deepcopy(CREDENTIALS)
-
-
-def _roles(settings, method, item):
-    if method == "GET":
-        return None
-    return settings["allowed_item_write_roles" if item else "allowed_write_roles"] or None
-
-
-def _operation(op_id, summary, tag, security, roles, **rest):
-    op = {"operationId": op_id, "summary": summary, "tags": [tag], "security": security}
-    if roles:
-        op["description"] = f"Needs role {' or '.join(roles)}."
-        op["x-roles"] = list(roles)
-    op.update(rest)
-    return op
-
-
-def resource_paths(app, resource, settings):
-    """Return (paths, schemas) of one Eve resource: its collection URL and its item URL."""
-    name = singular(resource)
-    ref = f"#/components/schemas/{name}"
-    meta = {"_id": _TYPES["objectid"], "_created": {"type": "string", "format": "date-time"},
-            "_updated": {"type": "string", "format": "date-time"}, "_etag": {"type": "string"},
-            "_links": {"type": "object"}}
-    full = object_schema(settings["schema"], with_required=False)
-    full["properties"].update(meta)
-    schemas = {
-        name: full,
-        f"{name}Input": object_schema(settings["schema"]),
-        f"{name}Patch": object_schema(settings["schema"], with_required=False),
-        f"{name}List": {"type": "object", "properties": {
-            "_items": {"type": "array", "items": {"$ref": ref}},
-            "_meta": {"type": "object", "properties": {"page": {"type": "integer"},
-                                                        "max_results": {"type": "integer"},
-                                                        "total": {"type": "integer"}}},
-            "_links": {"type": "object"}}},
-    }
-    tag, url = resource, "/" + settings["url"]
-    input_ref = {"$ref": f"#/components/schemas/{name}Input"}
-    collection = {}
-    if "GET" in settings["resource_methods"]:
-        collection["get"] = _operation(
-            f"list{camel(resource)}", f"List {resource}", tag, _security(settings, "GET", False), None,
-            parameters=[{"$ref": f"#/components/parameters/{p}"}
-                        for p in ("where", "sort", "projection", "page", "max_results")],
-            responses={"200": {"description": f"every matching item of {resource}, or one page of them "
-                                              "with page/max_results (then _links.next leads on)",
-                               "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{name}List"}}}},
-                       **error_responses(400, 503)})
-    if "POST" in settings["resource_methods"]:
-        collection["post"] = _operation(
-            f"create{name}", f"Create one {name} or several", tag, _security(settings, "POST", False),
-            _roles(settings, "POST", False),
-            requestBody={"required": True, "content": {JSON: {"schema": {"oneOf": [
-                input_ref, {"type": "array", "items": input_ref, "minItems": 1}]}}}},
-            responses={"201": {"description": "created",
-                               "content": {JSON: {"schema": {"$ref": "#/components/schemas/WriteResult"}}}},
-                       **error_responses(400, 401, 403, 408, 409, 413, 415, 422, 503)})
-    field = NAME_FIELDS.get(resource, "_id")
-    param = {"name": field.lstrip("_") or "id", "in": "path", "required": True, "schema": {"type": "string"},
-             "description": f"the {name}'s {field}" + (", or its _id" if field != "_id" else "")}
-    item = {"parameters": [param]}
-    item_methods = settings["item_methods"]
-    etag_header = {"ETag": {"schema": {"type": "string"}, "description": "send it back as If-Match to change"}}
-    if "GET" in item_methods:
-        item["get"] = _operation(
-            f"get{name}", f"Get one {name}", tag, _security(settings, "GET", True), None,
-            parameters=[{"$ref": "#/components/parameters/IfNoneMatch"}],
-            responses={"200": {"description": f"the {name}", "headers": etag_header,
-                               "content": {JSON: {"schema": {"$ref": ref}}}},
-                       "304": {"description": "not modified since If-None-Match"},
-                       **error_responses(400, 404, 409, 503)})
-    write_errors = error_responses(400, 401, 403, 404, 408, 409, 412, 413, 415, 422, 428, 503)
-    for method, verb, body_ref in (("PATCH", "update", f"{name}Patch"), ("PUT", "replace", f"{name}Input")):
-        if method in item_methods:
-            item[method.lower()] = _operation(
-                f"{verb}{name}", f"{verb.capitalize()} one {name}", tag, _security(settings, method, True),
-                _roles(settings, method, True), parameters=[{"$ref": "#/components/parameters/IfMatch"}],
-                requestBody={"required": True,
-                             "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{body_ref}"}}}},
-                responses={"200": {"description": f"{verb}d", "headers": etag_header,
-                                   "content": {JSON: {"schema": {"$ref": "#/components/schemas/WriteResult"}}}},
-                           **write_errors})
-    if "DELETE" in item_methods:
-        item["delete"] = _operation(
-            f"delete{name}", f"Delete one {name}", tag, _security(settings, "DELETE", True),
-            _roles(settings, "DELETE", True), parameters=[{"$ref": "#/components/parameters/IfMatch"}],
-            responses={"204": {"description": "deleted"}, **error_responses(401, 403, 404, 409, 412, 428, 503)})
-    paths = {url: collection, f"{url}/{{{param['name']}}}": item}
-    return {p: v for p, v in paths.items() if set(v) - {"parameters"}}, schemas
-
-
-class Registry:
-    """Path fragments that modules add for their own routes."""
-
-    def __init__(self):
-        self.paths = {}
-        self.schemas = {}
-        self.tags = []
-
-    def add(self, paths, schemas=None, tags=None):
-        """Add OpenAPI path items (and the component schemas they reference)."""
-        for path, item in paths.items():
-            self.paths.setdefault(path, {}).update(item)
-        self.schemas.update(schemas or {})
-        self.tags.extend(tags or [])
-
-
-def register(app, paths, schemas=None, tags=None):
-    """Document routes of a module of ours in /openapi.json."""
-    app.extensions.setdefault("rm_openapi", Registry()).add(paths, schemas, tags)
-
-
-_ANY = re.compile(r"<any\(([^)]*)\):[^<>]+>")
-
-
-def templates(rule):
-    """Return the OpenAPI path templates of a Werkzeug rule (one per choice of an `any` converter)."""
-    match = _ANY.search(rule)
-    if match:
-        choices = [c.strip().strip("'\"") for c in match.group(1).split(",")]
-        return [t for c in choices for t in templates(rule[:match.start()] + c + rule[match.end():])]
-    return [re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)]
-
-
 def rule_paths(app):
     """Return the app's routes as OpenAPI path templates with their methods."""
     found = {}
@@ -342,11 +196,6 @@ def rule_paths(app):
         for path in templates(rule.rule):
             found.setdefault(path, set()).update(m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
     return found
-
-
-def shape(path):
-    """Return a path with its parameter names blanked, to compare templates."""
-    return re.sub(r"\{[^}]*\}", "{}", path)
 
 
 def _refs(node):
@@ -373,36 +222,31 @@ def _reachable(paths, schemas):
 
 
 def document(app):
-    """Return the OpenAPI document of this app."""
+    """Return the OpenAPI document of this app: its declared routes (routemeta.py) that it serves."""
     components = _common_components(app)
-    paths, tags = {}, []
-    for resource, settings in app.config["DOMAIN"].items():
-        if settings.get("internal_resource"):
-            continue
-        res_paths, schemas = resource_paths(app, resource, settings)
-        paths.update(res_paths)
-        components["schemas"].update(schemas)
-        tags.append({"name": resource, "description": f"the {resource} collection (Eve)"})
+    routes = table(app)
     served = {shape(p): methods for p, methods in rule_paths(app).items()}
-    registry = app.extensions.get("rm_openapi") or Registry()
-    fragments, own_tags = registry.paths, registry.tags
-    schemas = {**registry.schemas, **{ref: body_schema(name, app.config) for ref, name in BODY_SCHEMAS.items()}}
-    for path, item in fragments.items():
+    paths = {}
+    for path, item in copy.deepcopy(routes.paths).items():
         methods = served.get(shape(path), set())
         kept = {k: v for k, v in item.items() if k in methods or k == "parameters"}
         if set(kept) - {"parameters"}:
             paths.setdefault(path, {}).update(kept)
-    components["schemas"].update(schemas)
+    components["schemas"].update(routes.schemas)
+    components["schemas"].update({ref: body_schema(name, app.config) for ref, name in BODY_SCHEMAS.items()})
     components["schemas"] = _reachable(paths, components["schemas"])
-    for item in paths.values():
+    for path, item in paths.items():
         for method, op in item.items():
             if method != "parameters":
-                # Credentials sent anywhere are checked: a dead token is 401 even on an open read, and
-                # repeated failures are 429.
-                op["responses"] = {**op["responses"], **{k: v for k, v in error_responses(401, 429).items()
+                # Any operation refuses a query parameter it does not declare (400); credentials sent
+                # anywhere are checked: a dead token is 401 even on an open read, and repeated failures
+                # are 429. A NUL character is refused everywhere (errors.check_nul): 400 in the query or
+                # a header, 404 in a path variable.
+                common = error_responses(400, 401, 429, *((404,) if "{" in path else ()))
+                op["responses"] = {**op["responses"], **{k: v for k, v in common.items()
                                                          if k not in op["responses"]}}
     used = {t for item in paths.values() for op in item.values() if isinstance(op, dict) for t in op.get("tags", [])}
-    tags += [t for t in own_tags if t["name"] in used]
+    tags = [t for t in routes.tags if t["name"] in used]
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "ResourceManager API", "version": __version__,
@@ -424,9 +268,7 @@ def document(app):
 
 # The component schema of each route body in core/constraints.BODIES, generated from it.
 BODY_SCHEMAS = {"ReservationRequest": "reservation", "Extend": "extension", "PoolInput": "pool",
-                "AllocateRequest": "allocation", "TokenRequest": "token"}
-# The operations a token of scope `reserve` reaches (api/tokens.py's RESERVE_ROUTES, by operationId).
-RESERVE_OPERATIONS = frozenset({"reserve", "extend", "heartbeat", "release", "releaseJob", "allocate"})
+                "AllocateRequest": "allocation", "TokenRequest": "token", "WebhookRequest": "webhook"}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
                "description": "repeat a request with the same key to get the first answer, not a second grant"}
 WRITE_ERRORS = error_responses(400, 401, 403, 408, 415, 422, 503)
@@ -443,20 +285,40 @@ def body_ref(ref, required=True):
     return {"required": required, "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
 
 
-def op(op_id, summary, tag, write=False, **rest):
-    """Return an operation; `write`: it needs an operator or admin (a token: a scope that allows it)."""
+def op(op_id, summary, tag, write=False, scope=None, **rest):
+    """Return an operation, declaring who may call it (routemeta.py: the token check reads it from here).
+
+    `scope`: the least token scope that may call it: read (open to all, the default), reserve
+    (reserving, releasing, allocating), write (`write=True`) or admin; above read it needs an
+    operator's account (an admin's for admin) and publishes x-roles and x-token-scopes.
+    """
+    scope = scope or ("write" if write else "read")
     operation = {"operationId": op_id, "summary": summary, "tags": [tag],
-                 "security": copy.deepcopy(CREDENTIALS) if write else []}
-    if write:
-        scopes = ["reserve", "write", "admin"] if op_id in RESERVE_OPERATIONS else ["write", "admin"]
-        operation["description"] = f"Needs role operator or admin; a token needs scope {', '.join(scopes)}."
-        operation["x-roles"] = ["operator", "admin"]
+                 "security": copy.deepcopy(CREDENTIALS) if scope != "read" else []}
+    if scope != "read":
+        roles = ["admin"] if scope == "admin" else ["operator", "admin"]
+        scopes = list(SCOPES[SCOPES.index(scope):])
+        operation["description"] = f"Needs role {' or '.join(roles)}; a token needs scope {', '.join(scopes)}."
+        operation["x-roles"] = roles
         operation["x-token-scopes"] = scopes
     operation.update(rest)
     return operation
 
 
 def signed_in(op_id, summary, **rest):
-    """Return an operation of the token routes: anybody signed in, for their own tokens (an admin: anyone's)."""
+    """Return an operation of the token routes: anybody signed in, for their own tokens (an admin: anyone's).
+
+    Any token passes the scope check; the routes apply their own rules (routes/tokens.py).
+    """
     return {"operationId": op_id, "summary": summary, "tags": ["tokens"], "security": copy.deepcopy(CREDENTIALS),
-            "x-roles": ["reader", "operator", "admin"], **rest}
+            "x-roles": ["reader", "operator", "admin"], "x-token-scopes": list(SCOPES), **rest}
+
+
+def query(name, description, schema=None, *, required=False, field=None):
+    """Return a query parameter; `field`: it filters the listing by that field (x-filter: exact, AND with where)."""
+    param = {"name": name, "in": "query", "schema": schema or {"type": "string"}, "description": description}
+    if required:
+        param["required"] = True
+    if field:
+        param["x-filter"] = field
+    return param

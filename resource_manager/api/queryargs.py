@@ -3,10 +3,10 @@
 import ast
 import re
 
-from eve.io.mongo.parser import parse
 from flask import request
 
 from .errors import check_value, error_response, loads_strict
+from .eveglue import eve_endpoint, parse_python_where
 
 # The query operators a client may use. An allow-list, not Eve's deny-list: an
 # operator nobody thought of is refused rather than handed to the database.
@@ -43,7 +43,7 @@ def check_where(value):
         _check_operators(spec)
         return spec
     try:
-        spec = parse(text)
+        spec = parse_python_where(text)
     except Exception:  # Eve's parser raises many kinds on odd input; all mean "not a query"
         raise QueryError('?where is neither a JSON object nor an expression such as state=="idle"') from None
     if not isinstance(spec, dict):
@@ -112,7 +112,7 @@ def check_positive(name, value, upper):
 
 def check_args():
     """Answer 400 when an Eve endpoint gets a malformed query argument."""
-    if "|" not in (request.endpoint or ""):  # only Eve's resource and item endpoints read these
+    if eve_endpoint(request.endpoint) is None:  # only Eve's collection and item endpoints read these
         return None
     args = request.args
     if "version" in args:

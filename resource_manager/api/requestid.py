@@ -4,6 +4,12 @@ The caller's X-Request-Id is kept when it is sane: 1 to 128 characters of ``[A-Z
 (nothing that could split a log line or a header). Otherwise, or when none is sent, the
 server makes one (a uuid4 in hex). Log records get a ``request_id`` attribute ("-" outside a
 request); ``LOG_FORMAT=json`` writes one JSON object per line for log shippers.
+
+Every log record's message is made safe here, in the one place every record passes (the record
+factory, so gunicorn's access lines, werkzeug's and a test's handlers alike): control characters
+(CR and LF above all, which a path like ``/machines/x%0d%0a...`` carries) are escaped, so a client
+can never end a line and forge the next; an API token's secret and any ``access_token=`` value are
+redacted, so a token put in a URL does not land in the access log.
 """
 
 import json
@@ -21,6 +27,26 @@ LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 # The access log's atom for the answer's X-Request-Id (gunicorn_conf.py's access_log_format).
 ACCESS_ATOM = "{x-request-id}o"
+# What could end a log line or fake one, or mislead a terminal: C0 and C1 controls, DEL, and the
+# Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# An API token (rm_<id>_<secret>: the id stays, it names the token without granting anything), and the
+# value of any access_token query parameter (percent-encoded names too).
+_TOKEN_SECRET = re.compile(r"\b(rm_[0-9a-f]{16}_)[A-Za-z0-9_-]+")
+_ACCESS_TOKEN = re.compile(r"(?i)(access(?:_|%5f)token=)[^&\s\"']*")
+REDACTED = "[redacted]"
+
+
+def safe_text(text):
+    """Return `text` fit for one log line: control characters escaped, token secrets redacted."""
+    text = _ACCESS_TOKEN.sub(rf"\1{REDACTED}", _TOKEN_SECRET.sub(rf"\1{REDACTED}", text))
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match):
+    char = match.group()
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
 
 
 def request_id():
@@ -58,14 +84,33 @@ _filter = RequestIdFilter()
 _base_factory = None
 
 
+class SafeLogRecord(logging.LogRecord):
+    """A log record whose message, once its arguments are in, is safe_text()."""
+
+    def getMessage(self):
+        return safe_text(super().getMessage())
+
+
+_safe_classes = {logging.LogRecord: SafeLogRecord}
+
+
+def _safe_class(cls):
+    # A factory installed before ours may make records of its own class: give that one the same message.
+    if cls not in _safe_classes:
+        _safe_classes[cls] = type(f"Safe{cls.__name__}", (cls,), {"getMessage": SafeLogRecord.getMessage})
+    return _safe_classes[cls]
+
+
 def _factory(*args, **kwargs):
     record = _base_factory(*args, **kwargs)
+    if not isinstance(record, SafeLogRecord):
+        record.__class__ = _safe_class(type(record))
     _filter.filter(record)
     return record
 
 
 def install_record_factory():
-    """Stamp every log record with its request id, whichever logger or handler sees it (idempotent).
+    """Stamp every log record with its request id and make its message safe, whoever logs it (idempotent).
 
     A record factory rather than a Filter on some handlers: the id must be on every line,
     including those of handlers added later (gunicorn's, a test's caplog).

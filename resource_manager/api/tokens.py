@@ -2,7 +2,8 @@
 
 A request carrying `Authorization: Bearer <token>` is that token's user, with the weaker of the
 token's scope and the user's role as it is now: `read` acts as a reader, `reserve` and `write`
-as an operator, `admin` as an admin. Scope `reserve` may write through RESERVE_ROUTES only.
+as an operator, `admin` as an admin. Scope `reserve` may write only where a route's declaration
+(routemeta.py: x-token-scopes) says so: reserving, extending, releasing, allocating addresses.
 A token that does not authenticate (malformed, unknown, revoked, expired, its user removed) is
 refused with 401 on every API route, reads included; wrong secrets count against the
 bad-password throttle (ratelimit.py) like wrong passwords. The dashboard ignores tokens.
@@ -14,33 +15,19 @@ import pymongo.errors
 from flask import abort, current_app, request
 
 from ..core import tokens as records
+from ..core.tokens import SCOPES
 from . import ratelimit
 from .db import collection_name, database
 from .errors import error_response
+from .eveglue import ITEM, eve_endpoint
 from .lookup import name_filter
+from .routemeta import current_route
 
 log = logging.getLogger(__name__)
 
 CHALLENGE = 'Bearer realm="resource_manager"'
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-
-# What a token of scope `reserve` may write: reserve, extend, release machines (and the queue,
-# which lives on the same routes: POST /reservations with wait_seconds, DELETE /reservations/<id>
-# cancels), allocate addresses from a pool and release them (DELETE of an allocated address).
-# Nothing else: not the sweep, not machines, pools or plain address writes. A route added later
-# is refused to it until it is named here.
-RESERVE_ROUTES = frozenset({
-    ("POST", "reservations.create"),
-    ("POST", "reservations.extend"),
-    ("POST", "reservations.beat"),
-    ("DELETE", "reservations.release_one"),
-    ("DELETE", "reservations.release_job"),
-    ("POST", "pools.allocate"),
-    ("DELETE", "public-addresses|item_lookup"),
-    ("DELETE", "private-addresses|item_lookup"),
-})
-ADDRESS_RELEASES = ("public-addresses|item_lookup", "private-addresses|item_lookup")
-
+ADDRESSES = ("public-addresses", "private-addresses")
 
 def presented():
     """Return the text after `Bearer ` of the request's Authorization header, or None when it has none."""
@@ -55,26 +42,18 @@ def _refuse(message):
 def authenticate(text, users):
     """Return {"username", "role", "scope", "token", ...} of a valid token; abort 401 (or 429) otherwise.
 
-    The secret is checked under the throttle of bad passwords: the key is the token's id and the
-    client address, or, for a malformed or unknown token, the client address alone (spraying
-    random tokens is throttled as one). The record is looked up first, by _id: that reveals nothing.
+    The record is looked up by _id (that reveals nothing) and the secret checked (a SHA-256 compared
+    in constant time, microseconds) before the throttle is asked. Only wrong secrets count, keyed by
+    the token's id and the client address (for a malformed or unknown token the address alone, so
+    that spraying random tokens is throttled as one); past the allowance they get 429. A right secret
+    is served even while its key waits: a neighbour guessing at a token's public id from the same
+    address (a CI runner, a NAT, a proxy) locks out its own guesses, never the token. Refusing a right
+    secret protected nothing: 256 random bits are not found by guessing at any rate.
     """
     db = database()
     record = records.lookup(db, text)
-    address = request.remote_addr or ""
-    key = (f"token:{record['_id']}" if record else "token:?", address)
-    limiter = users.limiter
-    wait = limiter.begin(key) if limiter else 0
-    if wait:
-        ratelimit.refuse(wait, "token attempts")
-    ok = False
-    try:
-        ok = record is not None and records.matches(record, text)
-    finally:
-        if limiter:
-            limiter.end(key, ok)
-    if not ok:
-        _refuse("the token is malformed" if records.parse(text) is None else "the token is unknown or revoked")
+    if record is None or not records.matches(record, text):
+        _wrong(users.limiter, record, text)
     # The secret is right: from here on, messages may say why.
     account = users.get(record["user"])
     if account is None or account.get("uid") != record.get("uid"):
@@ -92,6 +71,17 @@ def authenticate(text, users):
             "token_scope": record["scope"], "user_role": role, "expires": record.get("expires")}
 
 
+def _wrong(limiter, record, text):
+    # Counted under the throttle (at most its allowance of a burst is answered 401, the rest 429), then 401.
+    if limiter:
+        key = (f"token:{record['_id']}" if record else "token:?", request.remote_addr or "")
+        wait = limiter.begin(key)
+        if wait:
+            ratelimit.refuse(wait, "token attempts")
+        limiter.end(key, False)
+    _refuse("the token is malformed" if records.parse(text) is None else "the token is unknown or revoked")
+
+
 def _forget(db, users, record, account):
     # A removed (or removed and re-created) user's tokens are dead: delete them, but only while the
     # users file reads well (a missing or broken file must not wipe everyone's tokens).
@@ -105,17 +95,22 @@ def _forget(db, users, record, account):
 
 
 def refusal(user):
-    """Return the 403 answer when a token's scope may not do this request, else None."""
+    """Return the 403 answer when a token's scope may not do this request, else None.
+
+    The scope an operation needs is its declaration's (routemeta.py, x-token-scopes): a write
+    nobody declared needs scope write, so a route added later is closed to `reserve` tokens
+    until its declaration opens it.
+    """
     if not user or not user.get("token") or request.method in SAFE_METHODS or request.routing_exception:
         return None
-    if request.blueprint == "tokens":  # the token routes apply their own rules (routes/tokens.py)
-        return None
-    scope, route = user["scope"], (request.method, request.endpoint)
+    scope = user["scope"]
     if scope in ("write", "admin"):
         return None  # operator or admin: the routes' role checks decide
-    if scope == "reserve" and route in RESERVE_ROUTES:
-        return _unallocated_address() if request.endpoint in ADDRESS_RELEASES else None
-    needs = "reserve" if route in RESERVE_ROUTES else "write"
+    route = current_route()
+    needs = route.scope if route is not None else "write"
+    if SCOPES.index(scope) >= SCOPES.index(needs):
+        eve = eve_endpoint(request.endpoint)
+        return _unallocated_address() if eve and eve.kind == ITEM and eve.resource in ADDRESSES else None
     return error_response(403, f"{describe(user)} may not {request.method} {request.path}; needs scope {needs}")
 
 
@@ -129,7 +124,7 @@ def describe(user):
 
 def _unallocated_address():
     # Releasing is deleting an allocated address: a reserve token may not delete one nobody holds.
-    resource = request.endpoint.split("|")[0]
+    resource = eve_endpoint(request.endpoint).resource
     value = (request.view_args or {}).get("_id", "")
     doc = database()[collection_name(current_app, resource)].find_one(name_filter(resource, value), {"owner": 1})
     if doc is not None and not doc.get("owner"):

@@ -4,13 +4,15 @@ One background thread per app (`Upkeep`), started when the server starts serving
 `post_worker_init`, server.py, the tests' LiveServer) or, failing that, with the first request.
 It never idles out, so on a quiet server a lease, a heartbeat window or a wait still ends on time;
 it stops when the app's database client is closed or `stop()` is called. Each tick (every
-QUEUE_TICK_SECONDS while anyone waits, else every IDLE_TICK):
+QUEUE_TICK_SECONDS, 1 s):
 
 1. reservations whose lease or heartbeat window ran out are ended, `expired` (ending.expire_due;
    the history says which ran out): a killed CI job's machines come back within its heartbeat
    period plus a tick;
-2. a granting pass if anyone waits (queue.serve): waits that ran out time out, and what step 1
-   freed goes to the line before anyone else can take it.
+2. if anyone waits, a granting pass (queue.serve) when step 1 freed machines (they go to the line
+   before anyone else can take them), when a wait has run out, or QUEUE_PASS_SECONDS (5 s) after
+   the last one (aging may have reordered the line). A pass reads every machine the line matches,
+   so it is not run on every tick; machines freed or added by a request get a pass at once (`kick`).
 
 Every process does this side by side: each step is a conditional write, so a reservation ends
 once, and granting passes take turns through their database mutex. `kick()` runs a pass at once,
@@ -29,7 +31,8 @@ from .db import core
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TICK = 0.25
+DEFAULT_TICK = 1.0
+DEFAULT_PASS = 5.0
 IDLE_TICK = 1.0
 KICK_WAIT = 2.0  # s a kick waits for another granter to finish, so that its pass sees what we freed
 
@@ -40,6 +43,8 @@ class Upkeep:
     def __init__(self, app):
         self.app = app
         self.tick = float(app.config.get("QUEUE_TICK_SECONDS", DEFAULT_TICK))
+        self.every = float(app.config.get("QUEUE_PASS_SECONDS", DEFAULT_PASS))
+        self.next_pass = 0.0
         self.thread = None
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -70,23 +75,25 @@ class Upkeep:
             log.warning("queue: granting pass failed: %s", e)
 
     def run_once(self, here):
-        """One tick: end what ran out, then serve the line; return whether anyone waits."""
-        ending.expire_due(here)
-        busy = queue.anyone_waiting(here)
-        if busy:
+        """One tick: end what ran out, then serve the line when it is due; return whether anyone waits."""
+        expired, _freed = ending.expire_due(here)
+        due = queue.next_deadline(here)  # None: nobody waits
+        clock = here.clock
+        if due is not None and (expired or due <= here.now() or clock.monotonic() >= self.next_pass):
+            self.next_pass = clock.monotonic() + self.every
             observe_grants(queue.serve(here), self.app)
         self.ticks += 1
-        return busy
+        return due is not None
 
     def _run(self):
         try:
-            here, busy = None, False
-            while not self.stopping.wait(self.tick if busy else IDLE_TICK):
+            here = None
+            while not self.stopping.wait(self.tick):
                 try:
                     if here is None:  # here, not before the loop: the database may be down at first
                         with self.app.app_context():
                             here = core(self.app)
-                    busy = self.run_once(here)
+                    self.run_once(here)
                 except pymongo.errors.InvalidOperation:
                     return  # the app's client was closed: the app is gone
                 except pymongo.errors.PyMongoError as e:

@@ -1,11 +1,12 @@
 """Schema rules Eve's validator lacks: IP addresses in canonical form, storable key names."""
 
 import pymongo.errors
-from eve.io.mongo import Validator as EveValidator
 from flask import current_app, g, has_request_context, request
 
 from ..core.constraints import storable_keys
 from ..schema import canonical_hostname, canonical_ip, parse_ip
+from .errors import database_unavailable
+from .eveglue import EveValidator
 
 
 def _bulk_values(field):
@@ -70,9 +71,10 @@ class Validator(EveValidator):
         """{'type': 'boolean'}"""
         try:
             self._check_unique(unique, field, value)
-        except pymongo.errors.ConnectionFailure as e:
+        except pymongo.errors.PyMongoError as e:
             # Eve reports any exception in validation as a 422; the request must answer 503.
-            g.rm_database_error = e
+            if database_unavailable(e):
+                g.rm_database_error = e
             raise
 
     def _normalize_coerce_canonical_ip(self, value):

@@ -1,26 +1,26 @@
 """The allocation commands of the CLI: reserve, release, reservations, allocate-address, pools, history."""
 
-import re
+import json
 import time
 
+from ..clientlib import durations
+from ..schema import natural_key
+from .command import Command, idempotency_option, output_option
 from .commands import output_format, parse_json_object
 from .output import write_item, write_items
 from .status import UsageError
 
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_duration(text, option="--lease"):
     """Return seconds from "90", "90s", "30m", "2h", "1d" (or "1h30m"). Raises UsageError naming `option`."""
-    text = re.sub(r"\s", "", text.lower())
-    if not re.fullmatch(r"(\d+[smhd]?)+", text):
-        raise UsageError(f"{option}: expected a duration like 90s, 30m, 2h or 1d, got {text!r}")
-    parts = re.findall(r"(\d+)([smhd]?)", text)
-    return sum(int(n) * _UNITS[u] for n, u in parts)
+    try:
+        return durations.seconds(text)
+    except ValueError as e:
+        raise UsageError(f"{option}: {e}") from None
 
 
 def _write_names(names, env):
-    for name in names:
+    for name in sorted(names, key=natural_key):  # n2 before n10
         env.stdout.write(f"{name}\n")
 
 
@@ -30,18 +30,21 @@ def cmd_reserve(client, args, env):
     where = parse_json_object(args.where, "--where") if args.where else None
     lease = parse_duration(args.lease) if args.lease else None
     wait = parse_duration(args.wait, "--wait") if args.wait else None
+    heartbeat = parse_duration(args.heartbeat, "--heartbeat") if args.heartbeat else None
     progress = _show_place(env) if wait and env.stderr_isatty else None
     if args.priority is not None and not 0 <= args.priority <= 100:
         raise UsageError("--priority must be from 0 to 100")
     result = client.reserve(args.count, where=where, owner=args.owner, job_id=args.job_id,
                             lease_seconds=lease, reason=args.reason, dry_run=args.dry_run,
                             idempotency_key=args.idempotency_key, wait=wait, on_progress=progress,
-                            priority=args.priority)
+                            priority=args.priority, heartbeat_seconds=heartbeat)
     if progress is not None and progress.since is not None:
         env.error(f"granted after {time.monotonic() - progress.since:.0f} s in line")
     fmt = output_format(args, env)
     if fmt == "plain":
         _write_names(result.get("would_reserve" if args.dry_run else "hostnames", []), env)
+    elif fmt == "id":
+        _write_names([result["_id"]] if result.get("_id") else [], env)
     else:
         write_item(result, env.stdout, fmt)
 
@@ -158,11 +161,130 @@ def cmd_pools(client, args, env):
 
 def cmd_history(client, args, env):
     items = client.history(args.name)
-    write_items(items, env.stdout, output_format(args, env), ["at", "user", "action", "changes", "reason", "job_id"])
+    fmt = output_format(args, env)
+    if fmt == "table":
+        # As the dashboard shows them: one line per field, "state: idle → needs_repair".
+        arrow, none = ("→", "—") if _can_write(env.stdout, "→—") else ("->", "-")
+        items = [dict(item, changes="\n".join(
+            f"{field}: {_shown(change.get('before'), none)} {arrow} {_shown(change.get('after'), none)}"
+            for field, change in (item.get("changes") or {}).items()
+            if isinstance(change, dict) and not field.startswith("_"))) for item in items]
+    write_items(items, env.stdout, fmt, ["at", "user", "action", "changes", "reason", "job_id"])
 
 
-HANDLERS = {
-    "reserve": cmd_reserve, "release": cmd_release, "extend": cmd_extend, "reservations": cmd_reservations,
-    "why": cmd_why,
-    "allocate-address": cmd_allocate_address, "pools": cmd_pools, "history": cmd_history,
-}
+def _shown(value, none):
+    if value is None:
+        return none
+    if isinstance(value, (dict, list, bool)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _can_write(stream, text):
+    try:
+        text.encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _reserve_arguments(p):
+    p.add_argument("--count", type=int, required=True, help="how many machines")
+    p.add_argument("--where", help="which machines qualify, as JSON")
+    p.add_argument("--lease", help="lease length: 90s, 30m, 2h, 1d or seconds")
+    p.add_argument("--job-id", help="the job the machines are for")
+    p.add_argument("--owner", help="owner to record (default: your user name)")
+    p.add_argument("--reason", help="free text kept in the history")
+    p.add_argument("--wait", metavar="DURATION",
+                   help="when not enough machines are free, wait in line this long (90s, 30m, 2h) "
+                        "instead of failing; exit 7 if it runs out")
+    p.add_argument("--priority", type=int, metavar="0-100",
+                   help="place in the line: higher first (default 50; an operator may ask up to 50, an admin any)")
+    p.add_argument("--heartbeat", metavar="DURATION",
+                   help="once granted, the reservation ends by itself when no heartbeat (rmctl run --reservation, "
+                        "the library's heartbeat()) comes for this long (5s to 1d)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be reserved, or when with --wait")
+    idempotency_option(p, "reserve")
+    output_option(p, extra=("plain", "id"))
+
+
+def _release_arguments(p):
+    p.add_argument("reservation", nargs="?", help="reservation id")
+    p.add_argument("--job-id", help="release every reservation of this job")
+    output_option(p, extra=("plain",))
+
+
+def _extend_arguments(p):
+    p.add_argument("reservation", help="reservation id")
+    p.add_argument("--lease", required=True, help="new lease from now: 90s, 30m, 2h, 1d or seconds")
+    output_option(p)
+
+
+def _why_arguments(p):
+    p.add_argument("reservation", help="reservation id")
+    output_option(p)
+
+
+def _reservations_arguments(p):
+    p.add_argument("--job-id")
+    p.add_argument("--owner")
+    p.add_argument("--state", choices=("queued", "active", "released", "expired", "cancelled", "timed_out"),
+                   help="queued: the queue, in arrival order")
+    output_option(p)
+
+
+def _allocate_address_arguments(p):
+    p.add_argument("pool", help="address pool name")
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--owner", help="owner to record (default: your user name)")
+    idempotency_option(p, "allocation")
+    output_option(p, extra=("plain",))
+
+
+def _history_arguments(p):
+    p.add_argument("name", help="hostname or address")
+    output_option(p)
+
+
+COMMANDS = (
+    Command("reserve", "reserve idle machines (exclusive, with a lease)", """\
+With --wait, a request that cannot be met now waits in line (by priority, then first come, first served;
+see `why`) and blocks until granted, showing its place on stderr on a terminal;
+exit code 7 when the wait runs out (nothing reserved); Ctrl-C cancels the queued request (exit 130).
+
+examples:
+  {prog} reserve --count 2 --lease 2h --job-id build-42
+  hosts=$({prog} reserve --count 2 --wait 30m --lease 2h --job-id build-42 --format plain)
+  hosts=$({prog} reserve --count 4 --where '{{"tags.cpucores": {{"$gte": 8}}}}' --format plain)
+  {prog} reserve --count 2 --job-id "$BUILD_TAG" --idempotency-key "$BUILD_TAG-hosts"
+  {prog} reserve --count 10 --dry-run
+  RES=$({prog} reserve --count 2 --heartbeat 15m --lease 2h --format id)   # for: {prog} run --reservation ID""",
+            _reserve_arguments, cmd_reserve),
+    Command("release", "release a reservation, or every reservation of a job", """examples:
+  {prog} release 6650c0ffee0000000000abcd
+  {prog} release --job-id build-42""", _release_arguments, cmd_release),
+    Command("extend", "extend the lease of a reservation", """examples:
+  {prog} extend 6650c0ffee0000000000abcd --lease 4h""", _extend_arguments, cmd_extend),
+    Command("why", "say why a reservation waits and when it will run (or how it ended)", """A queued reservation: its
+place in line, its priority, when it will start (the latest lease end it waits for, unless those leases
+are extended), the reservations holding what it waits for and the requests ahead of it. Any other: its state,
+lease and how it ended.
+
+examples:
+  {prog} why 6650c0ffee0000000000abcd
+  {prog} why "$RM_RESERVATION_ID" --format json""", _why_arguments, cmd_why),
+    Command("reservations", "list reservations", """examples:
+  {prog} reservations --state active
+  {prog} reservations --state queued        # the queue: place, who, how many, constraints, since when
+  {prog} reservations --job-id build-42 --format json""", _reservations_arguments, cmd_reservations),
+    Command("allocate-address", "allocate free addresses from a pool", """examples:
+  {prog} allocate-address lab-public
+  {prog} allocate-address lab-private --count 4 --format plain""", _allocate_address_arguments,
+            cmd_allocate_address),
+    Command("pools", "list address pools and their utilisation", """examples:
+  {prog} pools
+  {prog} pools --format json""", output_option, cmd_pools),
+    Command("history", "show the change history of an item, newest first", """examples:
+  {prog} history a-15-r
+  {prog} history 203.0.113.7 -r public-addresses""", _history_arguments, cmd_history),
+)

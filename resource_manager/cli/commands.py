@@ -1,54 +1,15 @@
-"""The item commands of the CLI: list, get, create, update, delete; dispatch to the others."""
+"""The item commands of the CLI: list, get, create, update, delete; the helpers every command uses."""
 
 import json
+import re
 
-from ..schema import META_FIELDS
-from .output import write_item, write_items
+from ..schema import META_FIELDS, sort_key
+from .command import Command, output_option
+from .output import field_value, write_item, write_items
 from .status import UsageError
 
-
-def run(args, env):
-    """Run the parsed command; return its exit code."""
-    client = make_client(args, env)
-    try:
-        handler = HANDLERS.get(args.command)
-        if handler is None:
-            from . import alloc as cli_alloc
-            from . import tokens as cli_tokens
-            from . import transfer as cli_import
-
-            handler = {**cli_import.HANDLERS, **cli_alloc.HANDLERS, **cli_tokens.HANDLERS}[args.command]
-        return handler(client, args, env)
-    finally:
-        client.close()
-
-
-def make_client(args, env):
-    """Return the client for the command line's resource type, endpoint and credentials."""
-    from ..clientlib import config as client_config
-    from ..clientlib.client import ResourceManagerClient
-
-    try:
-        client = ResourceManagerClient(args.resource, args.endpoint, args.username, args.password,
-                                       token=args.token, timeout=args.timeout, environ=env.environ,
-                                       config_file=client_config.config_path(env.environ, env.config_dir),
-                                       max_retries=args.max_retries, retry_time=args.retry_time,
-                                       retry_backoff=args.retry_backoff, on_retry=lambda e: note_retry(e, env))
-    except ValueError as e:  # a bad config file or RM_TIMEOUT
-        raise UsageError(str(e)) from e
-    env.username = client.username
-    env.token = client.auth if client.token else None  # its repr names the id, never the secret
-    return client
-
-
-def note_retry(event, env):
-    """Say on stderr that a request is retried, why and after how long (a CI log shows the blip)."""
-    from urllib.parse import unquote, urlsplit
-
-    from ..clientlib.retry import describe_failure
-
-    env.error(f"{event.method} {unquote(urlsplit(event.url).path)}: {describe_failure(event)}; "
-              f"retry {event.attempt} of {event.max_retries} in {event.wait:.1f} s")
+ASSIGNMENTS_HELP = ("field=value pairs; field:=JSON for numbers, booleans, null, lists; "
+                    "tags.memory:=16 sets one tag")
 
 
 def output_format(args, env):
@@ -106,7 +67,12 @@ def cmd_list(client, args, env):
         unowned = [{"owner": {"$exists": False}}, {"owner": None}, {"owner": ""}]
         where = {"$and": [where, {"$or": unowned}]} if "$or" in where else {**where, "$or": unowned}
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
-    items = client.iter(where or None, args.sort, fields, limit=args.limit)
+    if args.sort and SIMPLE_SORT.fullmatch(args.sort):
+        # The server sorts text code point by code point (n10 before n2): every match is read and sorted
+        # here in natural order, then cut to --limit.
+        items = natural_order(list(client.iter(where or None, args.sort, fields)), args.sort)[:args.limit]
+    else:
+        items = client.iter(where or None, args.sort, fields, limit=args.limit)
     fmt = output_format(args, env)
     columns = fields or client.schema_fields
     if fmt == "csv":
@@ -114,6 +80,17 @@ def cmd_list(client, args, env):
         items = [{k: v for k, v in item.items() if k not in META_FIELDS and (not wanted or k in wanted)}
                  for item in items]
     write_items(items, env.stdout, fmt, columns)
+
+
+SIMPLE_SORT = re.compile(r"\s*-?[\w.]+\s*(,\s*-?[\w.]+\s*)*")
+
+
+def natural_order(items, sort):
+    """Return `items` sorted as `--sort` says ("state,-hostname"), text in natural order: n2 before n10."""
+    for field in reversed([f.strip() for f in sort.split(",")]):
+        name = field.lstrip("-")
+        items.sort(key=lambda item: sort_key(field_value(item, name)), reverse=field.startswith("-"))
+    return items
 
 
 def cmd_get(client, args, env):
@@ -153,4 +130,65 @@ def cmd_delete(client, args, env):
     env.note(f"deleted {client.resource_type}/{name}")
 
 
-HANDLERS = {"list": cmd_list, "get": cmd_get, "create": cmd_create, "update": cmd_update, "delete": cmd_delete}
+def _list_arguments(p):
+    p.add_argument("--where", help="Eve/MongoDB filter as JSON")
+    p.add_argument("--sort", help="field to sort by; -field for descending; a,b for several")
+    p.add_argument("--fields", help="comma-separated fields to show")
+    p.add_argument("--state", help="machines in this state (shortcut for --where)")
+    p.add_argument("--owner", help="items of this owner ('' for none)")
+    p.add_argument("--limit", type=int, help="at most this many items")
+    output_option(p)
+
+
+def _get_arguments(p):
+    p.add_argument("name", help="hostname, address or _id")
+    output_option(p)
+
+
+def _json_and_reason(p, name):
+    p.add_argument("--json", dest="json_doc", metavar="JSON",
+                   help="the document as a JSON object" + (" naming the item" if name != "create" else ""))
+    p.add_argument("--reason", help="why: kept in the item's history")
+
+
+def _create_arguments(p):
+    _json_and_reason(p, "create")
+    p.add_argument("assignments", nargs="*", metavar="FIELD=VALUE", help=ASSIGNMENTS_HELP)
+    output_option(p)
+
+
+def _update_arguments(p):
+    _json_and_reason(p, "update")
+    p.add_argument("words", nargs="*", metavar="NAME FIELD=VALUE", help="the item, then " + ASSIGNMENTS_HELP)
+    p.add_argument("--retries", type=int, default=0,
+                   help="re-read and retry this many times if the item changes meanwhile")
+    output_option(p)
+
+
+def _delete_arguments(p):
+    _json_and_reason(p, "delete")
+    p.add_argument("name", nargs="?", help="hostname, address or _id")
+
+
+COMMANDS = (
+    Command("list", "list items (table on a terminal, JSON when piped)", """examples:
+  {prog} list
+  {prog} list --state idle --owner ''
+  {prog} list --where '{{"tags.memory": {{"$gte": 17179869184}}}}' --sort -hostname
+  {prog} list --fields hostname,state --format csv
+  {prog} list -r private-addresses -e http://127.0.0.1:5000""", _list_arguments, cmd_list),
+    Command("get", "show one item by name (hostname or address)", """examples:
+  {prog} get a-15-r
+  {prog} get 10.0.0.7 -r private-addresses --format json""", _get_arguments, cmd_get),
+    Command("create", "create an item from --json or field=value pairs", """examples:
+  {prog} create --json '{{"hostname":"my-machine", "owner": "tony", "state": "idle"}}'
+  {prog} create hostname=my-machine state=idle tags.cpucores:=8
+  {prog} create -r public-addresses address=203.0.113.7""", _create_arguments, cmd_create),
+    Command("update", "change fields of an item (PATCH with If-Match)", """examples:
+  {prog} update --json '{{"hostname":"my-machine", "owner": ""}}'
+  {prog} update my-machine owner=ci state=in_use
+  {prog} update my-machine job_id:=null --retries 3""", _update_arguments, cmd_update),
+    Command("delete", "delete an item", """examples:
+  {prog} delete my-machine
+  {prog} delete --json '{{"hostname":"my-machine"}}'""", _delete_arguments, cmd_delete),
+)

@@ -10,7 +10,11 @@ __all__ = ["Environment", "ExitStatus", "UsageError", "main"]
 
 
 class Environment:
-    """What the CLI touches of the outside world, injectable so tests can call main(argv, env)."""
+    """What the CLI touches of the outside world, injectable so tests can call main(argv, env).
+
+    Read-only to the commands: what one command learns (its client, its credentials) is passed
+    along, never stored here.
+    """
 
     def __init__(self, stdin=None, stdout=None, stderr=None, environ=None, config_dir=None,
                  stdout_isatty=None, stderr_isatty=None, prog=None):
@@ -57,8 +61,10 @@ def main(argv=None, env=None):
     except SystemExit as e:  # --help, --version, or a usage error argparse already printed
         return e.code if isinstance(e.code, int) else ExitStatus.USAGE
     debug = getattr(args, "debug", False) or "--debug" in argv
+    client = None
     try:
-        return _run(args, env) or ExitStatus.OK
+        client = make_client(args, env)
+        return args.run(client, args, env) or ExitStatus.OK
     except KeyboardInterrupt as e:
         env.error(_interrupted(e))
         return ExitStatus.INTERRUPTED
@@ -67,19 +73,24 @@ def main(argv=None, env=None):
         _silence_stdout(env)
         return ExitStatus.OK
     except Exception as e:  # the funnel: every failure becomes one line and an exit code
-        code, message = _describe(e, env)
+        code, message = _describe(e, client)
         if debug:
             import traceback
 
             traceback.print_exc(file=env.stderr)
         env.error(message)
         return code
+    finally:
+        if client is not None:
+            client.close()
 
 
 def _join_sort(argv):
     # `--sort -hostname` reads naturally; argparse would take -hostname for an option.
     joined = []
-    for arg in argv:
+    for i, arg in enumerate(argv):
+        if arg == "--":  # what follows is another program's (rmctl run -- COMMAND ...)
+            return joined + argv[i:]
         if joined and joined[-1] == "--sort" and arg.startswith("-") and arg[1:2].isalpha():
             joined[-1] = f"--sort={arg}"
         else:
@@ -87,10 +98,29 @@ def _join_sort(argv):
     return joined
 
 
-def _run(args, env):
-    from . import commands as cli_commands
+def make_client(args, env):
+    """Return the client for the command line's resource type, endpoint and credentials."""
+    from ..clientlib import config as client_config
+    from ..clientlib.client import ResourceManagerClient
 
-    return cli_commands.run(args, env)
+    try:
+        return ResourceManagerClient(args.resource, args.endpoint, args.username, args.password,
+                                     token=args.token, timeout=args.timeout, environ=env.environ,
+                                     config_file=client_config.config_path(env.environ, env.config_dir),
+                                     max_retries=args.max_retries, retry_time=args.retry_time,
+                                     retry_backoff=args.retry_backoff, on_retry=lambda e: note_retry(e, env))
+    except ValueError as e:  # a bad config file or RM_TIMEOUT
+        raise UsageError(str(e)) from e
+
+
+def note_retry(event, env):
+    """Say on stderr that a request is retried, why and after how long (a CI log shows the blip)."""
+    from urllib.parse import unquote, urlsplit
+
+    from ..clientlib.retry import describe_failure
+
+    env.error(f"{event.method} {unquote(urlsplit(event.url).path)}: {describe_failure(event)}; "
+              f"retry {event.attempt} of {event.max_retries} in {event.wait:.1f} s")
 
 
 def _interrupted(interrupt):
@@ -103,13 +133,13 @@ def _interrupted(interrupt):
             "its wait runs out by itself")
 
 
-def _describe(error, env):
+def _describe(error, client):
     from ..clientlib.errors import APIError, ReservationNotGranted, ResourceManagerError, TransportError
 
     if isinstance(error, UsageError):
         return ExitStatus.USAGE, str(error)
     if isinstance(error, APIError):
-        return (ExitStatus.API_5XX if error.status >= 500 else ExitStatus.API_4XX), _api_message(error, env)
+        return (ExitStatus.API_5XX if error.status >= 500 else ExitStatus.API_4XX), _api_message(error, client)
     if isinstance(error, TransportError):
         return ExitStatus.UNREACHABLE, error.message
     if isinstance(error, ReservationNotGranted):
@@ -120,7 +150,8 @@ def _describe(error, env):
                                    "(run again with --debug for details)")
 
 
-def _api_message(error, env):
+def _api_message(error, client):
+    """Return the line saying what the API refused, with a hint naming the credentials `client` sent."""
     from urllib.parse import unquote, urlsplit
 
     what = ""
@@ -136,7 +167,7 @@ def _api_message(error, env):
         text = f"{what}{error.status} invalid: {format_issues(error.issues)}"
     else:
         text = f"{what}{error.status} {message}"
-    token = getattr(env, "token", None)
+    token = client is not None and client.token
     if error.status == 401 and token:
         text += " - check the token: --token, RM_TOKEN or the config file (revoked or expired? rmctl token list)"
     elif error.status == 401:
@@ -145,7 +176,7 @@ def _api_message(error, env):
     elif error.status == 403 and token:
         text += " - the token's scope, or its user's role, does not allow this"
     elif error.status == 403:
-        text += (f" - user '{getattr(env, 'username', None) or 'this user'}' lacks the role for this: "
+        text += (f" - user '{(client and client.username) or 'this user'}' lacks the role for this: "
                  "writes need an operator or admin account")
     elif error.status == 412:
         text += " - the item changed since it was read; try again (update --retries N re-reads for you)"

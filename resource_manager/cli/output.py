@@ -5,6 +5,7 @@ import json
 
 from ..clientlib.original import cell
 from ..schema import META_FIELDS
+from . import csvcells
 
 
 def clean(doc, keep_meta=True):
@@ -14,24 +15,15 @@ def clean(doc, keep_meta=True):
 
 
 def flatten(doc):
-    """Return a document with nested dicts as dotted keys (tags.memory), lists and the rest as JSON text."""
+    """Return a document as CSV cells (csvcells.py): nested dicts as dotted keys (tags.memory)."""
     flat = {}
     for key, value in doc.items():
         if isinstance(value, dict):
             for sub, subvalue in value.items():
-                flat[f"{key}.{sub}"] = csv_value(subvalue)
+                flat[f"{key}.{sub}"] = csvcells.write(f"{key}.{sub}", subvalue)
         else:
-            flat[key] = csv_value(value)
+            flat[key] = csvcells.write(key, value)
     return flat
-
-
-def csv_value(value):
-    """Return a value as CSV text (strings as they are, the rest as JSON)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
 
 
 def csv_columns(rows, preferred):
@@ -53,9 +45,11 @@ def write_csv(docs, stream, preferred):
     """Write documents as CSV with a header row."""
     rows = [flatten(d) for d in docs]
     columns = csv_columns(rows, preferred)
-    writer = csv.DictWriter(stream, columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    plain = csv.writer(stream, lineterminator="\n")
+    # The csv module quotes a cell with a CR only when CR ends lines; such a row gets every cell quoted.
+    quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for cells in [columns] + [[row.get(column, "") for column in columns] for row in rows]:
+        (quoted if any("\r" in cell for cell in cells) else plain).writerow(cells)
 
 
 def write_json(data, stream):
@@ -71,7 +65,7 @@ def write_table(docs, stream, columns):
     table = PrettyTable(columns)
     table.align = "l"
     for doc in docs:
-        table.add_row([cell(_get(doc, c)) for c in columns])
+        table.add_row([cell(field_value(doc, c)) for c in columns])
     stream.write(table.get_string() + "\n")
 
 
@@ -103,7 +97,8 @@ def write_items(docs, stream, fmt, columns):
         write_json(docs, stream)
 
 
-def _get(doc, column):
+def field_value(doc, column):
+    """Return the value of a (dotted: tags.memory) column of a document, or None."""
     value = doc
     for part in column.split("."):
         if not isinstance(value, dict):

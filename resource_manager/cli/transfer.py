@@ -4,16 +4,16 @@ import csv
 import io
 import json
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ..clientlib.errors import APIError, PreconditionFailed, format_issues
 from ..schema import canonical_ip
+from . import csvcells
+from .command import Command
 from .output import clean, write_csv, write_json
 from .status import ExitStatus, UsageError
 
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
-_JSONISH = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null|\[.*\]|\{.*\}", re.S)
 UPDATE_WORKERS = 8
 
 
@@ -36,8 +36,9 @@ def read_rows(text, fmt):
                 if key is None:
                     yield reader.line_num, "more cells than columns"
                     break
-                if value not in (None, ""):
-                    doc[key.strip()] = _csv_value(key, value)
+                value = csvcells.read(key.strip(), value)
+                if value is not csvcells.ABSENT:
+                    doc[key.strip()] = value
             else:
                 yield reader.line_num, _nest(doc)
     elif fmt == "jsonl":
@@ -63,16 +64,6 @@ def _parse_object(line):
     except ValueError as e:
         return f"not valid JSON: {e}"
     return _nest(value) if isinstance(value, dict) else "not a JSON object"
-
-
-def _csv_value(key, value):
-    # Top-level fields are strings; tag cells may hold numbers, booleans or JSON.
-    if "." in key and _JSONISH.fullmatch(value.strip()):
-        try:
-            return json.loads(value)
-        except ValueError:
-            pass
-    return value
 
 
 def _nest(doc):
@@ -250,4 +241,31 @@ def _write(docs, stream, fmt, fields):
         write_json(docs, stream)
 
 
-HANDLERS = {"import": cmd_import, "export": cmd_export}
+def _import_arguments(p):
+    p.add_argument("file", help="CSV, JSON lines or a JSON array; - for standard input")
+    p.add_argument("--format", dest="file_format", choices=("csv", "jsonl", "json"),
+                   help="file format (default: from the extension, else guessed from the content)")
+    p.add_argument("--chunk-size", type=int, default=1000, help="documents per bulk request (default 1000)")
+
+
+def _export_arguments(p):
+    p.add_argument("file", nargs="?", default="-", help="output file (default: standard output)")
+    p.add_argument("--format", dest="file_format", choices=("csv", "jsonl", "json"),
+                   help="file format (default: from the extension, else json)")
+    p.add_argument("--where", help="Eve/MongoDB filter as JSON")
+
+
+COMMANDS = (
+    Command("import", "create or update items from a CSV or JSON-lines file",
+            """Rows are matched by name (hostname/address): new ones are created in bulk,
+existing ones updated when they differ. Empty CSV cells are left out; tags.<key> columns fill tags.
+Prints a summary; each failed row is reported on stderr; exit code 4 when any row failed.
+
+examples:
+  {prog} import machines.csv
+  {prog} import addresses.jsonl -r public-addresses
+  {prog} export backup.csv && {prog} import backup.csv""", _import_arguments, cmd_import),
+    Command("export", "write every item (or those matching --where) to CSV, JSON or JSON lines", """examples:
+  {prog} export machines.csv
+  {prog} export --format jsonl --where '{{"state": "idle"}}' > idle.jsonl""", _export_arguments, cmd_export),
+)

@@ -1,7 +1,11 @@
 """Client settings: argument > RM_* environment > config file > defaults."""
 
+from __future__ import annotations
+
 import configparser
 import os
+from collections.abc import Mapping
+from typing import Any
 
 DEFAULTS = {
     "endpoint": "http://127.0.0.1:5000",
@@ -29,7 +33,7 @@ ENV_NAMES = {
 }
 
 # Numeric settings: (type, what the error message says a value must be).
-NUMBERS = {
+NUMBERS: dict[str, tuple[type[int] | type[float], str]] = {
     "timeout": (float, "a number of seconds"),
     "max_retries": (int, "a whole number of retries (0: never retry)"),
     "retry_time": (float, "a number of seconds"),
@@ -39,14 +43,14 @@ NUMBERS = {
 SECTION = "client"
 
 
-def config_dir(environ=None):
+def config_dir(environ: Mapping[str, str] | None = None) -> str:
     """Return the directory of the client config file ($XDG_CONFIG_HOME/resource-manager)."""
     environ = os.environ if environ is None else environ
     base = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return os.path.join(base, "resource-manager")
 
 
-def config_path(environ=None, directory=None):
+def config_path(environ: Mapping[str, str] | None = None, directory: str | None = None) -> str:
     """Return the config file in use: $RM_CONFIG, else client.ini in the config directory."""
     environ = os.environ if environ is None else environ
     if environ.get("RM_CONFIG"):
@@ -54,7 +58,7 @@ def config_path(environ=None, directory=None):
     return os.path.join(directory or config_dir(environ), "client.ini")
 
 
-def read_file(path):
+def read_file(path: str) -> dict[str, str]:
     """Return the [client] settings of an INI file ({} when it does not exist).
 
     Raises ValueError when the file cannot be parsed.
@@ -72,19 +76,20 @@ def read_file(path):
     return {k: v for k, v in parser.items(SECTION) if k in DEFAULTS}
 
 
-def resolve(arguments=None, environ=None, path=None, directory=None):
+def resolve(arguments: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+            path: str | None = None, directory: str | None = None) -> dict[str, Any]:
     """Return endpoint, username, password, token, timeout and the retry settings, each from its first layer.
 
     Raises ValueError naming the setting when a number is not one, or is negative.
     """
     environ = os.environ if environ is None else environ
-    layers = [
+    layers: list[Mapping[str, Any]] = [
         {k: v for k, v in (arguments or {}).items() if v is not None},
         {k: environ[name] for k, name in ENV_NAMES.items() if environ.get(name)},
         read_file(path or config_path(environ, directory)),
         DEFAULTS,
     ]
-    settings = {}
+    settings: dict[str, Any] = {}
     for key in DEFAULTS:
         settings[key] = next(layer[key] for layer in layers if key in layer)
     settings["endpoint"] = str(settings["endpoint"]).rstrip("/")

@@ -1,4 +1,24 @@
-"""Client exceptions: one base carrying .response, a subclass per kind of failure."""
+"""Client exceptions: one base carrying .response, a subclass per kind of failure.
+
+    ResourceManagerError (alias RequestFailureException)
+    +-- APIError                 the server answered 4xx/5xx: .status, .message, .issues
+    |   +-- Unauthorized         401: no, wrong or dead credentials (a revoked or expired token)
+    |   +-- Forbidden            403: the role, or the token's scope, may not do this
+    |   +-- NotFound             404
+    |   +-- Conflict             409
+    |   +-- PreconditionFailed   412
+    |   +-- ValidationError      422: .issues per field
+    +-- TransportError           could not connect, or no answer in time
+    +-- ReservationNotGranted    reserve(wait=...): WaitTimedOut, ReservationCancelled
+    ReservationInterrupted       a KeyboardInterrupt (Ctrl-C while waiting in line)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # requests is not imported for the errors alone (rmctl --version stays light)
+    import requests
 
 
 class ResourceManagerError(Exception):
@@ -8,12 +28,12 @@ class ResourceManagerError(Exception):
     RequestFailureException had it, so old scripts that print it keep working.
     """
 
-    def __init__(self, message="", response=None):
+    def __init__(self, message: str = "", response: requests.Response | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.response = response
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.response is not None:
             return f"{self.response.status_code}:{self.response.text}"
         return self.message
@@ -26,19 +46,28 @@ RequestFailureException = ResourceManagerError
 class APIError(ResourceManagerError):
     """The server answered with an error status (4xx/5xx)."""
 
-    def __init__(self, status, message, issues=None, response=None, method=None, url=None):
+    def __init__(self, status: int, message: str, issues: Any = None, response: requests.Response | None = None,
+                 method: str | None = None, url: str | None = None) -> None:
         super().__init__(message, response)
         self.status = status
-        self.issues = issues or {}
+        self.issues: Any = issues or {}
         self.method = method
         self.url = url
 
-    def describe(self):
+    def describe(self) -> str:
         """Return the error as one line: status, reason and the field issues."""
         text = f"{self.status} {self.message}"
         if self.issues:
             text += ": " + format_issues(self.issues)
         return text
+
+
+class Unauthorized(APIError):
+    """401: no credentials, wrong ones, or a token that is malformed, unknown, revoked or expired."""
+
+
+class Forbidden(APIError):
+    """403: the account's role, or the token's scope, may not do this."""
 
 
 class NotFound(APIError):
@@ -60,18 +89,19 @@ class PreconditionFailed(APIError):
 class TransportError(ResourceManagerError):
     """The server could not be reached, or did not answer in time."""
 
-    def __init__(self, message, endpoint=None, cause=None):
+    def __init__(self, message: str, endpoint: str | None = None, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.endpoint = endpoint
         self.cause = cause
 
 
-_BY_STATUS = {404: NotFound, 409: Conflict, 412: PreconditionFailed, 422: ValidationError}
+_BY_STATUS: dict[int, type[APIError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+                                         412: PreconditionFailed, 422: ValidationError}
 
 
-def format_issues(issues, prefix=""):
+def format_issues(issues: Any, prefix: str = "") -> str:
     """Return Eve's `_issues` (nested dicts/lists of messages) as "field: why; field: why"."""
-    parts = []
+    parts: list[str] = []
     if isinstance(issues, dict):
         for field, value in issues.items():
             parts.append(format_issues(value, f"{prefix}{field}") if isinstance(value, dict)
@@ -83,7 +113,7 @@ def format_issues(issues, prefix=""):
     return "; ".join(p for p in parts if p)
 
 
-def _flat(value):
+def _flat(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(_flat(v) for v in value)
     if isinstance(value, dict):
@@ -91,9 +121,10 @@ def _flat(value):
     return str(value)
 
 
-def error_from_response(response):
+def error_from_response(response: requests.Response) -> APIError:
     """Return the APIError subclass matching an error response, message and issues parsed from its body."""
-    message, issues = response.reason or "error", None
+    message: str = response.reason or "error"
+    issues: Any = None
     try:
         body = response.json()
     except ValueError:
@@ -120,7 +151,7 @@ def error_from_response(response):
 class ReservationNotGranted(ResourceManagerError):
     """A reservation that waited in line ended without machines; `.reservation` is its last state."""
 
-    def __init__(self, message, reservation=None):
+    def __init__(self, message: str, reservation: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.reservation = reservation or {}
 
@@ -136,7 +167,7 @@ class ReservationCancelled(ReservationNotGranted):
 class ReservationInterrupted(KeyboardInterrupt):
     """Ctrl-C while waiting in line; the queued reservation was cancelled first (if `.cancelled`)."""
 
-    def __init__(self, reservation_id, cancelled, error=None):
+    def __init__(self, reservation_id: str | None, cancelled: bool, error: BaseException | None = None) -> None:
         super().__init__(reservation_id)
         self.reservation_id = reservation_id
         self.cancelled = cancelled

@@ -8,11 +8,16 @@ itself. Ctrl-C cancels the queued request (DELETE) before the interrupt goes on,
 machines wait for a client that is gone.
 """
 
+from __future__ import annotations
+
 import datetime
 import math
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import quote
 
+from .base import Document, Progress
 from .errors import APIError, ReservationCancelled, ReservationInterrupted, ReservationNotGranted, WaitTimedOut
 
 # One long poll at most this long (the server allows 60). Each poll names the state we last saw
@@ -22,8 +27,13 @@ POLL_SECONDS = 10
 GRACE_SECONDS = 30  # past the wait, how long the client waits for the server to say `timed_out`
 WAITING_STATES = ("pending", "queued")
 
+if TYPE_CHECKING:
+    import requests
 
-def wait_seconds(wait):
+    from .base import ClientBase
+
+
+def wait_seconds(wait: float | datetime.timedelta | None) -> int:
     """Return `wait` (seconds, or a timedelta) as whole seconds; 0 for None. Raises ValueError if negative."""
     if wait is None:
         return 0
@@ -33,7 +43,8 @@ def wait_seconds(wait):
     return math.ceil(seconds)
 
 
-def await_grant(client, res, wait, on_progress=None, poll=None, clock=time.monotonic):
+def await_grant(client: ClientBase, res: Document, wait: int, on_progress: Progress | None = None,
+                poll: int | None = None, clock: Callable[[], float] = time.monotonic) -> Document:
     """Long-poll the reservation `res` (as POST answered it) until it is active; return it.
 
     `on_progress(reservation)` is called while it waits in line: first, then whenever its place
@@ -43,7 +54,7 @@ def await_grant(client, res, wait, on_progress=None, poll=None, clock=time.monot
     path = f"/reservations/{quote(res['_id'], safe='')}"
     poll = poll or POLL_SECONDS
     deadline = clock() + wait + GRACE_SECONDS
-    shown = object()
+    shown: object = object()
     try:
         while res.get("state") in WAITING_STATES:
             if on_progress is not None and res.get("position") != shown:
@@ -77,18 +88,19 @@ def await_grant(client, res, wait, on_progress=None, poll=None, clock=time.monot
     raise ReservationNotGranted(_not_granted(res, f"it is {state}"), res)
 
 
-def interrupted(client, reservation, interrupt):
+def interrupted(client: ClientBase, reservation: Callable[[], Document | None],
+                interrupt: KeyboardInterrupt) -> NoReturn:
     """Cancel the reservation `reservation()` returns after Ctrl-C; raise ReservationInterrupted."""
     rid = None
     try:
-        rid = reservation()["_id"]
+        rid = reservation()["_id"]  # type: ignore[index]  # None: a TypeError, reported as the cancel failing
         cancel(client, f"/reservations/{quote(rid, safe='')}")
     except Exception as e:  # noqa: BLE001  (the interrupt matters more; say the cancel failed)
         raise ReservationInterrupted(rid, False, e) from interrupt
     raise ReservationInterrupted(rid, True) from interrupt
 
 
-def cancel(client, path, tries=20):
+def cancel(client: ClientBase, path: str, tries: int = 20) -> Document | None:
     """Cancel (DELETE) a queued reservation; return it as it now stands, or None if that cannot be read.
 
     A grant under way answers 503 (Retry-After: 1): asked again, the reservation is active by then
@@ -103,19 +115,20 @@ def cancel(client, path, tries=20):
                 raise
             time.sleep(_retry_after(e.response))
     try:
-        return client.call("GET", path)
+        res: Document = client.call("GET", path)
+        return res
     except Exception:  # noqa: BLE001  (cancelled is what matters; its state is a courtesy)
         return None
 
 
-def _retry_after(response):
+def _retry_after(response: requests.Response | None) -> float:
     try:
-        return min(5.0, max(0.1, float(response.headers.get("Retry-After", 1))))
+        return min(5.0, max(0.1, float(response.headers.get("Retry-After", 1))))  # type: ignore[union-attr]
     except (AttributeError, TypeError, ValueError):
         return 1.0
 
 
-def _not_granted(res, why):
+def _not_granted(res: Document, why: str) -> str:
     count = res.get("count")
     what = f"{count} machine{'s' if count != 1 else ''}" if count is not None else "machines"
     return f"reservation {res.get('_id')} for {what} was not granted: {why}"

@@ -9,12 +9,9 @@ import datetime
 import threading
 import time
 
+from .dates import aware
+
 UTC = datetime.timezone.utc
-
-
-def aware(moment):
-    """Return `moment` with UTC as its zone when it has none (what a driver without tz_aware gives)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def to_millis(moment):

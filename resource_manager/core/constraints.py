@@ -110,6 +110,7 @@ HEARTBEAT_SECONDS = {"type": "integer", "min": MIN_HEARTBEAT_SECONDS, "max": MAX
                                         "often once granted; when none comes for this long the reservation ends by "
                                         "itself (expired). None: no heartbeats"}}
 # (?!\n): Cerberus matches with re.match, and "$" also matches before a final newline.
+EVENT_PATTERN = r"^(\*|[a-z_]+\.\*|[a-z_]+\.[a-z_]+)(?!\n)$"
 POOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(?!\n)$"
 BODIES = {
     "reservation": {
@@ -171,6 +172,20 @@ BODIES = {
         "description": {"type": "string", "maxlength": MAX_DESCRIPTION, "nullable": True},
         "user": {"type": "string", "empty": False, "maxlength": 256, "nullable": True,
                  "meta": {"description": "the user it is for (admins only; default: you)"}},
+    },
+    # Its URL is checked against WEBHOOK_ALLOW and its `where` against the allowed operators by the route.
+    "webhook": {
+        "url": {"type": "string", "required": True, "nonblank": True, "maxlength": 2048, "meta": {
+            "hint": "an http:// or https:// URL", "description": "where each event is POSTed; its host must be "
+                                                              "allowed by the server's WEBHOOK_ALLOW"}},
+        "events": {"type": "list", "required": True, "minlength": 1, "maxlength": 50, "schema": {
+            "type": "string", "regex": EVENT_PATTERN}, "meta": {
+                "description": "event types (machine.updated), kinds (reservation.*) or * for every event"}},
+        "where": {"type": "dict", "nullable": True, "default": None, "meta": {
+            "description": "only events matching this MongoDB filter on {type, data}, e.g. "
+                           "{\"data.job_id\": \"build-42\"}; operators $eq $ne $gt $gte $lt $lte $in $nin $exists "
+                           "$and $or $nor $not $all $size $elemMatch"}},
+        "description": {"type": "string", "maxlength": MAX_DESCRIPTION, "nullable": True},
     },
 }
 

@@ -8,6 +8,7 @@ state: queued, granted, extended, released, expired, cancelled, timed_out.
 """
 
 from ..schema import META_FIELDS, NAME_FIELDS
+from . import events
 from .context import NOBODY
 from .store import HISTORY
 
@@ -66,6 +67,7 @@ def record_reservation(db, res, action, before, actor=NOBODY, *, at, changes=Non
 
 def _insert(db, entries):
     """Insert history entries: every entry of every kind goes through here."""
+    events.publish(db, entries)  # first: an event of a change made, even if a crash loses its entry
     if len(entries) == 1:
         db[COLLECTION].insert_one(entries[0])
     else:

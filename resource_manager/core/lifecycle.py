@@ -20,8 +20,8 @@ from bson import ObjectId
 
 from . import history
 from .claims import stamp
-from .clock import aware
 from .context import NOBODY
+from .dates import aware
 
 DEFAULT_PXE_TIMEOUT = 3600  # seconds: 60 minutes
 ACTION = "pxe_timeout"

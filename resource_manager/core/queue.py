@@ -67,6 +67,12 @@ def anyone_waiting(core):
     return core.db[RESERVATIONS].find_one(QUEUED, {"_id": 1}) is not None
 
 
+def next_deadline(core):
+    """Return the earliest `wait_until` in the line (a read of the queued requests only), or None if nobody waits."""
+    docs = list(core.db[RESERVATIONS].find(QUEUED, {"wait_until": 1}))
+    return min((d.get("wait_until") or core.now()) for d in docs) if docs else None
+
+
 def position(queue, rid):
     """Return the 1-based place of `rid` in `queue` (from waiting()), or None."""
     for place, res in enumerate(queue, 1):

@@ -17,8 +17,8 @@ import hmac
 import re
 import secrets
 
-from .clock import aware as _aware
 from .clock import utcnow
+from .dates import aware
 
 COLLECTION = "api_tokens"
 PREFIX = "rm_"
@@ -88,14 +88,14 @@ def matches(record, token):
 def expired(record, now=None):
     """Whether the token's expiry has passed."""
     expires = record.get("expires")
-    return expires is not None and _aware(expires) <= (now or utcnow())
+    return expires is not None and aware(expires) <= (now or utcnow())
 
 
 def touch(db, record, now=None):
     """Record a use, at most once per LAST_USED_EVERY per token (whoever asks); return whether it wrote."""
     now = now or utcnow()
     last = record.get("last_used")
-    if last is not None and now - _aware(last) < LAST_USED_EVERY:
+    if last is not None and now - aware(last) < LAST_USED_EVERY:
         return False
     # Conditional on the value read: of several processes noticing at once, one writes.
     result = db[COLLECTION].update_one({"_id": record["_id"], "last_used": last}, {"$set": {"last_used": now}})
@@ -105,7 +105,7 @@ def touch(db, record, now=None):
 def listing(db, user=None):
     """Return the records of one user's tokens (or everyone's), oldest first."""
     query = {} if user is None else {"user": user}
-    return sorted(db[COLLECTION].find(query, {"hash": 0}), key=lambda r: (_aware(r["created"]), r["_id"]))
+    return sorted(db[COLLECTION].find(query, {"hash": 0}), key=lambda r: (aware(r["created"]), r["_id"]))
 
 
 def get(db, token_id):

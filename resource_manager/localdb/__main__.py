@@ -13,11 +13,15 @@ import threading
 
 from .launcher import ENGINES, LocalDB, LocalDBError, build, default_engine
 
+DEFAULT_PORT = 27018
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m resource_manager.localdb", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("RM_DATA_DIR", "var") + "/db")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("RM_LOCALDB_PORT", "27017")))
+    # Not MongoDB's 27017: a MongoDB on the same host is no clash.
+    parser.add_argument("--port", type=int, default=int(os.environ.get("RM_LOCALDB_PORT", str(DEFAULT_PORT))),
+                        help=f"port on 127.0.0.1 (RM_LOCALDB_PORT; default {DEFAULT_PORT})")
     parser.add_argument("--engine", choices=ENGINES, help="storage (RM_LOCALDB_ENGINE; default postgresql)")
     parser.add_argument("--build-only", action="store_true", help="build the binary, print its path, exit")
     args = parser.parse_args(argv)
@@ -36,7 +40,8 @@ def main(argv=None):
     except LocalDBError as e:
         print(f"localdb: {e}", file=sys.stderr)
         return 1
-    print(f"ready {db.uri} ({db.engine}, data in {db.data_dir})", flush=True)
+    storage = f"PostgreSQL at {db.postgres_url}" if db.postgres_url else f"SQLite files in {db.data_dir}"
+    print(f"ready {db.uri} ({storage})", flush=True)
     try:
         while not stopping.wait(1.0):
             if not db.alive():

@@ -1,88 +1,27 @@
-"""Build and run the embedded database (see main.go beside this file)."""
+"""Run the embedded database: PostgreSQL of ours (postgres.py), FerretDB over it (ferretdb.py), one lock."""
 
-import ctypes
 import fcntl
-import glob
-import hashlib
 import logging
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import threading
-import time
 
 import pymongo
 import pymongo.errors
 
+from ..core.storage import record_launcher_storage
+from .ferretdb import (  # noqa: F401  (build: the package's, and `make localdb`'s)
+    LocalDBError,
+    build,
+    read_ready_line,
+    spawn_ferretdb,
+    sqlite_files,
+    wait_for_ping,
+)
+from .migrate import migrate_sqlite
 from .postgres import Postgres, PostgresError
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ("main.go", "go.mod", "go.sum")
 ENGINES = ("postgresql", "sqlite")
 log = logging.getLogger(__name__)
-
-
-class LocalDBError(RuntimeError):
-    """The embedded database could not be built, started or reached."""
-
-
-def _source_digest():
-    digest = hashlib.sha256()
-    for name in SOURCES:
-        with open(os.path.join(HERE, name), "rb") as fh:
-            digest.update(fh.read())
-    return digest.hexdigest()[:16]
-
-
-def build_dir():
-    """Return where built binaries are kept (RM_LOCALDB_BUILD_DIR, else .build/ here)."""
-    return os.environ.get("RM_LOCALDB_BUILD_DIR") or os.path.join(HERE, ".build")
-
-
-def build(quiet=False):
-    """Return the path of the binary for the current sources, building it if needed.
-
-    Raises LocalDBError when Go is missing or the build fails.
-    """
-    out_dir = build_dir()
-    binary = os.path.join(out_dir, f"rm-localdb-{_source_digest()}")
-    if os.path.exists(binary):
-        return binary
-    go = shutil.which("go")
-    if go is None:
-        raise LocalDBError("the Go toolchain ('go') is needed to build the embedded database")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time, others wait and reuse it
-        if os.path.exists(binary):
-            return binary
-        if not quiet:
-            print("building the embedded database (FerretDB) with Go; the first build takes a minute or two...",
-                  file=sys.stderr, flush=True)
-        tmp = f"{binary}.tmp{os.getpid()}"
-        # -mod=readonly: go.sum pins every module; GOTOOLCHAIN=local: never fetch another Go.
-        env = dict(os.environ, GOFLAGS="-mod=readonly -buildvcs=false", GOTOOLCHAIN="local", CGO_ENABLED="0")
-        result = subprocess.run([go, "build", "-trimpath", "-o", tmp, "."], cwd=HERE, env=env,
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise LocalDBError(f"building the embedded database failed:\n{result.stderr.strip()}")
-        os.replace(tmp, binary)
-    return binary
-
-
-def _die_with_parent():
-    # Linux: the database goes when its launcher goes, even on SIGKILL.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def sqlite_files(data_dir):
-    """Return the SQLite databases of the former default engine in `data_dir`."""
-    return sorted(glob.glob(os.path.join(glob.escape(data_dir), "*.sqlite")))
 
 
 def default_engine():
@@ -91,48 +30,6 @@ def default_engine():
     if engine not in ENGINES:
         raise LocalDBError(f"RM_LOCALDB_ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}")
     return engine
-
-
-def spawn_ferretdb(binary, listen, backend, log_path):
-    """Start the Go program with `backend` arguments; it dies with this process."""
-    env = dict(os.environ, DO_NOT_TRACK="1")
-    with open(log_path, "ab") as logfile:
-        return subprocess.Popen(
-            [binary, "-listen", listen, *backend, "-log-level", os.environ.get("RM_LOCALDB_LOG_LEVEL", "warn")],
-            stdout=subprocess.PIPE, stderr=logfile, stdin=subprocess.DEVNULL, env=env,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
-
-
-def read_ready_line(process, timeout):
-    """Return the mongodb:// URI the Go program prints once it listens, or None."""
-    result = {}
-
-    def read():
-        result["line"] = process.stdout.readline().decode(errors="replace").strip()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    line = result.get("line", "")
-    return line.split(" ", 1)[1] if line.startswith("ready ") else None
-
-
-def wait_for_ping(uri, process, timeout):
-    """Wait until the server at `uri` answers a ping; raise LocalDBError if it does not in time."""
-    deadline = time.monotonic() + timeout
-    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=500)
-    try:
-        while True:
-            try:
-                client.admin.command("ping")
-                return
-            except pymongo.errors.PyMongoError as e:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise LocalDBError(f"the embedded database does not answer: {e}") from e
-                time.sleep(0.1)
-    finally:
-        client.close()
 
 
 class LocalDB:
@@ -175,10 +72,9 @@ class LocalDB:
             self.port = int(self.uri.rsplit(":", 1)[1].strip("/"))
             wait_for_ping(self.uri, self.process, timeout)
             if self.engine == "postgresql" and sqlite_files(self.data_dir):
-                from .migrate import migrate_sqlite
-
                 migrate_sqlite(binary, self.data_dir, self.uri, timeout)
-        except (LocalDBError, PostgresError, OSError) as e:
+            self._record_storage()
+        except (LocalDBError, PostgresError, OSError, pymongo.errors.PyMongoError) as e:
             self.stop()
             if isinstance(e, LocalDBError):
                 raise
@@ -187,6 +83,35 @@ class LocalDB:
             self.stop()
             raise
         return self.uri
+
+    @property
+    def postgres_url(self):
+        """The PostgreSQL database FerretDB uses (a Unix socket URL), for the write lock; None on SQLite."""
+        return self.postgres.url if self.postgres is not None else None
+
+    @property
+    def sqlite_dir(self):
+        """The directory of FerretDB's SQLite files; None on PostgreSQL."""
+        return self.data_dir if self.engine == "sqlite" else None
+
+    def settings(self):
+        """Return the server settings that point at this database and its storage (for create_app overrides)."""
+        found = {"MONGO_URI": self.uri}
+        if self.postgres_url:
+            found["POSTGRES_URL"] = self.postgres_url
+        if self.sqlite_dir:
+            found["SQLITE_DIR"] = self.sqlite_dir
+        return found
+
+    def _record_storage(self):
+        # The API on this host learns from it what FerretDB stores in, to key its write lock (and proves
+        # it before use: core/storage.py), so no one has to type the socket's path.
+        client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000)
+        try:
+            record_launcher_storage(client, **({"postgres_url": self.postgres_url} if self.postgres_url
+                                               else {"sqlite_dir": self.data_dir}))
+        finally:
+            client.close()
 
     def _lock_data_dir(self):
         # Held while we serve: a second launcher on the same data fails at once, and a launcher

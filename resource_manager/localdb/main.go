@@ -17,10 +17,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 
+	"github.com/FerretDB/FerretDB/build/version"
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
+
+// ferretdbModule is the module whose version buildInfo reports as ferretdbVersion.
+const ferretdbModule = "github.com/FerretDB/FerretDB"
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "loopback host:port to listen on (port 0 picks a free one)")
@@ -71,6 +76,8 @@ func run(listen, handler, pgURL, dataDir, logLevel string) error {
 	// The embedded package never starts telemetry; say so to anything else that looks.
 	os.Setenv("DO_NOT_TRACK", "1")
 
+	setVersion()
+
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		return fmt.Errorf("bad -log-level %q: %w", logLevel, err)
@@ -92,4 +99,19 @@ func run(listen, handler, pgURL, dataDir, logLevel string) error {
 	os.Stdout.Sync()
 
 	return <-done
+}
+
+// setVersion makes buildInfo's ferretdbVersion the version of the FerretDB module built in (go.mod pins
+// it). Embedded, FerretDB reads its version only from files that its own release build writes, and
+// reports "unknown" (in /healthz: engine_version).
+func setVersion() {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return
+	}
+	for _, dep := range info.Deps {
+		if dep.Path == ferretdbModule {
+			version.Get().Version = dep.Version
+		}
+	}
 }

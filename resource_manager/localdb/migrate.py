@@ -13,7 +13,7 @@ import os
 
 import pymongo
 
-from .launcher import LocalDBError, read_ready_line, spawn_ferretdb, sqlite_files, wait_for_ping
+from .ferretdb import LocalDBError, read_ready_line, spawn_ferretdb, sqlite_files, wait_for_ping
 
 log = logging.getLogger(__name__)
 BATCH = 1000

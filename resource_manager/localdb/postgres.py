@@ -18,8 +18,8 @@ with PR_SET_PDEATHSIG does not.
 """
 
 import contextlib
-import ctypes
 import fcntl
+import hashlib
 import logging
 import os
 import pwd
@@ -33,6 +33,8 @@ import urllib.parse
 import warnings
 
 import psutil
+
+from .orphans import dying_with_us
 
 with warnings.catch_warnings():
     # The package's __init__ also imports its PostgresServer, which looks up a runtime directory
@@ -147,16 +149,6 @@ SELECT rm_localdb.sync_gin(nspname) FROM pg_namespace
 
 class PostgresError(RuntimeError):
     """PostgreSQL could not be set up, started or stopped."""
-
-
-def _die_with_parent(signum):
-    def preexec():
-        # Linux: the server goes when its launcher goes, even on SIGKILL. Set after the switch of
-        # user (which clears it), in the child, before exec.
-        with contextlib.suppress(OSError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
-
-    return preexec
 
 
 def server_user():
@@ -311,10 +303,22 @@ class Postgres:
         return {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
     def _choose_socket_dir(self, user):
-        # sun_path holds 107 bytes; a deep data directory gets a private socket directory in /tmp.
+        # sun_path holds 107 bytes; a deep data directory gets a private socket directory in /tmp,
+        # named after the data directory so that a restart keeps the address (the write locks of
+        # running API servers reconnect to it, see core/locks.py).
         if len(os.path.join(self.pgdata, f".s.PGSQL.{PORT}.lock")) < 100:
             return self.pgdata
-        self._private_socket_dir = tempfile.mkdtemp(prefix="rm-pg-")
+        name = hashlib.sha256(self.pgdata.encode()).hexdigest()[:16]
+        self._private_socket_dir = os.path.join(tempfile.gettempdir(), f"rm-pg-{name}")
+        try:
+            os.mkdir(self._private_socket_dir, 0o700)
+        except FileExistsError:
+            # Left by a crash: ours only if a real directory of ours (no symlink planted in /tmp).
+            info = os.lstat(self._private_socket_dir)
+            owners = {os.geteuid()} | ({user.pw_uid} if user is not None else set())
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid not in owners or stat.S_IMODE(info.st_mode) & 0o077:
+                self._private_socket_dir = None
+                raise PostgresError(f"{tempfile.gettempdir()}/rm-pg-{name} exists and is not ours; remove it") from None
         if user is not None:
             os.chown(self._private_socket_dir, user.pw_uid, user.pw_gid)
         return self._private_socket_dir
@@ -324,10 +328,11 @@ class Postgres:
         for name, value in SETTINGS.items():
             command += ["-c", f"{name}={value}"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC", "DO_NOT_TRACK": "1"}
+        # The server goes when its launcher goes, even on SIGKILL (SIGINT: PostgreSQL's fast shutdown).
+        argv, as_user = dying_with_us(command, signal.SIGINT, user)
         with open(self.log_path, "ab") as logfile:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, cwd=self.pgdata, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent(signal.SIGINT), **self._as(user))
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+                                            cwd=self.pgdata, env=env, start_new_session=True, **as_user)
 
     def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout

@@ -6,7 +6,7 @@ from flask import Blueprint, abort, current_app, g, make_response, request
 from flask_bootstrap import Bootstrap5
 from flask_wtf.csrf import CSRFProtect
 
-from ..api.errors import add_body_gate
+from ..api.intake import add_body_gate
 
 log = logging.getLogger(__name__)
 

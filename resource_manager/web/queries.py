@@ -2,7 +2,7 @@
 
 Counting machines by state and ordering the table are passes over every matching machine on
 an engine that counts and sorts in memory (FerretDB decodes every match in Go). So, unless
-DASHBOARD_CACHE_SECONDS is 0, each process keeps per filter the state counts and the table's
+DASHBOARD_CACHE_SECONDS is 0, each app (one per process) keeps per filter the state counts and the table's
 order (the `_id`s, sorted) and serves them while they are younger than that many seconds (10 by
 default); older ones are still served, at once, while one background pass renews them, so they
 may be that old plus one pass (a few seconds at 10,000 machines on the embedded engine). The
@@ -23,7 +23,7 @@ from flask import current_app
 
 from ..api.db import collection_name, database
 from ..core.jsontext import loads_strict
-from ..schema import MACHINE_STATES, canonical_hostname
+from ..schema import MACHINE_STATES, canonical_hostname, natural_key, sort_key
 
 SORTS = ("hostname", "state", "owner", "job_id", "_updated")
 PAGE_SIZES = (25, 50, 100, 200)
@@ -31,30 +31,32 @@ DEFAULT_PAGE_SIZE = 50
 TAG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 # Pages beyond this are clamped to it (and then to the last page): skip must fit 64 bits.
 MAX_PAGE = 10**9
-# Runs a page's second query beside the first (pymongo clients are thread-safe), and cache renewals.
-# Started on the first dashboard page, not at import: a process that never serves one has no threads.
-_POOL = None
-_POOL_LOCK = threading.Lock()
 LIST_FIELDS = {"hostname": 1, "state": 1, "owner": 1, "job_id": 1, "tags": 1, "_updated": 1}
 DEFAULT_CACHE_SECONDS = 10
-CACHE_ENTRIES = 64  # per process: counts and orders of the most recent filters
+CACHE_ENTRIES = 64  # per app: counts and orders of the most recent filters
 
 
-def _pool():
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rm-dashboard")
-        return _POOL
+class DashboardCache:
+    """The dashboard's cache of one app: values of passes over the machines, renewed in the background.
 
-
-class _Cache:
-    """Values computed by a pass over the machines, served while young, renewed in the background."""
+    The app owns it (app.extensions, made by init_app; tests clear it between tests), and it owns
+    the threads that run those renewals and read beside a page's main query.
+    """
 
     def __init__(self):
         self._entries = OrderedDict()  # key -> (value, computed at, monotonic)
         self._renewing = set()
         self._lock = threading.Lock()
+        self._pool = None
+        self._pool_lock = threading.Lock()
+
+    def pool(self):
+        """Return the threads that run a page's second query beside the first (pymongo clients are
+        thread-safe) and the renewals; started on the first dashboard page, not with the app."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rm-dashboard")
+            return self._pool
 
     def get(self, key, compute, max_age):
         """Return (value, its age in seconds), computing it now only when there is none."""
@@ -65,7 +67,7 @@ class _Cache:
                 self._entries.move_to_end(key)
                 if now - entry[1] >= max_age and key not in self._renewing:
                     self._renewing.add(key)
-                    _pool().submit(self._renew, key, compute)
+                    self.pool().submit(self._renew, key, compute)
                 return entry[0], now - entry[1]
         value = compute()
         self._store(key, value, now)
@@ -89,17 +91,31 @@ class _Cache:
                 self._entries.popitem(last=False)
 
     def clear(self):
-        """Forget everything (after a change made from this process's dashboard)."""
+        """Forget everything (after a change made from this app's dashboard, or between tests)."""
         with self._lock:
             self._entries.clear()
 
+    def close(self):
+        """Forget everything and stop the threads (when the app is done)."""
+        self.clear()
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
-_CACHE = _Cache()
+
+def cache_of(app):
+    """Return the dashboard cache `app` owns."""
+    return app.extensions["rm_dashboard_cache"]
+
+
+def _cache():
+    return cache_of(current_app)
 
 
 def cached(collection, what, compute, max_age):
-    """Return (value, age in seconds) of `compute()`, a pass over `collection`, from this process's cache."""
-    return _CACHE.get(_key(collection, what), compute, max_age)
+    """Return (value, age in seconds) of `compute()`, a pass over `collection`, from this app's cache."""
+    return _cache().get(_key(collection, what), compute, max_age)
 
 
 def machines():
@@ -139,11 +155,7 @@ class MachineQuery:
         size = _int(args.get("per_page"), DEFAULT_PAGE_SIZE)
         self.per_page = size if size in PAGE_SIZES else DEFAULT_PAGE_SIZE
         self.page = min(MAX_PAGE, max(1, _int(args.get("page"), 1)))
-        self.problems = []
-        for name in ("q", "owner", "job", "tag"):
-            if "\0" in getattr(self, name):  # no stored text holds one (PostgreSQL's jsonb cannot)
-                self.problems.append(f"ignored {name} filter: it contains a NUL character")
-                setattr(self, name, "")
+        self.problems = []  # a NUL character never gets here: api/errors.check_nul refuses it (400)
 
     def filter(self, with_state=True):
         """Return the MongoDB filter; user text never becomes an operator or a raw regex."""
@@ -170,7 +182,7 @@ class MachineQuery:
         return found
 
     def sort_spec(self):
-        """Return the pymongo sort, with hostname as the tie-breaker so pages are stable."""
+        """Return the sort as pymongo's spec, with hostname as the tie-breaker (the cache's key; _sorted() sorts)."""
         field = self.sort.lstrip("-")
         direction = pymongo.DESCENDING if self.sort.startswith("-") else pymongo.ASCENDING
         spec = [(field, direction)]
@@ -206,20 +218,28 @@ def _state_counts(collection, query):
     return counts
 
 
-def _page(collection, query, page):
-    cursor = (collection.find(query.filter(), LIST_FIELDS).sort(query.sort_spec())
-              .skip((page - 1) * query.per_page).limit(query.per_page))
-    return list(cursor)
+def _sorted(docs, query):
+    """Return `docs` in the table's order: hostnames (and other text) in natural order, n2 before n10.
+
+    A database sorts text code point by code point (n10 before n2), so the order is made here, from
+    the fields it needs: on the embedded database the sort read every match anyway.
+    """
+    field = query.sort.lstrip("-")
+    docs = sorted(docs, key=lambda doc: natural_key(doc.get("hostname") or ""))  # the tie-breaker, ascending
+    if field != "hostname" or query.sort.startswith("-"):
+        docs.sort(key=lambda doc: sort_key(doc.get(field)), reverse=query.sort.startswith("-"))
+    return docs
 
 
 def _order(collection, query):
-    return [doc["_id"] for doc in collection.find(query.filter(), {"_id": 1}).sort(query.sort_spec())]
+    fields = {"_id": 1, "hostname": 1, query.sort.lstrip("-"): 1}
+    return [doc["_id"] for doc in _sorted(collection.find(query.filter(), fields), query)]
 
 
 def _rows(collection, ids):
     # One find_one by _id each, side by side: FerretDB pushes {_id: x} down (an index serves
     # it), not {_id: {$in: [...]}}. A machine deleted since the order was taken is left out.
-    found = _pool().map(lambda i: collection.find_one({"_id": i}, LIST_FIELDS), ids)
+    found = _cache().pool().map(lambda i: collection.find_one({"_id": i}, LIST_FIELDS), ids)
     return [doc for doc in found if doc is not None]
 
 
@@ -233,23 +253,24 @@ def overview(query, max_age=0):
 
     `age`: how many seconds old the counts and the table's order are (0 when read now). With
     max_age 0, two queries side by side: one aggregation for the state cards (machines matching
-    every filter but the state one, hence the table's total) and one sorted page. Otherwise both
-    come from the cache (see the module's docstring) and the page's rows are read by `_id`.
+    every filter but the state one) and the table's order (the `_id`s, with the sort fields, sorted
+    here in natural order: _sorted). Otherwise both come from the cache (see the module's
+    docstring). Either way the page's rows are then read by `_id`.
     """
     collection = machines()
+    cache = _cache()
     if max_age <= 0:
-        counts_future = _pool().submit(_state_counts, collection, query)
-        rows = _page(collection, query, query.page)
+        counts_future = cache.pool().submit(_state_counts, collection, query)
+        order = _order(collection, query)
         counts = counts_future.result()
-        total = counts[query.state] if query.state else sum(counts.values())
+        total = len(order)
         pages = max(1, math.ceil(total / query.per_page))
-        if query.page > pages:  # past the end (a stale link): show the last page instead
-            query.page = pages
-            rows = _page(collection, query, pages)
-        return counts, total, rows, pages, 0.0
-    counts_future = _pool().submit(_CACHE.get, _key(collection, "counts", query.filter(with_state=False)),
-                                 lambda: _state_counts(collection, query), max_age)
-    order, order_age = _CACHE.get(_key(collection, "order", query.filter(), query.sort_spec()),
+        query.page = min(query.page, pages)  # past the end (a stale link): the last page instead
+        start = (query.page - 1) * query.per_page
+        return counts, total, _rows(collection, order[start:start + query.per_page]), pages, 0.0
+    counts_future = cache.pool().submit(cache.get, _key(collection, "counts", query.filter(with_state=False)),
+                                        lambda: _state_counts(collection, query), max_age)
+    order, order_age = cache.get(_key(collection, "order", query.filter(), query.sort_spec()),
                                   lambda: _order(collection, query), max_age)
     counts, counts_age = counts_future.result()
     total = len(order)
@@ -260,8 +281,8 @@ def overview(query, max_age=0):
 
 
 def forget():
-    """Drop this process's cached counts and orders (a dashboard action changed a machine)."""
-    _CACHE.clear()
+    """Drop this app's cached counts and orders (a dashboard action changed a machine)."""
+    _cache().clear()
 
 
 def machine(hostname):
@@ -270,7 +291,8 @@ def machine(hostname):
 
 
 def init_app(app):
-    """Index what the dashboard filters and counts by (used by MongoDB; FerretDB scans anyway)."""
+    """Give the app its dashboard cache; index what the dashboard filters and counts by (MongoDB uses them)."""
+    app.extensions["rm_dashboard_cache"] = DashboardCache()
     indexes = app.extensions["rm_indexes"]
     for field in ("state", "owner", "job_id"):
         indexes.add(collection_name(app, "machines"), [(field, pymongo.ASCENDING)], name=f"{field}_1")

@@ -2,11 +2,11 @@
 
 import json
 
-from eve.methods.patch import patch_internal
 from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
+from ..api.eveglue import patch_internal
 from ..core.errors import AllocationError
 from ..schema import MACHINE_STATES
 from . import alloc, bp, queries, signin

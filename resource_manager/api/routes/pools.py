@@ -12,7 +12,7 @@ from ..auth import require_role
 from ..bodies import validate
 from ..db import core, database
 from ..errors import error_response
-from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, register
+from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, query, register
 from ..responses import created, idempotency_key, invalid
 
 bp = Blueprint("pools", __name__)
@@ -147,7 +147,9 @@ def _openapi():
     pool = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     paths = {
         "/address-pools": {
-            "get": op("listPools", "List address pools", "address-pools",
+            "get": op("listPools", "List address pools", "address-pools", parameters=[
+                query(name, "accepted for clients that page; the answer is every pool (at most POOLS_MAX)",
+                      {"type": "integer", "minimum": 1}) for name in ("page", "max_results")],
                       responses={"200": answer("PoolList", "pools"), **error_responses(503)}),
             "post": op("createPool", "Create an address pool", "address-pools", write=True,
                        requestBody=body_ref("PoolInput"),
@@ -158,13 +160,11 @@ def _openapi():
             "parameters": [pool],
             "get": op("getPool", "Get a pool and its utilisation", "address-pools",
                       responses={"200": answer("Pool", "the pool"), **error_responses(404, 503)}),
-            "delete": {**op("deletePool", "Delete a pool", "address-pools", write=True,
-                            responses={"204": {"description": "deleted"},
-                                        **error_responses(401, 403, 404, 409, 503)}),
-                       "description": "Needs role admin.", "x-roles": ["admin"]},
+            "delete": op("deletePool", "Delete a pool", "address-pools", scope="admin",
+                         responses={"204": {"description": "deleted"}, **error_responses(401, 403, 404, 409, 503)}),
         },
         "/address-pools/{name}/allocate": {"parameters": [pool], "post": op(
-            "allocate", "Allocate free addresses of a pool", "address-pools", write=True,
+            "allocate", "Allocate free addresses of a pool", "address-pools", scope="reserve",
             parameters=[IDEMPOTENCY], requestBody=body_ref("AllocateRequest", required=False),
             responses={"201": answer("Allocation", "allocated"), **error_responses(404, 409), **WRITE_ERRORS})},
     }

@@ -16,11 +16,13 @@ from ...core.history import COLLECTION as HISTORY
 from ...core.pending import await_settled
 from ...core.store import RESERVATIONS
 from ...schema import RESERVATION_STATES
+from .. import slots
 from ..auth import require_role
 from ..bodies import validate
 from ..db import core
 from ..errors import error_response, loads_strict
-from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, register
+from ..eveglue import on
+from ..openapi import IDEMPOTENCY, WRITE_ERRORS, answer, body_ref, error_responses, op, query, register
 from ..responses import created, idempotency_key, invalid
 from ..upkeep import KICK_WAIT, kick, observe_grants
 
@@ -178,7 +180,10 @@ def show(rid):
     if res is None:
         return error_response(404, f"no reservation {rid}")
     if wait:
-        res = _await_change(here, res, wait, request.args.get("state"))
+        # A long poll holds its worker thread: it takes one of the process's long-request slots, or is
+        # answered 503 with Retry-After at once (slots.py), so waiting clients never starve the others.
+        with slots.take("long-poll"):
+            res = _await_change(here, res, wait, request.args.get("state"))
     return jsonify(render(res))
 
 
@@ -291,23 +296,27 @@ def _machines_changed(*args):
         kick()
 
 
-PAGING = [{"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-          {"name": "max_results", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}}]
+PAGING = [query("page", "the page (from 1)", {"type": "integer", "minimum": 1}),
+          query("max_results", f"items per page (at most {PAGE_MAX})",
+                {"type": "integer", "minimum": 1, "maximum": PAGE_MAX})]
 
 
 def _openapi():
     """The OpenAPI of the reservation routes."""
     rid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    reason = query("reason", "why: kept in the history")
     paths = {
         "/reservations": {
             "get": op("listReservations", "List reservations, newest first (state=queued: the line, in order)",
                       "reservations", parameters=[
-                          {"name": n, "in": "query", "schema": {"type": "string"}} for n in ("job_id", "owner")] + [
-                          {"name": "state", "in": "query", "schema": {"type": "string",
-                                                                       "enum": list(RESERVATION_STATES)}}] + PAGING,
+                          query("job_id", "only this job's", field="job_id"),
+                          query("owner", "only this owner's", field="owner"),
+                          query("state", "only those in this state (queued: the line, in order)",
+                                {"type": "string", "enum": list(RESERVATION_STATES)}, field="state")] + PAGING,
                       responses={"200": answer("ReservationList", "reservations"), **error_responses(400, 503)}),
-            "post": op("reserve", "Reserve idle machines", "reservations", write=True, parameters=[
-                IDEMPOTENCY, {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
+            "post": op("reserve", "Reserve idle machines", "reservations", scope="reserve", parameters=[
+                IDEMPOTENCY, query("dry_run", "1 (or true, yes): say what would be reserved (or when), reserve nothing",
+                                   {"type": "string", "example": "1"})],
                 requestBody=body_ref("ReservationRequest", required=False),
                 responses={"201": answer("Reservation", "reserved"), "200": answer("DryRun", "dry run only"),
                            "202": {**answer("Reservation", "queued (with wait_seconds): state queued, position"),
@@ -315,13 +324,14 @@ def _openapi():
                                                             "description": "/reservations/<id>"}}},
                            "409": {"$ref": "#/components/responses/Error409"}, **WRITE_ERRORS}),
             "delete": op("releaseJob", "Release every reservation of a job (and cancel its queued ones)",
-                         "reservations", write=True,
-                         parameters=[{"name": "job_id", "in": "query", "required": True,
-                                       "schema": {"type": "string"}}],
+                         "reservations", scope="reserve",
+                         parameters=[query("job_id", "the job", required=True), reason],
                          responses={"200": answer("Released", "released"), **WRITE_ERRORS}),
         },
         "/reservations/sweep": {"post": op(
-            "sweep", "Expire overdue leases now", "reservations", write=True,
+            "sweep", "Expire overdue leases now", "reservations", write=True, parameters=[query(
+                "grace", "seconds a half-done request may be in progress before it is undone (admins only)",
+                {"type": "integer", "minimum": 0})],
             responses={"200": answer("Sweep", "swept"), **WRITE_ERRORS})},
         "/reservations/{id}": {
             "parameters": [rid],
@@ -334,7 +344,7 @@ def _openapi():
                            "description": "with wait: the state the client last saw; a different one answers at once"}],
                       responses={"200": answer("Reservation", "the reservation"), **error_responses(400, 404, 503)}),
             "delete": op("release", "Release a reservation, or cancel a queued one (again: released [])",
-                         "reservations", write=True,
+                         "reservations", scope="reserve", parameters=[reason],
                          responses={"200": answer("Released", "released"), **error_responses(401, 403, 404, 503)}),
         },
         "/reservations/{id}/history": {"parameters": [rid], "get": op(
@@ -343,11 +353,11 @@ def _openapi():
             responses={"200": answer("History", "entries, oldest first"), **error_responses(400, 404, 503)})},
         "/reservations/{id}/heartbeat": {"parameters": [rid], "post": op(
             "heartbeat", "Renew a reservation's heartbeat window (a queued one: nothing due yet)", "reservations",
-            write=True, responses={"200": answer("Reservation", "the reservation, heartbeat_due renewed"),
+            scope="reserve", responses={"200": answer("Reservation", "the reservation, heartbeat_due renewed"),
                                    **error_responses(404, 409), **WRITE_ERRORS})},
         "/reservations/{id}/extend": {"parameters": [rid], "post": op(
             "extend", "Extend a reservation's lease (and renew or change its heartbeat)", "reservations",
-            write=True, requestBody=body_ref("Extend"),
+            scope="reserve", requestBody=body_ref("Extend"),
             responses={"200": answer("Reservation", "extended"), **error_responses(404, 409), **WRITE_ERRORS})},
     }
     schemas = {
@@ -418,7 +428,6 @@ def init_app(app):
     indexes = app.extensions["rm_indexes"]
     for field in ("state", "job_id", "owner"):  # listings, the line, ending by job, the upkeep's scan
         indexes.add(RESERVATIONS, [(field, 1)], name=f"{field}_1")
-    app.on_inserted_machines += _machines_changed
-    app.on_updated_machines += _machines_changed
-    app.on_replaced_machines += _machines_changed
+    for event in ("inserted", "updated", "replaced"):
+        on(app, event, _machines_changed, "machines")
     app.register_blueprint(bp)

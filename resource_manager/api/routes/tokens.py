@@ -23,7 +23,7 @@ from ..auth import require_role
 from ..bodies import validate
 from ..db import database
 from ..errors import error_response
-from ..openapi import WRITE_ERRORS, answer, body_ref, error_responses, register, signed_in
+from ..openapi import WRITE_ERRORS, answer, body_ref, error_responses, query, register, signed_in
 from ..responses import created, invalid
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,10 @@ def _date(value):
         return None
     try:
         date = datetime.datetime.fromisoformat(value)
-    except ValueError:
+        date = date if date.tzinfo else date.replace(tzinfo=datetime.timezone.utc)
+        return date.astimezone(datetime.timezone.utc).replace(microsecond=0)
+    except (ValueError, OverflowError):  # not a date; or one whose offset leaves the years 1-9999
         return None
-    date = date if date.tzinfo else date.replace(tzinfo=datetime.timezone.utc)
-    return date.astimezone(datetime.timezone.utc).replace(microsecond=0)
 
 
 def render(record):
@@ -158,7 +158,7 @@ def _openapi():
     paths = {
         "/tokens": {
             "get": signed_in("listTokens", "List your tokens (an admin: everyone's, or ?user='s)", parameters=[
-                {"name": "user", "in": "query", "schema": {"type": "string"}}],
+                query("user", "this user's tokens (admins; anyone else: their own name only)")],
                 responses={"200": answer("TokenList", "tokens, never their secrets"),
                            **error_responses(401, 403, 503)}),
             "post": signed_in("createToken", "Create a token: its secret is shown in this answer only",
