@@ -1,4 +1,4 @@
-# The two commands of the README: `make run` and `make test`. Everything else is set up on the way.
+# The two commands of the README: `make run` and `make test` (and `make docs`, the site under docs/). Everything else is set up on the way.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 TEST_PROCESSES ?= 2
 
-.PHONY: install localdb browser run test soak bench lint lock clean
+.PHONY: install localdb browser run test soak bench lint docs lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,12 +53,20 @@ soak: localdb
 bench: localdb
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# ruff, the import contracts of pyproject.toml (the layers import one way, see README, Development),
+# ruff, the import contracts of pyproject.toml (the layers import one way, see docs/development.md),
 # and mypy --strict on the client library, which ships typed (py.typed).
 lint: install
-	$(BIN)/python -m ruff check resource_manager ansible_collections tests $(wildcard bench)
+	$(BIN)/python -m ruff check resource_manager ansible_collections tests docgen $(wildcard bench)
 	$(BIN)/lint-imports
 	$(BIN)/mypy --strict resource_manager/clientlib
+
+# The documentation site (mkdocs.yml, docs/) into site/: first the reference parts generated from the code
+# (python -m docgen; under CI only checked: a stale page fails), then a strict build (a broken link or anchor
+# fails it). Offline: nothing is fetched.
+docs: install
+	$(BIN)/python -m docgen $(if $(CI),--check)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "docs: built into site/ (open site/index.html, or .venv/bin/mkdocs serve -a 127.0.0.1:8001)"
 
 # Regenerates the pins from pyproject.toml (the one declaration), keeping every pin that still fits.
 # UPGRADE=1 moves every package to its newest version allowed.
@@ -69,4 +77,4 @@ lock: install
 	  --custom-compile-command "make lock" --python-version 3.11 --quiet $(if $(UPGRADE),--upgrade)
 
 clean:
-	rm -rf $(VENV) resource_manager/localdb/.build .pytest_cache artifacts
+	rm -rf $(VENV) resource_manager/localdb/.build .pytest_cache artifacts site

@@ -1,4 +1,4 @@
-"""Gunicorn settings for production, from the environment (see supervisord.conf and README's Production).
+"""Gunicorn settings for production, from the environment (see supervisord.conf and docs/operations/production.md).
 
 What matters against slow and heavy clients:
 - worker_class gthread: the main thread of each worker waits (without a thread) for a new

@@ -1,4 +1,7 @@
-"""Allocation from the library and the CLI: reserve, release, reservations, pools, history (README: Allocation)."""
+"""Allocation from the library and the CLI: reserve, release, reservations, pools, history.
+
+See docs/guides/cli.md and docs/reference/reservations.md.
+"""
 
 import json
 

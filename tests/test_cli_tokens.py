@@ -1,4 +1,4 @@
-"""API tokens from the CLI and the library: the README's CI job verbatim, precedence, nothing secret printed."""
+"""API tokens from the CLI and the library: the docs' CI job verbatim, precedence, nothing secret printed."""
 
 import json
 import re
@@ -11,23 +11,24 @@ from resource_manager.clientlib.tokens import BearerAuth
 from .cli_helpers import ROOT, run_cli, shell, subprocess_env
 from .support import PASSWORDS, write_users_file
 
-HEADING = "### A CI job's whole life with a token"
+GUIDE = "docs/guides/tokens.md"  # the page the CI job block lives on
+HEADING = "## A CI job's whole life with a token"
 
 
 @pytest.fixture(scope="module")
 def users_file(tmp_path_factory):
-    """The test accounts plus admin/admin, the account `make run` creates and the README uses."""
+    """The test accounts plus admin/admin, the account `make run` creates and the docs use."""
     return write_users_file(str(tmp_path_factory.mktemp("users") / "users.json"), legacy_admin=True)
 
 
-def readme_block():
-    with open(f"{ROOT}/README.md", encoding="utf-8") as fh:
+def guide_block():
+    with open(f"{ROOT}/{GUIDE}", encoding="utf-8") as fh:
         text = fh.read()
     return re.search(r"```sh\n(.*?)```", text[text.index(HEADING):], re.S).group(1)
 
 
-def test_the_readmes_ci_job_runs_as_written(server):
-    script = "set -e\n" + readme_block() + 'echo "token=$TOKEN"\n'
+def test_the_guides_ci_job_runs_as_written(server):
+    script = "set -e\n" + guide_block() + 'echo "token=$TOKEN"\n'
     result = shell(script, subprocess_env(RM_ENDPOINT=server.url), cwd=ROOT)
     assert result.code == 0, result.err
     lines = result.out.splitlines()

@@ -30,7 +30,7 @@ def test_an_unknown_variable_is_ignored_with_one_warning(caplog):
         second = config.load(environ=environ)
     assert "PAGINATION_LIMT" not in first and "PAGINATION_LIMT" not in second
     assert [r.getMessage() for r in caplog.records] == [
-        "RM_PAGINATION_LIMT is not a setting of the server; ignored (see README, Configuration)"]
+        "RM_PAGINATION_LIMT is not a setting of the server; ignored (see docs/reference/configuration.md)"]
 
 
 def test_values_are_read_by_their_type():

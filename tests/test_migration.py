@@ -1,8 +1,8 @@
-"""Copying the original ResourceManager's machines and addresses into ours (README, "Coming from the original").
+"""Copying the original ResourceManager's machines and addresses into ours (docs/guides/migration.md).
 
 The source is a database filled the way the original server filled it (Eve's documents in the
 collections machines, public-addresses and private-addresses), served by Eve with the original's
-listing settings (no pagination, reads open). The README's one-line loop of `rmctl export | rmctl
+listing settings (no pagination, reads open). The docs' one-line loop of `rmctl export | rmctl
 import` copies it into our real server; pointing our server's MONGO_URI at it shows the machines only.
 """
 

@@ -206,7 +206,7 @@ def from_env(environ):
         if key in SETTINGS:
             found[key] = value
         elif name not in CLIENT_VARIABLES | GUNICORN_VARIABLES | OTHER_VARIABLES:
-            _warn_once(name, "%s is not a setting of the server; ignored (see README, Configuration)", name)
+            _warn_once(name, "%s is not a setting of the server; ignored (see docs/reference/configuration.md)", name)
     return found
 
 

@@ -1,4 +1,7 @@
-"""The CLI's exit statuses (documented in `rmctl --help` and the README) and its usage error."""
+"""The CLI's exit statuses and its usage error.
+
+Each code's comment is its meaning: docs/reference/exit-codes.md is generated from them (python -m docgen).
+"""
 
 import enum
 
@@ -6,7 +9,7 @@ import enum
 class ExitStatus(enum.IntEnum):
     """What the process exit code of rmctl (and ./client.py) means."""
 
-    OK = 0
+    OK = 0  # the command did what was asked
     UNEXPECTED = 1  # a bug, or an error with no better code
     USAGE = 2  # the command line is wrong
     API_4XX = 4  # the server refused the request

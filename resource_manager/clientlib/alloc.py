@@ -1,4 +1,4 @@
-"""Allocation calls of the client: reservations, address pools, history (README: "Allocation")."""
+"""Allocation calls of the client: reservations, address pools, history (see docs/reference/reservations.md)."""
 
 from __future__ import annotations
 

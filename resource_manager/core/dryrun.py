@@ -15,7 +15,7 @@ DRY_RUN = "(dry run)"
 
 
 def explain(core, req, user=None, wait_seconds=0):
-    """Answer a dry run (see the README's Reserving machines)."""
+    """Answer a dry run (see docs/reference/reservations.md)."""
     db, now = core.db, core.now()
     doc = {"_id": DRY_RUN, "count": req["count"], "where": req.get("where") or {}, "user": user,
            "priority": req.get("priority", 50), "lease_seconds": req.get("lease_seconds"), "_created": now,

@@ -191,6 +191,6 @@ def init_app(app):
     register(app, *_openapi())
     indexes = app.extensions["rm_indexes"]
     indexes.add(POOLS, [("name", 1)], unique=True, name="name_unique")
-    # Finds a pool's claimed addresses by range on MongoDB (FerretDB scans; see the README).
+    # Finds a pool's claimed addresses by range on MongoDB (FerretDB scans; see docs/operations/indexes.md).
     indexes.add(ADDRESS_CLAIMS, [("kind", 1), ("ipkey", 1)], name="kind_ipkey")
     app.register_blueprint(bp)
