@@ -201,11 +201,14 @@ def _apply(plan_, machines, holders, requests):
 @PROPERTIES
 @given(labs(waiting_only=True), RULES)
 def test_backfill_never_delays_a_start_already_given(drawn, rules):
+    # A start given with binding earmarks (the head of the line, reserve_depth of them) never moves later
+    # because of what the plan grants meanwhile. The starts behind them are estimates (EASY backfilling):
+    # a backfilled request may still take a machine one of them counted on, so they are not held to it.
     machines, holders, requests = drawn
     first = plan(NOW, machines, holders, requests, rules)
     after = plan(NOW, *_apply(first, machines, holders, requests), rules)
     for rid, v in first.verdicts.items():
-        if v.rule == "waits" and rid in after.verdicts:
+        if v.rule == "waits" and v.earmarked and rid in after.verdicts:
             w = after.verdicts[rid]
             assert w.rule in GRANTED or (w.rule == "waits" and w.start <= v.start), (rid, v, w)
 
