@@ -56,6 +56,18 @@ def test_the_rmctl_example(server):
     assert server.db.machines.find_one({"hostname": "a-16-r.qa1.example.com"})["state"] == "idle"
 
 
+def test_the_ci_example(server):
+    assert server.session(("admin", "admin")).post(
+        "/machines", json={"hostname": "ci-1.qa1.example.com", "state": "idle"}).status_code == 201
+    script = "set -e\n" + block("bash", "rmctl")
+    result = shell(script, subprocess_env(RM_ENDPOINT=server.url), cwd=ROOT)
+    assert result.code == 0, result.err
+    reservation = server.db.reservations.find_one({"job_id": "build-45"})
+    assert result.out == f"testing on {reservation['hostnames'][0]}\n"  # the command saw its machine
+    assert reservation["state"] == "released" and reservation["heartbeat_seconds"] == 30
+    assert server.db.machines.find_one({"hostname": reservation["hostnames"][0]})["state"] == "idle"
+
+
 def test_the_library_example(server):
     code = block("python", "from").replace(MAKE_RUN, server.url)
     proc = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), cwd=ROOT, capture_output=True,
