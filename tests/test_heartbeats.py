@@ -158,3 +158,27 @@ def test_a_heartbeat_period_out_of_bounds_is_refused(operator, server, period):
     assert extended.status_code == 422 and "heartbeat_seconds" in extended.json()["_issues"]
     assert server.db.reservations.count_documents({}) == 1
     assert stored(server, res["_id"])["heartbeat_seconds"] is None
+
+
+def test_heartbeats_racing_a_release_and_an_extension_never_bring_it_back(operator, server):
+    # Each round: two heartbeats, an extension and the release, released together by a barrier; then
+    # the database: the reservation released, its machines idle and free, nothing rm-check would report.
+    from resource_manager.core import check
+
+    from .support import run_together
+
+    add_machines(operator, "r1", "r2")
+    for _round in range(12):
+        rid = reserve(operator, count=2, heartbeat_seconds=60, lease_seconds=HOUR)["_id"]
+        calls = [("POST", f"/reservations/{rid}/heartbeat", None), ("POST", f"/reservations/{rid}/heartbeat", None),
+                 ("POST", f"/reservations/{rid}/extend", {"lease_seconds": 2 * HOUR}),
+                 ("DELETE", f"/reservations/{rid}", None)]
+        statuses = run_together(len(calls), lambda i: operator.request(calls[i][0], calls[i][1],
+                                                                         json=calls[i][2]).status_code)
+        assert statuses[3] == 200 and all(s in (200, 409) for s in statuses[:3]), statuses
+        res = stored(server, rid)
+        assert res["state"] == "released", res
+        machines = list(server.db.machines.find({}, {"state": 1, "reservation": 1}))
+        assert all(m["state"] == "idle" and not m.get("reservation") for m in machines), machines
+        assert server.db.machine_claims.count_documents({}) == 0
+        assert check.check(server.db) == []
