@@ -173,8 +173,11 @@ def test_heartbeats_racing_a_release_and_an_extension_never_bring_it_back(operat
         calls = [("POST", f"/reservations/{rid}/heartbeat", None), ("POST", f"/reservations/{rid}/heartbeat", None),
                  ("POST", f"/reservations/{rid}/extend", {"lease_seconds": 2 * HOUR}),
                  ("DELETE", f"/reservations/{rid}", None)]
-        statuses = run_together(len(calls), lambda i: operator.request(calls[i][0], calls[i][1],
-                                                                         json=calls[i][2]).status_code)
+        def call(i, calls=calls):
+            method, path, body = calls[i]
+            return operator.request(method, path, json=body).status_code
+
+        statuses = run_together(len(calls), call)
         assert statuses[3] == 200 and all(s in (200, 409) for s in statuses[:3]), statuses
         res = stored(server, rid)
         assert res["state"] == "released", res
