@@ -15,10 +15,10 @@ import logging
 import threading
 import time
 
-import pymongo.errors
 from bson import ObjectId
 
 from ..core import events
+from . import background
 from .db import database
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class Feed:
         hole_since, ticks = None, 0
         try:
             while self.readers > 0 or time.monotonic() - self.last_reader < IDLE_STOP:
-                try:
+                with background.one_pass("event feed: reading events", log):
                     db = self.database()  # here, in the loop: the database may be down at first
                     top, epoch = events.head(db)
                     if self.last is None or self._restart or top < self.last or epoch != (self.epoch or epoch):
@@ -199,13 +199,9 @@ class Feed:
                         hole_since = self._follow(db, top, hole_since)
                         if hole_since is None and top > (self.last or top):
                             continue  # more to read at once
-                except pymongo.errors.InvalidOperation:
-                    return  # the app's client was closed: the app is gone
-                except pymongo.errors.PyMongoError as e:
-                    log.warning("event feed: cannot read events: %s", e)
-                except Exception:
-                    log.exception("event feed: read failed")
                 time.sleep(POLL)
+        except background.AppGone:
+            pass
         finally:
             with self.cond:
                 self.thread = None

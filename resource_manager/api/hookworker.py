@@ -21,7 +21,7 @@ from flask import current_app
 
 from ..core import events, mutex, webhooks
 from ..core.clock import utcnow
-from . import egress
+from . import background, egress
 from .config import SettingsError
 from .db import database
 from .eventfeed import jsonable
@@ -76,18 +76,14 @@ class Worker:
         try:
             while not self.stopped.is_set():
                 busy = False
-                try:
+                with background.one_pass("webhooks: worker pass", log):
                     if db is None:  # here, not before the loop: the database may be down at first
                         with self.app.app_context():
                             db = database(self.app)
                     busy = self.tick(db)
-                except pymongo.errors.InvalidOperation:
-                    return  # the app's client was closed: the app is gone
-                except pymongo.errors.PyMongoError as e:
-                    log.warning("webhooks: worker pass failed: %s", e)
-                except Exception:
-                    log.exception("webhooks: worker pass failed")
                 self.stopped.wait(TICK if busy else IDLE_TICK)
+        except background.AppGone:
+            pass
         finally:
             with self.lock:
                 self.thread = None

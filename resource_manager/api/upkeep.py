@@ -35,6 +35,7 @@ from flask import current_app
 
 from ..core import counts, ending, mutex, queue
 from ..core.atomic import WritesRefused
+from . import background
 from .db import core
 
 log = logging.getLogger(__name__)
@@ -140,24 +141,22 @@ class Upkeep:
             log.warning("counts: recount failed (readers count meanwhile; the sweep recounts): %s", e)
             return False
 
+    def _tick_failed(self, error):
+        if not isinstance(error, WritesRefused):
+            self.database_failed()
+        time.sleep(IDLE_TICK)
+
     def _run(self):
         try:
             here = None
             while not self.stopping.wait(self.tick):
-                try:
+                with background.one_pass("upkeep: tick", log, self._tick_failed):
                     if here is None:  # here, not before the loop: the database may be down at first
                         with self.app.app_context():
                             here = core(self.app)
                     self.run_once(here)
-                except pymongo.errors.InvalidOperation:
-                    return  # the app's client was closed: the app is gone
-                except pymongo.errors.PyMongoError as e:
-                    log.warning("upkeep: tick failed: %s", e)
-                    if not isinstance(e, WritesRefused):
-                        self.database_failed()
-                    time.sleep(IDLE_TICK)
-                except Exception:
-                    log.exception("upkeep: tick failed")
+        except background.AppGone:
+            pass
         finally:
             with self.lock:
                 self.thread = None
