@@ -36,11 +36,11 @@ def api_patch_machine(url, auth, ids):
     return once
 
 
-def patch_rate(env, runs, clients):
-    """PATCH/s at `clients` clients, serialised (ours) and not (baseline)."""
+def _patch_rates(env, runs, clients, modes, prefix):
+    """{mode: [PATCH/s of each run]} with RM_WRITE_SERIALISATION=mode, a fresh database per mode."""
     rates = {}
-    for mode in ("auto", "off"):
-        dbname = f"bench_writes_{mode}"
+    for mode in modes:
+        dbname = f"{prefix}_{mode}"
         db = env.database(dbname)
         seed_machines(db, MACHINES)
         ids = [str(d["_id"]) for d in db.machines.find({}, {"_id": 1})]
@@ -48,6 +48,12 @@ def patch_rate(env, runs, clients):
         rates[mode] = [throughput(api_patch_machine, (url, OPERATOR, ids), clients, SECONDS)[0]
                        for _ in range(runs)]
         env.stop_api(dbname)
+    return rates
+
+
+def patch_rate(env, runs, clients):
+    """PATCH/s at `clients` clients, serialised (ours) and not (baseline)."""
+    rates = _patch_rates(env, runs, clients, ("auto", "off"), "bench_writes")
     return {"name": f"PATCH a machine (GET + PATCH If-Match), {clients} clients", "ours": rates["auto"],
             "baseline": rates["off"], "baseline_name": "same API, writes not serialised (unsafe)",
             "unit": "PATCH/s", "higher_is_better": True,
@@ -97,16 +103,7 @@ def lock_cost(env, runs, rounds=2000):
 
 def patch_vs_flock(env, runs, clients=8):
     """PATCH/s at `clients` clients: the advisory lock (every host) against the flock (this host only)."""
-    rates = {}
-    for mode in ("auto", "host"):
-        dbname = f"bench_lock_{mode}"
-        db = env.database(dbname)
-        seed_machines(db, MACHINES)
-        ids = [str(d["_id"]) for d in db.machines.find({}, {"_id": 1})]
-        url = env.api(dbname, {"RM_WRITE_SERIALISATION": mode}).url
-        rates[mode] = [throughput(api_patch_machine, (url, OPERATOR, ids), clients, SECONDS)[0]
-                       for _ in range(runs)]
-        env.stop_api(dbname)
+    rates = _patch_rates(env, runs, clients, ("auto", "host"), "bench_lock")
     return {"name": f"PATCH a machine (GET + PATCH If-Match), {clients} clients, lock every host sees",
             "ours": rates["auto"], "baseline": rates["host"],
             "baseline_name": "same API, host flock (one host only)", "unit": "PATCH/s", "higher_is_better": True,
